@@ -1,0 +1,19 @@
+"""kdviz dashboard: ``streamlit run app.py``.
+
+The entry point only sets up navigation and the shared sidebar; each page lives in ``pages/``.
+"""
+
+import streamlit as st
+
+from kdviz.ui import sidebar
+
+st.set_page_config(page_title="kdviz: distillation made visible", page_icon="🔬", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
+    st.Page("pages/models.py", title="Models", icon="🧠"),
+]
+
+page = st.navigation(PAGES)
+sidebar.render()
+page.run()

@@ -1,0 +1,95 @@
+"""Data sets behind one interface: ``load_dataset(source)`` gives train and test splits, class
+names, image size and normalisation, whatever the source.
+
+Sources: ``digits`` (built in, offline), ``cifar10`` (searched under ``KDVIZ_DATA``; ``cifar10:PATH``
+for a given place), or the path of any image folder with ``train/<class>/`` and ``test/<class>/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, Dataset, ImageSplit, channel_stats
+from .cifar import CLASSES as CIFAR10_CLASSES
+from .cifar import find_cifar10, load_cifar10
+from .digits import load_digits_dataset
+from .folder import describe_folder, is_image_folder, list_classes, load_split
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DataError",
+    "Dataset",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageSplit",
+    "available_sources",
+    "default_source",
+    "load_dataset",
+]
+
+
+def load_dataset(
+    source: str = "digits",
+    *,
+    image_size: int | None = None,
+    download: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Dataset:
+    """Build the data set named by ``source`` (see the module docstring). Raises :class:`DataError`."""
+    source = source.strip()
+    if source == "digits":
+        return load_digits_dataset(image_size or 32)
+    if source == "cifar10" or source.startswith("cifar10:"):
+        path = Path(source.split(":", 1)[1]).expanduser() if ":" in source else None
+        return load_cifar10(path, download=download, image_size=image_size or 32, progress=progress)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"no data set named {source!r}: use 'digits', 'cifar10' or an image folder path")
+    if find_cifar10(path) is not None:  # CIFAR-10 folders and batches keep their standard names and stats
+        return load_cifar10(path, image_size=image_size or 32, progress=progress)
+    if not is_image_folder(path):
+        raise DataError(f"{path} is not an image folder: it needs train/<class>/ and test/<class>/ sub-folders")
+    return load_image_folder(path, image_size=image_size or 32, progress=progress)
+
+
+def load_image_folder(
+    path: Path, *, image_size: int = 32, progress: Callable[[int, int], None] | None = None
+) -> Dataset:
+    """Any folder of ``train/<class>/`` and ``test/<class>/`` images, resized to ``image_size``."""
+    path = Path(path).resolve()
+    classes = list_classes(path)
+    train = load_split(path, "train", classes, image_size, progress=progress)
+    test = load_split(path, "test", classes, image_size, progress=progress)
+    mean, std = channel_stats(train.images)
+    return Dataset(
+        name=path.name,
+        source=str(path),
+        train=train,
+        test=test,
+        class_names=tuple(classes),
+        mean=mean,
+        std=std,
+        description=f"image folder {path} ({len(classes)} classes, resized to {image_size}×{image_size})",
+    )
+
+
+def available_sources() -> list[dict]:
+    """The sources that can be loaded on this machine now, without a download."""
+    out = [{"source": "digits", "name": "digits", "where": "built in (scikit-learn)"}]
+    found = find_cifar10()
+    if found is not None:
+        out.append({"source": "cifar10", "name": "cifar10", "where": f"{found[0]}: {found[1]}"})
+    return out
+
+
+def default_source() -> str:
+    """The built-in set: a fresh machine with nothing else shows a working dashboard at once."""
+    return "digits"
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset_cached(source: str, image_size: int | None = None) -> Dataset:
+    """Process-wide memo for the CLI and library users (the dashboard uses Streamlit's cache)."""
+    return load_dataset(source, image_size=image_size)

@@ -1,0 +1,116 @@
+"""From uint8 arrays to normalised float batches, with the training augmentations.
+
+Everything stays in memory and is done on whole batches of tensors (no per-image Python), which
+on a 2-core machine is several times faster than a DataLoader over PIL images. Each batch carries
+the data-set indices of its images, so per-image artefacts are looked up by index, never by order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .base import ImageSplit
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentations: random crop after zero padding, random horizontal flip."""
+
+    crop_padding: int = 4  # 0 turns the crop off
+    hflip: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.hflip
+
+
+def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC (array or tensor) to float NCHW in [0, 1]."""
+    t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * s + m
+
+
+def random_crop_flip(
+    images: torch.Tensor,
+    augment: Augment,
+    generator: torch.Generator | None = None,
+    extras: Sequence[torch.Tensor] = (),
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Crop and flip a batch (N, C, H, W); ``extras`` (maps of the same H, W) get the same transform.
+
+    One offset and one flip are drawn per image and applied to the image and to each of its extras,
+    so an attribution map stays aligned with its image (a flaw of the paper's code, not repeated).
+    """
+    n, _, h, w = images.shape
+    pad = augment.crop_padding
+    tensors = [images, *extras]
+    if pad > 0:
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(images.device)  # (N, H) into the padded image
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(images.device)
+        out = []
+        for t in tensors:
+            padded = torch.nn.functional.pad(t, (pad, pad, pad, pad))
+            idx_r = rows.view(n, 1, h, 1).expand(n, t.shape[1], h, w + 2 * pad)
+            t = padded.gather(2, idx_r)
+            idx_c = cols.view(n, 1, 1, w).expand(n, t.shape[1], h, w)
+            out.append(t.gather(3, idx_c))
+        tensors = out
+    if augment.hflip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+        tensors = [torch.where(flip, t.flip(3), t) for t in tensors]
+    return tensors[0], list(tensors[1:])
+
+
+def iterate_batches(
+    split: ImageSplit,
+    batch_size: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    shuffle: bool = False,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    indices: np.ndarray | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y, idx)``: normalised images, labels and their indices in ``split``.
+
+    ``indices`` restricts to a subset (a shard under DDP, a slice for a quick run); ``shuffle``
+    permutes it with ``generator`` so a seeded epoch is reproducible.
+    """
+    order = torch.as_tensor(np.arange(len(split)) if indices is None else np.asarray(indices), dtype=torch.long)
+    if shuffle:
+        order = order[torch.randperm(len(order), generator=generator)]
+    images = torch.from_numpy(np.ascontiguousarray(split.images))
+    labels = torch.from_numpy(np.asarray(split.labels))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if drop_last and len(idx) < batch_size:
+            break
+        x = to_float(images[idx]).to(device)
+        if augment is not None and augment.active:
+            x, _ = random_crop_flip(x, augment, generator)
+        yield normalize(x, mean, std), labels[idx].to(device), idx
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)

@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the pages. The rest of ``kdviz`` never imports Streamlit."""

@@ -1,0 +1,54 @@
+"""What one browser session chose: the data set, the teacher, the student, and who it is.
+
+Everything lives in ``st.session_state``, which Streamlit keeps per browser session, so two people
+on one server never see each other's choices or jobs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from kdviz.runs import Workspace
+
+DATA_SOURCE = "kdviz_data_source"
+TEACHER = "kdviz_teacher_path"
+STUDENT = "kdviz_student_path"
+OWNER = "kdviz_session_id"
+
+
+def owner() -> str:
+    """An id for this browser session, used to keep background jobs apart."""
+    if OWNER not in st.session_state:
+        st.session_state[OWNER] = uuid.uuid4().hex
+    return st.session_state[OWNER]
+
+
+def workspace() -> Workspace:
+    return Workspace()
+
+
+@dataclass
+class Selection:
+    source: str
+    teacher: Path | None
+    student: Path | None
+
+
+def selection() -> Selection:
+    teacher = st.session_state.get(TEACHER)
+    student = st.session_state.get(STUDENT)
+    return Selection(
+        st.session_state.get(DATA_SOURCE, "digits"),
+        Path(teacher) if teacher else None,
+        Path(student) if student else None,
+    )
+
+
+def choose(role: str, path: Path | str) -> None:
+    """Make ``path`` this session's teacher or student (the Models page's "use as" buttons)."""
+    st.session_state[TEACHER if role == "teacher" else STUDENT] = str(path)
+    st.session_state.pop(f"sidebar_{role}", None)  # let the sidebar's select box follow

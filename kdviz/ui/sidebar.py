@@ -1,0 +1,82 @@
+"""The sidebar every page shares: which data set, which teacher, which student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from kdviz import settings
+from kdviz.data import DataError, find_cifar10
+from kdviz.runs import RunInfo, model_choices
+
+from . import session
+
+BUILT_IN, CIFAR, FOLDER = "Built-in digits (offline)", "CIFAR-10", "Image folder…"
+
+
+def _source_widget() -> str:
+    kinds = [BUILT_IN, CIFAR, FOLDER]
+    default_root = settings.data_root()
+    kind = st.sidebar.selectbox("Data set", kinds, key="sidebar_data_kind",
+                                help="The built-in set ships with scikit-learn and needs no network.")
+    if kind == BUILT_IN:
+        return "digits"
+    if kind == CIFAR:
+        root = st.sidebar.text_input(
+            "Data folder (KDVIZ_DATA)", value=str(default_root or ""), key="sidebar_data_root",
+            help="The folder holding cifar10/train/<class>/*.jpg, or cifar-10-batches-py.",
+        )
+        found = find_cifar10(Path(root)) if root else None
+        if found is None:
+            st.sidebar.warning(f"No CIFAR-10 under `{root}`. Using the built-in digits instead. "
+                               "Download with `python -m kdviz data cifar10 --download`.")
+            return "digits"
+        return f"cifar10:{found[1] if found[0] == 'folder' else found[1].parent}"
+    folder = st.sidebar.text_input("Image folder (train/<class>/, test/<class>/)", key="sidebar_folder")
+    if not folder:
+        st.sidebar.info("Enter a folder path; using the built-in digits until then.")
+        return "digits"
+    if not (Path(folder) / "train").is_dir() or not (Path(folder) / "test").is_dir():
+        st.sidebar.warning(f"`{folder}` needs train/<class>/ and test/<class>/ sub-folders.")
+        return "digits"
+    return str(Path(folder).expanduser().resolve())
+
+
+def _model_widget(role: str, options: list[RunInfo]) -> None:
+    key = session.TEACHER if role == "teacher" else session.STUDENT
+    if not options:
+        st.sidebar.caption(f"No {role} for this data set yet: train one on the Models page.")
+        st.session_state[key] = None
+        return
+    paths = [str(o.path) for o in options]
+    labels = {str(o.path): o.label for o in options}
+    current = st.session_state.get(key)
+    if current not in paths:  # default: the newest of this role, else the first
+        preferred = [o for o in options if o.card and o.card.role == role]
+        current = str((preferred or options)[0].path)
+    chosen = st.sidebar.selectbox(role.capitalize(), paths, index=paths.index(current),
+                                  format_func=labels.get, key=f"sidebar_{role}")
+    st.session_state[key] = chosen
+
+
+def render() -> session.Selection:
+    """Draw the sidebar and return what it says; pages read the same through ``session.selection``."""
+    source = _source_widget()
+    st.session_state[session.DATA_SOURCE] = source
+    options = model_choices(session.workspace(), source)
+    _model_widget("teacher", options)
+    _model_widget("student", options)
+    st.sidebar.caption(f"Workspace: `{session.workspace().root}`")
+    return session.selection()
+
+
+def safe_dataset(source: str):
+    """The data set, or an error box and None (a page then shows what it can without it)."""
+    from . import cache
+
+    try:
+        return cache.dataset(source)
+    except DataError as exc:
+        st.error(f"Cannot load the data set: {exc}")
+        return None

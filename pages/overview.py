@@ -1,0 +1,49 @@
+"""Overview: what kdviz shows, the data set at a glance, and the chosen teacher and student."""
+
+import streamlit as st
+
+from kdviz.checkpoints import CheckpointError
+from kdviz.ui import cache, session
+from kdviz.ui.cards import render_card
+from kdviz.ui.charts import sample_grid
+from kdviz.ui.sidebar import safe_dataset
+
+st.title("kdviz: knowledge distillation, made visible")
+st.markdown(
+    "A small **student** network learns from a large **teacher**: from its softened predictions "
+    "(knowledge distillation) and from *where it looks*: the teacher's Integrated Gradients maps, "
+    "overlaid onto the training images. Pick a data set, a teacher and a student in the sidebar; "
+    "train or load models on the **Models** page."
+)
+
+sel = session.selection()
+data = safe_dataset(sel.source)
+if data is not None:
+    st.header(f"Data set: {data.name}")
+    left, right = st.columns([2, 3])
+    with left:
+        st.metric("Classes", data.num_classes)
+        st.metric("Training images", f"{len(data.train):,}")
+        st.metric("Test images", f"{len(data.test):,}")
+        st.caption(data.description)
+    with right:
+        grid = sample_grid(data.test.images, data.test.labels, data.class_names, per_class=8)
+        st.image(grid, caption="Test images, one row per class: " + ", ".join(data.class_names),
+                 width=min(560, grid.shape[1] * 4), clamp=True)
+
+st.header("Teacher and student")
+cols = st.columns(2)
+teacher_card = None
+for col, role, path in ((cols[0], "teacher", sel.teacher), (cols[1], "student", sel.student)):
+    with col:
+        if path is None:
+            st.info(f"No {role} chosen: train one on the Models page, or pick one in the sidebar.")
+            continue
+        try:
+            loaded = cache.model(path)
+        except CheckpointError as exc:
+            st.error(f"The {role} cannot be loaded: {exc}")
+            continue
+        render_card(loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None)
+        if role == "teacher":
+            teacher_card = loaded.card
