@@ -30,7 +30,11 @@ class Augment:
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 NHWC (array or tensor) to float NCHW in [0, 1]."""
-    t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if isinstance(images, torch.Tensor):
+        t = images
+    else:
+        arr = np.asarray(images)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # PIL and mmap arrays are read-only
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
