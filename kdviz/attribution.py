@@ -43,7 +43,8 @@ BASELINES = {
 }
 IG_RULES = {"gausslegendre": "Gauss–Legendre", "riemann_trapezoid": "Riemann (trapezoid)",
             "riemann_middle": "Riemann (midpoint)", "riemann_left": "Riemann (left)", "riemann_right": "Riemann (right)"}
-#: A fast batch size for IG's expanded inputs on 2 CPU cores (see benchmarks/bench_attribution.py).
+#: IG's expanded inputs per pass when not measured (the page's single images need no more; bulk work
+#: such as ``ig-precompute`` measures the fastest size with :func:`fastest_batch_size`).
 DEFAULT_INTERNAL_BATCH = 128
 
 
@@ -313,6 +314,43 @@ def default_cache() -> AttributionCache:
     if _DEFAULT_CACHE is None:
         _DEFAULT_CACHE = AttributionCache()
     return _DEFAULT_CACHE
+
+
+# ----------------------------------------------------------------------------------- batch size
+
+
+def throughput(model: nn.Module, batch: int, image_size: int = 32, *, repeats: int = 3, channels: int = 3) -> float:
+    """Forward-and-backward (input gradient) images per second at one batch size: IG's inner work."""
+    import time
+
+    device = next(model.parameters()).device
+    x = torch.randn(batch, channels, image_size, image_size, device=device, requires_grad=True)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        out = model(x)
+        (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first pass warms up
+            times.append(time.perf_counter() - start)
+    return batch / sorted(times)[len(times) // 2]
+
+
+_FASTEST: dict[tuple, int] = {}
+
+
+def fastest_batch_size(model: nn.Module, image_size: int = 32, candidates: Sequence[int] = (16, 32, 64, 128, 256)) -> int:
+    """Measure, once per architecture and device, which batch size runs IG's passes fastest."""
+    device = next(model.parameters()).device
+    key = (type(model).__name__, sum(p.numel() for p in model.parameters()), image_size, str(device))
+    if key not in _FASTEST:
+        was_training = model.training
+        model.eval()
+        rates = {b: throughput(model, b, image_size) for b in candidates}
+        model.train(was_training)
+        _FASTEST[key] = max(rates, key=rates.get)
+    return _FASTEST[key]
 
 
 # ----------------------------------------------------------------------------------- the front door

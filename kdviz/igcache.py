@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import __version__, atomic
-from .attribution import AttributionOptions, attribute, model_fingerprint
+from .attribution import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
 from .data.base import Dataset
 from .data.loader import normalize, to_float
 
@@ -174,6 +174,8 @@ def precompute(
     total_mine = len(range(rank, n, world))
     finished = total_mine - len(todo)
     opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
+    if internal_batch_size is None and todo:
+        internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed
     images, labels = split_data.images, split_data.labels
     t0, computed = time.perf_counter(), 0
     for start in range(0, len(todo), batch_size):

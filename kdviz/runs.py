@@ -51,9 +51,7 @@ class RunInfo:
 
     @property
     def label(self) -> str:
-        arch = self.card.arch if self.card else "?"
-        prefix = "asset" if self.origin == "assets" else "run"
-        return f"{prefix}: {self.name} ({arch})"
+        return f"{self.name} · asset" if self.origin == "assets" else self.name
 
 
 class Workspace:

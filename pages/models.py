@@ -54,7 +54,7 @@ with tab_train:
     if "width_mult" in get_spec(arch).signature():
         kwargs["width_mult"] = c2.select_slider("Width multiplier", [0.25, 0.35, 0.5, 0.75, 1.0],
                                                 value=d_kwargs.get("width_mult", 1.0), key=f"train_width_{role}")
-    name = c3.text_input("Run name", value=f"{role}-{arch}-{now()[:8]}", key=f"train_name_{role}",
+    name = c3.text_input("Run name", value=f"{role}-{arch}-{now()[:8]}", key=f"train_name_{role}_{arch}",
                          help="An existing run of this name is resumed from its last finished epoch.")
     c4, c5, c6, c7 = st.columns(4)
     epochs = c4.number_input("Epochs", 1, 500, d_cfg.epochs, key="train_epochs")

@@ -21,7 +21,7 @@ def start(request: TrainRequest) -> Job:
     def work(job: Job):
         from kdviz.data import load_dataset
 
-        job.report(0.0, "loading data…")
+        job.report(0.0, "loading data…", role=request.role)
         data = load_dataset(request.dataset)
 
         def on_event(event: TrainEvent) -> None:
@@ -33,8 +33,8 @@ def start(request: TrainRequest) -> Job:
 
         run_dir, result = train_run(request, workspace=workspace, data=data, callback=on_event,
                                     should_stop=job.should_stop)
-        job.report(message=f"{'stopped' if result.stopped else 'finished'}: {len(result.history)} epochs",
-                   run_dir=str(run_dir))
+        epochs = len(result.history)
+        job.report(message=f"{epochs} epoch{'s' if epochs != 1 else ''} in `{run_dir.name}`", run_dir=str(run_dir))
         return run_dir
 
     job = MANAGER.start(f"train {request.name}", work, owner=session.owner(), kind="train")
@@ -61,13 +61,15 @@ def show(job: Job) -> None:
                 job.stop()
                 st.toast("Stopping after this step…")
         elif job.status == "done":
-            st.success(f"Training finished in {job.elapsed:.0f} s: {job.message}")
+            st.success(f"Training finished in {job.elapsed:.0f} s: {job.message}, now the sidebar's {job.data.get('role', 'model')}.")
         elif job.status == "stopped":
-            st.warning(f"Stopped: {job.message}. Start the same run name again to resume it.")
+            st.warning(f"Stopped after {job.message}. Start the same run name again to resume it.")
         elif job.status == "failed":
             st.error(f"Training failed: {job.error}")
         if not job.running and st.session_state.get(f"rerun_after_{job.id}") is None:
             st.session_state[f"rerun_after_{job.id}"] = True
-            st.rerun()  # once, so the sidebar lists the new run
+            if job.data.get("run_dir") and job.status == "done":
+                session.choose(job.data["role"], job.data["run_dir"])  # a finished run is the one to look at
+            st.rerun()  # once, so the sidebar lists and selects the new run
 
     panel()
