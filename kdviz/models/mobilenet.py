@@ -63,8 +63,12 @@ def mobilenetv2_cifar(num_classes: int = 10, width_mult: float = 1.0, dropout: f
     family="mobilenetv2",
     description="Student: the teacher's features minus the last `cut` modules, pooled, linear",
 )
-def mobilenetv2_cifar_cut(num_classes: int = 10, cut: int = 5, width_mult: float = 1.0) -> nn.Module:
+def mobilenetv2_cifar_cut(
+    num_classes: int = 10, cut: int = 5, width_mult: float = 1.0, stem_stride: int = 1
+) -> nn.Module:
     full = _cifar_features(width_mult, num_classes)
+    # stem_stride=2 halves the resolution at once: same parameters, about a quarter of the work
+    full.features[0][0].stride = (stem_stride, stem_stride)
     n = len(full.features)
     if not 1 <= cut < n:
         raise ValueError(f"cut must be between 1 and {n - 1}, got {cut}")
@@ -85,6 +89,17 @@ def _named_student(name: str, cut: int, note: str) -> None:
 
     build.__name__ = name
     build.__doc__ = f"MobileNet-V2 CIFAR student, cut={cut} ({ratio}× fewer parameters than the teacher)."
+
+
+@register_model(
+    "mnv2_student_4x_fast",
+    family="mobilenetv2",
+    description="Student for CPUs: the paper's cut-by-5 student (4.12× smaller) with a stride-2 stem, 4× fewer MACs",
+)
+def mnv2_student_4x_fast(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """The paper's student is only ~2× faster than the teacher on a CPU: most of the work sits in the
+    early full-resolution layers that the cut keeps. Downsampling in the stem removes that work."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=5, width_mult=width_mult, stem_stride=2)
 
 
 _named_student("mnv2_student_2x", 3, "")
