@@ -12,7 +12,7 @@ Layout of a cache folder::
 
 A killed run resumes: maps whose done flag is set are kept, the rest are recomputed. Under
 ``torchrun`` every rank takes the indices ``rank::world`` into the same ``maps.npy`` (distinct
-rows) and its own done file; rank 0 merges the flags when all are finished.
+rows) and its own done file; readers combine the flags of every done file.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def precompute(
     total_mine = len(range(rank, n, world))
     finished = total_mine - len(todo)
     opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
-    if internal_batch_size is None and todo:
-        internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed
+    if internal_batch_size is None and len(todo) * steps >= 20_000:
+        internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed (worth it on long runs)
     images, labels = split_data.images, split_data.labels
     t0, computed = time.perf_counter(), 0
     for start in range(0, len(todo), batch_size):

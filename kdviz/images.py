@@ -46,7 +46,7 @@ def read_image(data: bytes, *, size: int = 32, name: str = "the file") -> Loaded
     if not data:
         raise ImageError(f"{name} is empty")
     if len(data) > MAX_BYTES:
-        raise ImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES // 2**20} MB")
+        raise ImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:g} MB")
     head = data[:512].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
         raise ImageError(f"{name} is an SVG drawing; upload a raster image (PNG, JPEG, WebP, BMP, GIF)")
