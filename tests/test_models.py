@@ -65,6 +65,8 @@ def test_num_classes_is_honoured():
     [
         ("mobilenetv2_cifar", TEACHER_PARAMS),
         ("mnv2_student_4x", 543_498),
+        ("mnv2_student_4x_fast", 543_498),  # the paper's student with a stride-2 stem: same weights
+        ("mnv2_student_4x_edge", 540_218),
         ("mobilenetv2_cifar_cut", 543_498),  # cut=5 by default: the paper's student
         ("resnet20", 269_722),
         ("resnet56", 853_018),
@@ -76,7 +78,8 @@ def test_parameter_counts(name, params):
 
 @pytest.mark.parametrize(
     "name, ratio",
-    [("mnv2_student_2x", 2.19), ("mnv2_student_4x", 4.12), ("mnv2_student_7x", 7.29), ("mnv2_student_12x", 12.04)],
+    [("mnv2_student_2x", 2.19), ("mnv2_student_4x", 4.12), ("mnv2_student_7x", 7.29), ("mnv2_student_12x", 12.04),
+     ("mnv2_student_4x_fast", 4.12), ("mnv2_student_4x_edge", 4.14)],
 )
 def test_student_compression_ratios(name, ratio):
     assert TEACHER_PARAMS / count_params(create_model(name)) == pytest.approx(ratio, abs=0.01)
@@ -205,3 +208,15 @@ def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, file, 
     assert pred.accuracy >= minimum, f"{arch}: {pred.accuracy:.3f} on 1,000 test images"
     # every class is recognised well above chance
     assert np.nanmin(pred.per_class_accuracy(10)) > 0.5
+
+
+def test_speed_students_do_less_work_than_the_papers_student():
+    """The CPU students keep the paper's 4.1× parameter ratio but cut the work (and, for the edge
+    student, the layers) that make the paper's student slow at batch 1; latency itself is measured
+    in benchmarks/bench_latency.py, not here."""
+    paper = create_model("mnv2_student_4x")
+    fast, edge = create_model("mnv2_student_4x_fast"), create_model("mnv2_student_4x_edge")
+    macs = {n: model_stats(m).macs for n, m in (("paper", paper), ("fast", fast), ("edge", edge))}
+    assert macs["fast"] < macs["paper"] / 3.5 and macs["edge"] < macs["paper"] / 5
+    convs = {n: sum(isinstance(x, nn.Conv2d) for x in m.modules()) for n, m in (("paper", paper), ("edge", edge))}
+    assert convs["edge"] * 3 <= convs["paper"]  # a third of the layers

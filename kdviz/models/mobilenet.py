@@ -102,6 +102,25 @@ def mnv2_student_4x_fast(num_classes: int = 10, width_mult: float = 1.0) -> nn.M
     return mobilenetv2_cifar_cut(num_classes=num_classes, cut=5, width_mult=width_mult, stem_stride=2)
 
 
+#: Four inverted-residual blocks that reach 4×4 by the third: few layers, so little per-layer overhead.
+EDGE_SETTING = [[1, 16, 1, 1], [6, 32, 1, 2], [6, 64, 1, 2], [6, 280, 1, 1]]
+
+
+@register_model(
+    "mnv2_student_4x_edge",
+    family="mobilenetv2",
+    description="Student for CPUs: 4 MobileNet-V2 blocks, downsampled early; 4.14× smaller, ≥4× faster at batch 1",
+)
+def mnv2_student_4x_edge(num_classes: int = 10, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
+    """At batch 1 on a CPU much of the time is per-layer overhead, not arithmetic: the stride-2 stem
+    student does 6× less work than the teacher yet keeps its 13 blocks and misses 4× at batch 1. This
+    one keeps the paper's 4.1× parameter ratio (540,218) in 4 blocks (torchvision's ImageNet strides,
+    the last block wide) to clear 4×; benchmarks/bench_latency.py measures it."""
+    net = mobilenet_v2(num_classes=num_classes, width_mult=width_mult, inverted_residual_setting=EDGE_SETTING,
+                       dropout=dropout)
+    return _no_inplace(net)
+
+
 _named_student("mnv2_student_2x", 3, "")
 _named_student("mnv2_student_4x", 5, " (the paper's student)")
 _named_student("mnv2_student_7x", 7, "")
