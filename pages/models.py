@@ -153,4 +153,8 @@ with tab_upload:
                 st.error(f"Not added: {exc}")
             else:
                 session.choose(up_role, run_dir)
-                st.success(f"Added as `{run_dir.name}` and chosen as the {up_role}.")
+                # rerun so the sidebar, drawn before this page, shows the new choice at once
+                st.session_state["upload_added"] = f"Added as `{run_dir.name}` and chosen as the {up_role}."
+                st.rerun()
+    if added := st.session_state.pop("upload_added", None):
+        st.success(added)

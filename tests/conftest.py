@@ -27,6 +27,27 @@ def _isolated_workspace(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _apptest_runs_app_py_every_time(monkeypatch):
+    """Make every AppTest rerun go through ``app.py``, as the real server does.
+
+    ``streamlit run app.py`` sees ``st.navigation`` and switches the legacy ``pages/`` folder mode
+    off for good. AppTest (Streamlit 1.67) turns it back on before each run because ``pages/``
+    exists, so every rerun after the first ran the page file alone: no sidebar, no ``app.py``.
+    Tests would then check a page the real app never shows. kdviz always navigates with
+    ``st.navigation``, so the legacy mode is simply kept off.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original_init = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: real-data or long tests (run by default; deselect with -m 'not slow')")
     config.addinivalue_line("markers", "browser: drives the running app in headless Chromium")
