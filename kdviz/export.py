@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import re
 import warnings
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ExportError(Exception):
@@ -16,21 +22,47 @@ class ExportError(Exception):
 
 
 def to_onnx(model: nn.Module, image_size: int = 32, channels: int = 3) -> bytes:
-    """ONNX bytes with a dynamic batch dimension (``torch.onnx.export(..., dynamo=True)``)."""
+    """ONNX bytes with a dynamic batch dimension (``torch.onnx.export(..., dynamo=True)``).
+
+    Raises :class:`ExportError` with one line naming the root cause (the exporter's own message is a
+    page of advice, and it prints graphs on the way): a person sees why, not a traceback.
+    """
     model = model.eval().cpu()
     x = torch.zeros(2, channels, image_size, image_size)
     try:
-        quiet = contextlib.redirect_stdout(io.StringIO())  # the exporter narrates its passes on stdout
-        with warnings.catch_warnings(), torch.no_grad(), quiet:
-            warnings.simplefilter("ignore")
+        with _quiet(), torch.no_grad():
             batch = torch.export.Dim("batch", min=1, max=4096)
             program = torch.onnx.export(model, (x,), dynamo=True, verbose=False, input_names=["images"],
-                                        output_names=["logits"], dynamic_shapes={"x": {0: batch}})
+                                        output_names=["logits"], dynamic_shapes=({0: batch},))
     except Exception as exc:  # noqa: BLE001 - exporter errors are many and long; one line says enough
-        raise ExportError(f"ONNX export of {type(model).__name__} failed: {str(exc).splitlines()[0]}") from exc
-    buf = io.BytesIO()
-    buf.write(program.model_proto.SerializeToString())
-    return buf.getvalue()
+        raise ExportError(f"ONNX export of {type(model).__name__} failed: {_root_cause(exc)}") from exc
+    return program.model_proto.SerializeToString()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's first line, without the terminal colour codes the exporter adds."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {_ANSI.sub('', first).strip()}"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter: it narrates its passes on stdout and logs graphs through ``torch`` loggers."""
+    loggers = [logging.getLogger(name) for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo",
+                                                    "torch.fx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def session(onnx_bytes: bytes, threads: int | None = None):

@@ -1,8 +1,10 @@
 """Latency of a model on this machine, in eager PyTorch or ONNX Runtime: median, p90, distribution.
 
 A measurement warms up, then repeats until it has ``repeats`` samples or ``max_seconds`` have
-passed, so one model takes a bounded time; the median of many short runs is stable where a mean
-would follow the slowest outlier.
+passed; the budget covers the warm-up too, so a slow model (a big batch) cannot stall the page. The
+median of many short runs is stable where a mean would follow the slowest outlier. The defaults let
+one model be measured (batch 1 and one larger batch) within 10 s on 2 cores:
+``benchmarks/bench_latency.py`` checks that and how far two runs' medians lie apart.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torch import nn
 
 @dataclass
 class Latency:
+    """The samples of one measurement (one model, runtime, batch and thread count), in milliseconds."""
+
     name: str
     runtime: str  # "eager" or "onnxruntime"
     batch: int
@@ -56,24 +60,44 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def sample(fn: Callable[[], object], *, warmup: int = 5, repeats: int = 50, max_seconds: float = 8.0,
-           should_stop: Callable[[], bool] | None = None) -> list[float]:
-    """Milliseconds per call of ``fn`` after ``warmup`` calls; stops at ``repeats`` or ``max_seconds``."""
+#: Warm-up calls, timed calls and seconds per measurement (warm-up included) unless told otherwise.
+WARMUP, REPEATS, MAX_SECONDS = 3, 50, 4.0
+#: Timed calls taken even past the budget, so a median exists for a model slower than the budget.
+MIN_SAMPLES = 3
+#: The share of the budget warm-up may use before timing starts.
+WARMUP_SHARE = 0.25
+
+
+def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REPEATS,
+           max_seconds: float = MAX_SECONDS, should_stop: Callable[[], bool] | None = None,
+           clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Milliseconds per call of ``fn``: up to ``warmup`` untimed calls (stopping early once they
+    have used a quarter of ``max_seconds``), then timed calls until ``repeats`` or the budget ends
+    (at least :data:`MIN_SAMPLES`), or until ``should_stop()`` says so."""
+    start = clock()
     for _ in range(warmup):
         fn()
+        if clock() - start >= WARMUP_SHARE * max_seconds:
+            break
+    deadline = start + max_seconds
     samples: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    while len(samples) < repeats and (len(samples) < 3 or time.perf_counter() < deadline):
-        start = time.perf_counter()
+    while len(samples) < repeats and (len(samples) < MIN_SAMPLES or clock() < deadline):
+        t0 = clock()
         fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
+        samples.append((clock() - t0) * 1000.0)
         if should_stop and should_stop():
             break
     return samples
 
 
+def relative_spread(a: float, b: float) -> float:
+    """How far two medians lie apart, as a share of the smaller: 0.1 means 10 %."""
+    return abs(a - b) / min(a, b)
+
+
 def eager(model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None,
           **kw) -> Latency:
+    """Latency of ``model`` in eager PyTorch (inference mode, CPU) on random ``batch`` images."""
     model = model.eval().cpu()
     x = torch.randn(batch, 3, image_size, image_size)
     with torch_threads(threads), torch.inference_mode():
@@ -83,6 +107,7 @@ def eager(model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, 
 
 
 def onnxruntime(sess, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw) -> Latency:
+    """Latency of an ONNX Runtime session (see :func:`kdviz.export.session`; its threads are set there)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}
     samples = sample(lambda: sess.run(None, feed), **kw)

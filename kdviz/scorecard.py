@@ -46,6 +46,8 @@ def cached_predictions(loaded: LoadedModel, data: Dataset, split: str = "test", 
 
 @dataclass
 class Entry:
+    """What is known of one model; ``None`` where it was not measured (the table shows a gap)."""
+
     name: str
     role: str
     params: int
@@ -53,30 +55,41 @@ class Entry:
     macs: int
     accuracy: float | None = None
     latency_ms: float | None = None  # batch-1 median, eager
-    latency_batch_ms: float | None = None  # chosen batch, eager, per batch
+    latency_batch_ms: float | None = None  # the chosen batch, eager, per batch
     onnx_ms: float | None = None  # batch-1 median, ONNX Runtime
 
 
-def headline(entries: Sequence[Entry]) -> list[dict]:
-    """One row per model; ratios against the first entry whose role is teacher (else the first)."""
+def headline(entries: Sequence[Entry], batch: int | None = None) -> list[dict]:
+    """One row per model; ratios against the first entry whose role is teacher (else the first).
+
+    Every speed-up divides two medians of the same table, so ratios come from one session's runs.
+    ``batch`` names the chosen batch size in its columns.
+    """
     if not entries:
         return []
     teacher = next((e for e in entries if e.role == "teacher"), entries[0])
+    b = f"batch {batch}" if batch else "batch"
     rows = []
     for e in entries:
-        row = {
+        rows.append({
             "model": e.name, "role": e.role, "parameters": e.params, "size MB": round(e.size_bytes / 2**20, 2),
             "MMACs": round(e.macs / 1e6, 1), "compression ×": round(teacher.params / max(e.params, 1), 2),
             "accuracy": e.accuracy,
-            "teacher's accuracy kept": (e.accuracy / teacher.accuracy) if e.accuracy is not None and teacher.accuracy else None,
+            "teacher's accuracy kept": _ratio(e.accuracy, teacher.accuracy),
             "latency ms (batch 1)": e.latency_ms,
-            "speed-up ×": (teacher.latency_ms / e.latency_ms) if e.latency_ms and teacher.latency_ms else None,
-            "latency ms (batch)": e.latency_batch_ms,
+            "speed-up × (batch 1)": _ratio(teacher.latency_ms, e.latency_ms),
+            f"latency ms ({b})": e.latency_batch_ms,
+            f"speed-up × ({b})": _ratio(teacher.latency_batch_ms, e.latency_batch_ms),
             "ONNX Runtime ms (batch 1)": e.onnx_ms,
-            "ONNX speed-up over eager ×": (e.latency_ms / e.onnx_ms) if e.latency_ms and e.onnx_ms else None,
-        }
-        rows.append(row)
+            "ONNX speed-up × (batch 1)": _ratio(teacher.onnx_ms, e.onnx_ms),
+            "ONNX Runtime over eager ×": _ratio(e.latency_ms, e.onnx_ms),
+        })
     return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is unknown (or ``b`` is zero): a gap, never a made-up number."""
+    return a / b if a is not None and b else None
 
 
 def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
