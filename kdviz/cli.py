@@ -387,6 +387,245 @@ def cmd_ig_precompute(args: argparse.Namespace) -> int:
     return 0 if done.all() else 130
 
 
+def _stop_on_sigint() -> dict:
+    """First Ctrl-C asks the work to stop after the current step; a second one kills."""
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        stop["asked"] = True
+        print("\nstopping after this step; finished work is kept (run the same command to resume)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return stop
+
+
+def _json_arg(text: str | None, what: str) -> dict | None:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{what} is not JSON ({exc}); example: '{{\"width_mult\": 0.5}}'") from None
+
+
+def _list_arg(text: str | None, cast=str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [cast(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise CLIError(f"cannot read the list {text!r}") from None
+
+
+DISTILL_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "seed", "crop_padding",
+                  "train_limit", "eval_limit", "temperature", "alpha", "overlay_p", "overlay_lambda", "overlay_mode",
+                  "subset", "subset_seed", "ig_steps")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .distill import (DistillConfig, DistillRequest, default_ig_cache, distill_run, ensure_ig_cache,
+                          init_distributed, load_teacher, replica_checksums, subset_dataset)
+    from .recipes import defaults_for
+    from .runs import Workspace, now
+
+    ctx = init_distributed()
+    if ctx.world > 1 and not args.name:
+        raise CLIError("under torchrun, name the run (--name) so that every process writes to the same one")
+    device = args.device or settings.device()
+    if ctx.world > 1 and device.startswith("cuda"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    data = _load_data(args.data)
+    teacher = load_teacher(resolve_weights(args.teacher), data, args.teacher_arch)
+    arch, arch_kwargs, base = defaults_for(args.data, "student")
+    if args.arch:
+        arch, arch_kwargs = args.arch, {}
+    arch_kwargs.update(_json_arg(args.arch_kwargs, "--arch-kwargs") or {})
+    values = {**base.as_dict(), **{k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k) is not None}}
+    cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip,
+                           "teacher": str(teacher.path)})
+    ws = Workspace()
+    name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
+    run_dir = ws.path(name)
+    if ctx.is_writer:
+        ws.create(name, exist_ok=not args.no_resume)
+    train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
+    stop = _stop_on_sigint()
+    store = None
+    if cfg.uses_ig:
+        folder = Path(args.ig_cache) if args.ig_cache else default_ig_cache(teacher, train_data, cfg)
+        bar = tqdm(desc="teacher IG maps", unit="img", file=sys.stderr, disable=args.json or not ctx.is_writer)
+        store = ensure_ig_cache(teacher, train_data, folder, steps=cfg.ig_steps, should_stop=lambda: stop["asked"],
+                                progress=lambda done, total, rate: (setattr(bar, "total", total), bar.update(done - bar.n)))
+        bar.close()
+        if not store.complete:
+            return 130
+        cfg.ig_cache = str(store.folder)
+    bars: dict = {}
+
+    def callback(event) -> None:
+        if event.kind == "step":
+            if "bar" not in bars:
+                bars["bar"] = tqdm(total=event.steps, desc=f"{name} epoch {event.epoch}/{event.epochs}", leave=False,
+                                   file=sys.stderr, disable=args.json)
+            bars["bar"].update(1)
+            bars["bar"].set_postfix(loss=f"{event.loss:.3f}")
+        elif event.kind == "epoch" and "bar" in bars:
+            bars.pop("bar").close()
+            print(f"epoch {event.epoch}/{event.epochs}: test accuracy {event.record.test_acc:.4f}", file=sys.stderr)
+
+    request = DistillRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, config=cfg)
+    model, result = distill_run(request, teacher, train_data, run_dir, store=store, callback=callback,
+                                should_stop=lambda: stop["asked"], device=device, resume=not args.no_resume, ctx=ctx)
+    checksums = replica_checksums(model, ctx, device)
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if ctx.is_writer:
+        last = result.history[-1] if result.history else None
+        _emit({"run": name, "path": str(run_dir), "arm": cfg.arm, "epochs_done": len(result.history),
+               "stopped": result.stopped, "resumed_from": result.resumed_from,
+               "test_accuracy": last.test_acc if last else None, "world_size": ctx.world,
+               "replica_checksums": checksums, "ig_cache": cfg.ig_cache or None}, args.json)
+    return 130 if result.stopped else 0
+
+
+def _study_overrides(args: argparse.Namespace) -> dict:
+    """The options ablate and hpo share, as keyword arguments of :func:`kdviz.presets.configure`."""
+    out = {k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k, None) is not None}
+    out.update(dataset=args.data, teacher=str(resolve_weights(args.teacher)) if args.teacher else None,
+               teacher_arch=args.teacher_arch, student=args.student,
+               student_kwargs=_json_arg(args.student_kwargs, "--student-kwargs"),
+               arms=_list_arg(args.arms), seeds=_list_arg(args.seeds, int))
+    return out
+
+
+def _study_progress(disable: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc="study", unit="‰", file=sys.stderr, disable=disable,
+               bar_format="{l_bar}{bar}| {elapsed} {postfix}")
+
+    def report(event) -> None:
+        bar.n = int(1000 * event.fraction)
+        bar.set_postfix_str(event.message[:70])
+        bar.refresh()
+
+    return bar, report
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablation import markdown_table, run_study, studies_root, summarise
+    from .presets import configure
+
+    config = configure(args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune,
+                       **_study_overrides(args))
+    name = args.name or (f"{args.preset}-smoke" if args.smoke else args.preset)
+    folder = Path(args.out) if args.out else studies_root() / name
+    stop = _stop_on_sigint()
+    bar, report = _study_progress(args.json)
+    study = run_study(folder, config, report=report, should_stop=lambda: stop["asked"],
+                      device=args.device or settings.device())
+    bar.close()
+    rows = summarise(study)
+    if args.json:
+        print(json.dumps({"study": str(folder), "status": study.status, "runs_done": study.finished_runs,
+                          "runs": len(study.runs), "teacher": study.state.get("teacher"), "arms": rows}, default=str))
+    else:
+        print(f"study {folder}: {study.status}, {study.finished_runs}/{len(study.runs)} runs")
+        print(markdown_table(rows))
+    return 0 if study.status == "done" else 130
+
+
+def cmd_hpo(args: argparse.Namespace) -> int:
+    from .ablation import studies_root
+    from .hpo import SearchConfig, best_config, run_search, train_best
+    from .presets import configure
+    from .runs import Workspace
+
+    base = configure(args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune,
+                     **_study_overrides(args))
+    holdout = args.holdout or min(200, max(1, (base.train.get("subset") or 1000) // 5))
+    config = SearchConfig(base=base, trials=args.trials, holdout=holdout, seed=args.search_seed)
+    name = args.name or f"hpo-{args.preset}" + ("-smoke" if args.smoke else "")
+    folder = Path(args.out) if args.out else studies_root() / name
+    stop = _stop_on_sigint()
+    bar, report = _study_progress(args.json)
+    device = args.device or settings.device()
+    study = run_search(folder, config, storage=args.storage, report=report, should_stop=lambda: stop["asked"],
+                       device=device)
+    bar.close()
+    from .hpo import load_search
+
+    view = load_search(folder)
+    states = [t.state.name for t in study.trials]
+    out = {"search": str(folder), "status": view.state.get("status"), "complete": states.count("COMPLETE"),
+           "pruned": states.count("PRUNED"), "failed": states.count("FAIL")}
+    if states.count("COMPLETE"):
+        out.update(best_value=study.best_value, best_trial=study.best_trial.number,
+                   best=asdict_public(best_config(view, study)))
+        if args.train_best:
+            ws = Workspace()
+            run_dir = ws.create(args.train_best, exist_ok=True)
+            trained = train_best(view, args.train_best, run_dir, device=device, should_stop=lambda: stop["asked"])
+            if trained is not None:
+                out["trained"] = {"run": args.train_best, "path": str(run_dir),
+                                  "test_accuracy": trained[1].history[-1].test_acc if trained[1].history else None}
+    _emit(out, args.json)
+    return 0 if view.state.get("status") == "done" else 130
+
+
+def asdict_public(cfg) -> dict:
+    from .distill import config_summary
+
+    return {**config_summary(cfg), "lr": cfg.lr, "weight_decay": cfg.weight_decay}
+
+
+def _add_study_options(s: argparse.ArgumentParser) -> None:
+    """Options shared by ablate and hpo: a preset and what to change in it."""
+    s.add_argument("--preset", default="digits", choices=["digits", "cpu", "paper"],
+                   help="digits: minutes on a CPU; cpu: CIFAR-10 in about an hour on 2 cores; paper: CIFAR-10 on a GPU")
+    s.add_argument("--name", help="folder name under KDVIZ_HOME/studies (default: the preset's name); the same name resumes")
+    s.add_argument("--out", help="study folder (instead of --name)")
+    s.add_argument("--smoke", type=int, nargs="?", const=256, default=0, metavar="N",
+                   help="check end to end at a tiny scale: N training images (default 256), 1 epoch, 2 seeds")
+    s.add_argument("--data", help="data source (default: the preset's)")
+    s.add_argument("--teacher", help="teacher checkpoint, file, run or asset (default: the preset's)")
+    s.add_argument("--teacher-arch", help="architecture of a foreign teacher file")
+    s.add_argument("--no-finetune", action="store_true", help="use the teacher as it is (no fine-tuning in the study)")
+    s.add_argument("--student", help="student architecture (default: the preset's)")
+    s.add_argument("--student-kwargs", help='JSON, e.g. \'{"width_mult": 0.5}\'')
+    s.add_argument("--arms", help="comma-separated: baseline,kd,ig,kd+ig")
+    s.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    _add_distill_settings(s)
+    s.add_argument("--device")
+    s.add_argument("--json", action="store_true")
+
+
+def _add_distill_settings(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--optimizer", choices=["sgd", "adamw"])
+    s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--warmup-epochs", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--crop-padding", type=int)
+    s.add_argument("--train-limit", type=int, help="train on a random N of the training images")
+    s.add_argument("--eval-limit", type=int, help="evaluate each epoch on N test images spread over the split")
+    s.add_argument("--temperature", "-T", type=float, help="KD temperature T")
+    s.add_argument("--alpha", type=float, help="weight of the KD term against the cross-entropy")
+    s.add_argument("--overlay-p", "-p", type=float, help="probability of the IG overlay per image")
+    s.add_argument("--overlay-lambda", "--lam", type=float, help="overlay strength λ (0.5: the paper's half-and-half)")
+    s.add_argument("--overlay-mode", choices=["blend", "emphasis"], help="blend (the paper's) or multiplicative emphasis")
+    s.add_argument("--subset", type=int, help="a fixed random subset of N training images (the IG cache covers them)")
+    s.add_argument("--subset-seed", type=int)
+    s.add_argument("--ig-steps", type=int, help="IG steps of a teacher IG cache made on the way")
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -487,6 +726,36 @@ def build_parser() -> argparse.ArgumentParser:
     ig.add_argument("--device")
     ig.add_argument("--json", action="store_true")
     ig.set_defaults(func=cmd_ig_precompute)
+
+    ds = sub.add_parser("distill", help="distil a student from a teacher: baseline, KD, IG overlays or both (torchrun: DDP)")
+    ds.add_argument("--teacher", required=True, help="teacher checkpoint folder or file, run or asset name")
+    ds.add_argument("--teacher-arch", help="architecture of a foreign teacher file (e.g. resnet56)")
+    ds.add_argument("--data", default="digits")
+    ds.add_argument("--arch", help="student architecture (default: the data set's default student)")
+    ds.add_argument("--arch-kwargs", help='JSON, e.g. \'{"width_mult": 0.5}\'')
+    ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])
+    ds.add_argument("--ig-cache", help="the teacher's IG cache folder (default: made once under KDVIZ_CACHE)")
+    ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")
+    ds.add_argument("--no-flip", action="store_true")
+    ds.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
+    _add_distill_settings(ds)
+    ds.add_argument("--device")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_distill)
+
+    ab = sub.add_parser("ablate", help="ablation study: the four arms × N seeds, one study folder (resumable)")
+    _add_study_options(ab)
+    ab.set_defaults(func=cmd_ablate)
+
+    hp = sub.add_parser("hpo", help="Optuna search over T, alpha, p, lambda, lr and weight decay (resumable)")
+    _add_study_options(hp)
+    hp.add_argument("--trials", type=int, default=20, help="finished trials to reach (default 20)")
+    hp.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the search folder; "
+                                      "postgresql://... for many workers)")
+    hp.add_argument("--holdout", type=int, help="training images held out to validate on (default: a fifth, at most 200)")
+    hp.add_argument("--search-seed", type=int, default=0, help="seed of the sampler and of every trial")
+    hp.add_argument("--train-best", metavar="NAME", help="then distil a student with the best values into run NAME")
+    hp.set_defaults(func=cmd_hpo)
 
     a = sub.add_parser("make-assets", help="train the default teacher and student for the built-in data set")
     a.add_argument("--out", default=str(settings.assets_dir()))

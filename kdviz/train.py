@@ -155,11 +155,13 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
     resume: bool = True,
+    write: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``cfg``; save to ``run_dir`` every epoch; resume from it.
 
     ``objective`` defaults to cross-entropy; ``batches(epoch, generator)`` defaults to shuffled,
     augmented batches of the training split (distillation passes its own for IG overlays).
+    ``write=False`` resumes from ``run_dir`` but never writes to it (DDP ranks other than 0).
     """
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -213,7 +215,7 @@ def train(
         record = EpochRecord(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), test_loss, test.accuracy,
                              lr, seconds, seen / max(seconds, 1e-9))
         history.append(record)
-        if run_dir is not None:
+        if run_dir is not None and write:
             save_epoch(run_dir, model, optimizer, history, cfg, card)
         if callback:
             callback(TrainEvent("epoch", epoch, cfg.epochs, steps, steps, record.train_loss, record, history))
