@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic, settings
-from .checkpoints import CARD, RESUME, CheckpointError, ModelCard, read_card
+from .checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -39,9 +39,22 @@ class RunInfo:
     card: ModelCard | None
     modified: float
     origin: str  # "workspace" or "assets"
+    card_error: str | None = None  # why card.json could not be read, when it could not
+
+    @property
+    def problem(self) -> str | None:
+        """Why this run cannot be used as a model (a broken card or weights), or None.
+
+        A run without a card yet (training its first epoch, or stopped before one) is not broken.
+        """
+        problem = self.card_error or (checkpoint_problem(self.path) if self.card is not None else None)
+        # the run's name is shown beside the reason: its folder need not be repeated
+        return problem.replace(f"{self.path}: ", "").replace(f"{self.path}/", "") if problem else None
 
     @property
     def status(self) -> str:
+        if self.problem:
+            return "unusable"
         if self.card is None:
             return "resumable" if (self.path / RESUME).is_file() else "empty"
         metrics = self.card.metrics or {}
@@ -104,9 +117,13 @@ class Workspace:
         src.rename(dst)
         card_file = dst / CARD
         if card_file.is_file():  # keep the card's name in step with the folder
-            obj = json.loads(card_file.read_text())
-            obj["name"] = new
-            atomic.write_json(card_file, obj)
+            try:
+                obj = json.loads(card_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = None  # a broken card is moved as it is: renaming must not fail on it
+            if isinstance(obj, dict):
+                obj["name"] = new
+                atomic.write_json(card_file, obj)
         return dst
 
     def delete(self, name: str) -> None:
@@ -117,12 +134,13 @@ class Workspace:
 
 
 def _info(path: Path, origin: str) -> RunInfo:
+    card, error = None, None
     try:
         card = read_card(path) if (path / CARD).is_file() else None
-    except CheckpointError:
-        card = None
+    except CheckpointError as exc:
+        error = str(exc)
     mtime = max((f.stat().st_mtime for f in path.iterdir()), default=path.stat().st_mtime)
-    return RunInfo(path.name, path, card, mtime, origin)
+    return RunInfo(path.name, path, card, mtime, origin, error)
 
 
 def asset_models(assets: Path | None = None) -> list[RunInfo]:
@@ -134,11 +152,23 @@ def asset_models(assets: Path | None = None) -> list[RunInfo]:
 
 
 def model_choices(workspace: Workspace, dataset_source: str | None = None) -> list[RunInfo]:
-    """Checkpoints a person can pick: the workspace's runs, then the assets; for one data set if given."""
+    """Checkpoints a person can pick: the workspace's runs, then the assets; for one data set if given.
+
+    Broken ones are left out (see :func:`unusable_runs`), so no page is handed a model it cannot load.
+    """
     items = [r for r in workspace.list() if r.card is not None] + asset_models()
     if dataset_source is not None:
         items = [r for r in items if r.card and same_dataset(r.card.dataset, dataset_source)]
-    return items
+    return [r for r in items if not r.problem]
+
+
+def unusable_runs(workspace: Workspace, dataset_source: str | None = None) -> list[RunInfo]:
+    """Runs that look like checkpoints but cannot be loaded, with the reason in ``problem``.
+
+    A run whose card cannot be read is listed whatever the data set (its card cannot say which).
+    """
+    return [r for r in workspace.list() + asset_models() if r.problem and (
+        dataset_source is None or r.card is None or same_dataset(r.card.dataset, dataset_source))]
 
 
 def same_dataset(card_source: str, source: str) -> bool:

@@ -109,7 +109,9 @@ with tab_runs:
         picked = st.selectbox("Run", [r.name for r in runs], key="runs_pick")
         c1, c2, c3 = st.columns(3)
         picked_info = next(r for r in runs if r.name == picked)
-        if picked_info.card is not None:
+        if picked_info.problem:
+            st.error(f"`{picked}` cannot be used as a model: {picked_info.problem}. Rename or delete it below.")
+        elif picked_info.card is not None:
             if c1.button("Use as teacher", key="runs_use_teacher"):
                 session.choose("teacher", picked_info.path)
                 st.rerun()
@@ -150,7 +152,7 @@ with tab_upload:
                 run_dir = import_checkpoint(file, up_arch, data, ws.unique_name(f"upload-{Path(upload.name).stem}"),
                                             workspace=ws, role=up_role)
             except (CheckpointError, RunNameError) as exc:
-                st.error(f"Not added: {exc}")
+                st.error(f"Not added: {str(exc).replace(str(file), upload.name)}")  # the name the person knows
             else:
                 session.choose(up_role, run_dir)
                 # rerun so the sidebar, drawn before this page, shows the new choice at once

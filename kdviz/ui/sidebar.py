@@ -8,7 +8,7 @@ import streamlit as st
 
 from kdviz import settings
 from kdviz.data import DataError, find_cifar10
-from kdviz.runs import RunInfo, model_choices
+from kdviz.runs import RunInfo, model_choices, unusable_runs
 
 from . import session
 
@@ -67,8 +67,21 @@ def render() -> session.Selection:
     options = model_choices(session.workspace(), source)
     _model_widget("teacher", options)
     _model_widget("student", options)
+    _unusable_note(source)
     st.sidebar.caption(f"Workspace: `{session.workspace().root}`")
     return session.selection()
+
+
+def _unusable_note(source: str) -> None:
+    """Broken run folders are not offered above; say which and why, so nothing vanishes silently."""
+    broken = unusable_runs(session.workspace(), source)
+    if broken:
+        def short(text: str) -> str:
+            return text if len(text) <= 140 else text[:139] + "…"
+
+        st.sidebar.warning(f"Not offered, cannot be loaded ({len(broken)}): "
+                           + "; ".join(f"**{r.name}**: {short(r.problem)}" for r in broken)
+                           + ". The Runs tab of the Models page shows the whole reason.")
 
 
 def safe_dataset(source: str):
