@@ -33,6 +33,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a process killed mid-write left in ``directory``; returns them.
+
+    ``kill -9`` lets no ``finally`` run, so the half-written ``.NAME.XXXX.tmp`` stays beside the
+    whole file it was meant to replace. Whoever resumes the work in that folder calls this first.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for leftover in directory.glob(".*.tmp"):
+        try:
+            leftover.unlink()
+            removed.append(leftover)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -150,6 +150,7 @@ def precompute(
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
         if (out / INDEX).is_file():
             old = json.loads((out / INDEX).read_text())
             mismatch = {k: (old.get(k), v) for k, v in asdict(spec).items()

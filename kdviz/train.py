@@ -180,6 +180,8 @@ def train(
 
     history: list[EpochRecord] = []
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and write:
+        atomic.remove_leftovers(run_dir)  # a run killed mid-write leaves its temporary file behind
     if resume and run_dir is not None and (run_dir / RESUME).is_file():
         history = load_resume_state(run_dir / RESUME, model, optimizer)
     start_epoch = len(history)
