@@ -9,6 +9,7 @@ one model be measured (batch 1 and one larger batch) within 10 s on 2 cores:
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,8 @@ def torch_threads(n: int | None):
 
 #: Warm-up calls, timed calls and seconds per measurement (warm-up included) unless told otherwise.
 WARMUP, REPEATS, MAX_SECONDS = 3, 50, 4.0
+#: A model's budget on the Benchmark page: batch 1 and one larger batch in both runtimes fit in 10 s.
+SECONDS_PER_MODEL = 8.0
 #: Timed calls taken even past the budget, so a median exists for a model slower than the budget.
 MIN_SAMPLES = 3
 #: The share of the budget warm-up may use before timing starts.
@@ -88,6 +91,49 @@ def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REP
         if should_stop and should_stop():
             break
     return samples
+
+
+def sample_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = WARMUP, repeats: int = REPEATS,
+                       max_seconds: float = MAX_SECONDS,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, taking turns call by call.
+
+    On a shared machine the load drifts; measured in turns, every model sees the same drift, so a
+    ratio of two medians stays fair where back-to-back measurements would not. ``max_seconds``
+    bounds all of them together (warm-up included, at least :data:`MIN_SAMPLES` turns).
+    """
+    start = clock()
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+        if clock() - start >= WARMUP_SHARE * max_seconds:
+            break
+    deadline = start + max_seconds
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    turns = 0
+    while turns < repeats and (turns < MIN_SAMPLES or clock() < deadline):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            samples[name].append((clock() - t0) * 1000.0)
+        turns += 1
+    return samples
+
+
+def busy_message() -> str | None:
+    """A warning when other work holds the cores (1-minute load above their number), else None.
+
+    Timings then swing by orders of magnitude, worst with several threads: a thread that loses its
+    core stalls every layer's parallel section. The page says so rather than show numbers as if
+    they were steady.
+    """
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"This machine is busy (load {load:.1f} on {cores} cores): timings will swing, most with more "
+            "than one thread. Measure again when it is quiet, or use 1 thread; ratios of medians hold up best.")
 
 
 def relative_spread(a: float, b: float) -> float:

@@ -61,15 +61,15 @@ def test_sample_stops_when_asked():
 def test_the_defaults_keep_one_model_within_ten_seconds():
     """Batch 1 and one larger batch, in eager and ONNX Runtime: four measurements of a model share the
     page's default budget; each overruns it by at most one call."""
-    from kdviz.ui.benchmark import SECONDS_PER_MODEL, LatencySettings
+    from kdviz.ui.benchmark import LatencySettings
 
     s = LatencySettings(batch=64, threads=2, warmup=latency.WARMUP, repeats=latency.REPEATS,
-                        seconds_per_model=SECONDS_PER_MODEL, runtimes=["eager", "onnxruntime"])
+                        seconds_per_model=latency.SECONDS_PER_MODEL, runtimes=["eager", "onnxruntime"])
     clock = FakeClock(0.05)  # a 50 ms call, like a teacher's batch of 64
     for _ in range(len(s.batches) * len(s.runtimes)):
         sample(clock.work, warmup=s.warmup, repeats=s.repeats, max_seconds=s.seconds_per_measurement, clock=clock)
     assert clock.now <= 10
-    assert s.seconds_per_measurement == pytest.approx(SECONDS_PER_MODEL / 4)
+    assert s.seconds_per_measurement == pytest.approx(latency.SECONDS_PER_MODEL / 4)
 
 
 def test_latency_statistics():
@@ -142,3 +142,30 @@ def test_onnxruntime_feeds_float32_images_of_the_asked_batch():
     assert len(sess.feeds) == 3
     x = sess.feeds[0]["images"]
     assert x.dtype == np.float32 and x.shape == (3, 3, 8, 8)
+
+
+def test_sample_interleaved_takes_turns_within_one_budget():
+    clock = FakeClock(0.0)
+    order: list[str] = []
+
+    def call(name: str, cost: float):
+        def fn():
+            order.append(name)
+            clock.now += cost
+        return fn
+
+    samples = latency.sample_interleaved({"teacher": call("teacher", 0.5), "student": call("student", 0.25)},
+                                         warmup=1, repeats=100, max_seconds=6, clock=clock)
+    assert order[:6] == ["teacher", "student"] * 3  # warm-up, then turns
+    # a turn takes 0.75 s: one of warm-up, then turns while time is left (starting at 0.75, ..., 5.25)
+    assert samples["teacher"] == pytest.approx([500.0] * 7) and samples["student"] == pytest.approx([250.0] * 7)
+    assert clock.now == 6.0
+
+
+def test_busy_message_only_when_the_load_exceeds_the_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert latency.busy_message() is None
+    monkeypatch.setattr("os.getloadavg", lambda: (7.04, 5.0, 3.0))
+    message = latency.busy_message()
+    assert message.startswith("This machine is busy (load 7.0 on 2 cores)")

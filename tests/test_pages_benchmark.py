@@ -52,6 +52,7 @@ def assert_clean(at: AppTest) -> None:
 
 def short_latency(at: AppTest, runtimes=("eager", "onnxruntime"), batch: int = 8) -> AppTest:
     at.select_slider(key="bench_batch").set_value(batch)
+    at.number_input(key="bench_threads").set_value(1)  # two threads crawl when the cores are shared
     at.number_input(key="bench_warmup").set_value(1)
     at.number_input(key="bench_repeats").set_value(3)
     at.number_input(key="bench_seconds").set_value(1.0)
@@ -99,7 +100,7 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     lat = latency_table(at)
     measured = set(zip(lat["name"], lat["runtime"], lat["batch"]))
     assert measured == {(n, rt, b) for n in (T_NAME, S_NAME) for rt in ("eager", "onnxruntime") for b in (1, 8)}
-    assert (lat["samples"] >= 3).all() and (lat["threads"] >= 1).all()
+    assert (lat["samples"] == 3).all() and (lat["threads"] == 1).all()
     assert any(c.value.startswith("ONNX export checked against PyTorch") for c in at.caption)
 
     table = headline(at)
@@ -191,8 +192,9 @@ def test_a_failed_onnx_export_is_said_and_eager_still_measured(monkeypatch):
     assert table["ONNX Runtime ms (batch 1)"].isna().all()
 
 
-def test_more_students_join_the_table_and_every_run_chart():
-    """A second student from the workspace (the edge student, untrained) becomes a third row."""
+def test_more_students_join_the_table_and_every_run_chart(monkeypatch):
+    """A second student from the workspace (the edge student, untrained) becomes a third row; on a
+    busy machine the page says that its timings will swing."""
     import torch
 
     from kdviz.checkpoints import save_checkpoint
@@ -204,7 +206,9 @@ def test_more_students_join_the_table_and_every_run_chart():
     run = Workspace().create("edge-student")
     save_checkpoint(run, edge, dataclasses.replace(card(STUDENT), arch="mnv2_student_4x_edge", stats={},
                                                    metrics={"test_accuracy": 0.5}, name="edge-student"))
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
     at = open_benchmark()
+    assert any(w.value.startswith("This machine is busy (load 9.0 on") for w in at.warning)
     at.selectbox(key="sidebar_student").set_value(str(STUDENT)).run()  # the newest student is the default
     at.multiselect(key="bench_more").set_value([str(run)]).run()
     assert_clean(at)

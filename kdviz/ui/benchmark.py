@@ -32,8 +32,6 @@ LATENCY_KEY = "kdviz_latency_results"  # {(path, runtime, batch, threads): Laten
 ONNX_CHECKS_KEY = "kdviz_onnx_checks"  # {path: (max |eager − ONNX|, bytes)}
 ACCURACY_FOR_KEY = "bench_accuracy_for"  # (split, limit) the accuracy buttons last ran for
 RUNTIMES = {"eager": "eager PyTorch", "onnxruntime": "ONNX Runtime"}
-#: Seconds per model by default: batch 1 and one larger batch in both runtimes fit in 10 s.
-SECONDS_PER_MODEL = 8.0
 
 
 def results() -> dict:
@@ -100,11 +98,14 @@ def latency_controls() -> LatencySettings:
     warmup = c3.number_input("Warm-up runs", 0, 50, latency.WARMUP, key="bench_warmup",
                              help="Untimed calls first; they stop early once they use a quarter of the time.")
     repeats = c4.number_input("Repeats", 3, 500, latency.REPEATS, key="bench_repeats")
-    seconds = c5.number_input("Seconds per model at most", 1.0, 60.0, SECONDS_PER_MODEL, key="bench_seconds",
+    seconds = c5.number_input("Seconds per model at most", 1.0, 60.0, latency.SECONDS_PER_MODEL, key="bench_seconds",
                               help="Shared by the model's runtimes and batch sizes, warm-up included.")
     runtimes = st.multiselect("Runtimes", list(RUNTIMES), default=list(RUNTIMES), format_func=RUNTIMES.get,
                               key="bench_runtimes",
                               help="ONNX Runtime runs the exported graph; the export is checked for equal outputs first.")
+    busy = latency.busy_message()
+    if busy:
+        st.warning(busy)
     return LatencySettings(int(batch), int(threads), int(warmup), int(repeats), float(seconds), runtimes)
 
 
