@@ -13,11 +13,20 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
+
+#: Warm-up calls, timed calls and seconds per measurement (warm-up included) unless told otherwise.
+WARMUP, REPEATS, MAX_SECONDS = 3, 50, 4.0
+#: A model's budget on the Benchmark page: batch 1 and one larger batch in both runtimes fit in 10 s.
+SECONDS_PER_MODEL = 8.0
+#: Timed calls taken even past the budget, so a median exists for a model slower than the budget.
+MIN_SAMPLES = 3
+#: The share of the budget warm-up may use before timing starts.
+WARMUP_SHARE = 0.25
 
 
 @dataclass
@@ -50,7 +59,7 @@ class Latency:
 
 
 @contextmanager
-def torch_threads(n: int | None):
+def torch_threads(n: int | None) -> Iterator[None]:
     """Use ``n`` intra-op threads inside the block, then restore the previous number."""
     before = torch.get_num_threads()
     if n:
@@ -59,16 +68,6 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-#: Warm-up calls, timed calls and seconds per measurement (warm-up included) unless told otherwise.
-WARMUP, REPEATS, MAX_SECONDS = 3, 50, 4.0
-#: A model's budget on the Benchmark page: batch 1 and one larger batch in both runtimes fit in 10 s.
-SECONDS_PER_MODEL = 8.0
-#: Timed calls taken even past the budget, so a median exists for a model slower than the budget.
-MIN_SAMPLES = 3
-#: The share of the budget warm-up may use before timing starts.
-WARMUP_SHARE = 0.25
 
 
 def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REPEATS,
