@@ -11,6 +11,7 @@ st.set_page_config(page_title="kdviz: distillation made visible", page_icon="�
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
+    st.Page("pages/lesson.py", title="Lesson", icon="🎓"),
     st.Page("pages/models.py", title="Models", icon="🧠"),
     st.Page("pages/attributions.py", title="Attributions", icon="🔥"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),

@@ -85,6 +85,21 @@ def read_image(data: bytes, *, size: int = 32, name: str = "the file") -> Loaded
     return LoadedImage(original, model_input, fmt, mode, notes)
 
 
+def from_array(image: np.ndarray, *, size: int = 32, name: str = "the image") -> LoadedImage:
+    """Prepare an in-memory uint8 image (a sample photo) exactly as an upload: same crop, resize and notes."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageError(f"{name} must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {arr.dtype} {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"{name} has no pixels")
+    im = Image.fromarray(arr)
+    notes: list[str] = []
+    rgb = _to_rgb(im, notes)
+    return LoadedImage(np.asarray(rgb, dtype=np.uint8), _fit(rgb, size, notes), "array", im.mode, notes)
+
+
 def _orientation(im) -> int | None:
     try:
         return im.getexif().get(0x0112)

@@ -8,7 +8,7 @@ from kdviz.checkpoints import CheckpointError
 from kdviz.evaluate import spread_indices
 from kdviz.images import ImageError, read_image
 from kdviz.ui import attributions as ui
-from kdviz.ui import cache, session
+from kdviz.ui import cache, samples, session, urlstate
 from kdviz.ui.sidebar import safe_dataset
 
 st.title("Attributions")
@@ -27,7 +27,9 @@ if data is None or not models:
     st.stop()
 
 class_names = list(data.class_names)
-source = st.radio("Image", ["From the data set", "Upload your own"], horizontal=True, key="attr_source")
+SOURCES = ["From the data set", "Sample photo", "Upload your own"]
+urlstate.bind_choice("attr_source", SOURCES[0], SOURCES, param="source")
+source = st.radio("Image", SOURCES, horizontal=True, key="attr_source")
 image, true_label = None, None
 
 if source == "From the data set":
@@ -35,6 +37,7 @@ if source == "From the data set":
     preds = {role: ui.gallery_predictions(path, sel.source) for role, (path, _) in models.items()}
     labels = data.test.labels[pool]
     f1, f2 = st.columns(2)
+    urlstate.bind_choice("attr_class", "all", ["all", *range(len(class_names))], param="class")
     cls = f1.selectbox("Class", ["all", *range(len(class_names))],
                        format_func=lambda c: c if c == "all" else f"{c}: {class_names[c]}", key="attr_class")
     filters = ["all", "teacher right", "teacher wrong"]
@@ -52,6 +55,7 @@ if source == "From the data set":
         st.info("No image matches these filters.")
         st.stop()
     shown = candidates[:24]
+    urlstate.bind_int("attr_index", int(shown[0]), 0, len(data.test) - 1, param="image")
     if st.session_state.get("attr_index") not in set(candidates.tolist()):
         st.session_state["attr_index"] = int(shown[0])
     thumbs = st.columns(12)
@@ -64,6 +68,10 @@ if source == "From the data set":
     index = st.session_state["attr_index"]
     image, true_label = data.test.images[index], int(data.test.labels[index])
     st.caption(f"Test image #{index}, true class **{class_names[true_label]}**.")
+elif source == "Sample photo":
+    name, photo = samples.choose("attr_sample", next(iter(models.values()))[1].card.image_size)
+    samples.show(photo, name)
+    image = photo.model_input
 else:
     upload = st.file_uploader("An image of your own (PNG, JPEG, WebP, BMP, GIF, TIFF; any size)",
                               type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="attr_upload")

@@ -16,7 +16,7 @@ from kdviz.checkpoints import LoadedModel
 from kdviz.data.loader import normalize, to_float
 from kdviz.evaluate import predict, spread_indices
 
-from . import cache
+from . import cache, urlstate
 
 #: Above this share of |F(x) − F(baseline)| the IG map is called incomplete on the page.
 DELTA_WARNING = 0.05
@@ -36,6 +36,7 @@ class ViewSettings:
 def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
     """The method and the look of the maps, in one row of widgets plus an expander."""
     c1, c2, c3, c4 = st.columns(4)
+    urlstate.bind_choice(f"{key}_method", "ig", list(METHODS), param="method")  # kept in the URL
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=f"{key}_method")
     target_kind = c2.selectbox("Target class", ["predicted", "true", "choose…"], key=f"{key}_target_kind",
                                help="Whose evidence the map shows: the class each model predicts, the true label, or any class.")
@@ -44,10 +45,12 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
         target = c2.selectbox("Class", list(range(num_classes)), format_func=lambda k: f"{k}: {class_names[k]}",
                               key=f"{key}_target_class")
     sign = c3.selectbox("Sign", list(overlay.SIGNS), format_func=lambda s: f"{s}: {overlay.SIGNS[s]}", key=f"{key}_sign")
-    strength = c4.slider("Overlay strength", 0.0, 1.0, 0.6, 0.05, key=f"{key}_strength")
+    urlstate.bind_float(f"{key}_strength", 0.6, 0.0, 1.0, param="strength")
+    strength = c4.slider("Overlay strength", 0.0, 1.0, step=0.05, key=f"{key}_strength")
     with st.expander("Method settings and colours"):
         e1, e2, e3, e4 = st.columns(4)
-        steps = e1.slider("IG steps", 4, 128, 32, 4, key=f"{key}_steps", disabled=method != "ig")
+        urlstate.bind_int(f"{key}_steps", 32, 4, 128, param="steps")
+        steps = e1.slider("IG steps", 4, 128, step=4, key=f"{key}_steps", disabled=method != "ig")
         rule = e2.selectbox("IG rule", list(IG_RULES), format_func=IG_RULES.get, key=f"{key}_rule", disabled=method != "ig")
         baseline = e3.selectbox("IG baseline", list(BASELINES), format_func=lambda b: f"{b}: {BASELINES[b]}",
                                 key=f"{key}_baseline", disabled=method != "ig")

@@ -10,7 +10,7 @@ from kdviz import settings
 from kdviz.data import DataError, find_cifar10
 from kdviz.runs import RunInfo, model_choices, unusable_runs
 
-from . import session
+from . import presentation, session
 
 BUILT_IN, CIFAR, FOLDER = "Built-in digits (offline)", "CIFAR-10", "Image folder…"
 
@@ -69,6 +69,7 @@ def render() -> session.Selection:
     _model_widget("student", options)
     _unusable_note(source)
     st.sidebar.caption(f"Workspace: `{session.workspace().root}`")
+    presentation.render()
     return session.selection()
 
 

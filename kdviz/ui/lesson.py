@@ -1,0 +1,151 @@
+"""Streamlit side of the Lesson page: its cached computations, its figures, its step navigation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from kdviz import latency, lesson
+from kdviz.attribution import make_baseline
+from kdviz.checkpoints import LoadedModel
+from kdviz.data.loader import normalize, to_float
+
+from . import benchmark, urlstate
+
+STEP_KEY = "lesson_step"
+STEPS = {
+    1: "What the teacher sees",
+    2: "How Integrated Gradients is computed",
+    3: "What knowledge distillation passes on",
+    4: "The paper's trick: the map on the training image",
+    5: "Student against teacher",
+    6: "The trade-off: accuracy against speed",
+}
+#: Step counts the convergence chart measures (each one's map is compared with Captum's 256-step map).
+CONVERGENCE_STEPS = (2, 4, 8, 16, 32, 64)
+#: A short latency measurement: the lesson shows the order of magnitude, the Benchmark page the details.
+QUICK_TIMING = dict(warmup=3, repeats=15, max_seconds=1.0)
+#: The thread count timings are keyed by; the Benchmark page's default, so both pages share them.
+THREADS = min(2, os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------------- navigation
+
+
+def _move(delta: int) -> None:
+    st.session_state[STEP_KEY] = min(len(STEPS), max(1, st.session_state.get(STEP_KEY, 1) + delta))
+
+
+def navigation() -> int:
+    """Progress bar, previous and next buttons; the step lives in the URL as ``step``."""
+    step = urlstate.bind_int(STEP_KEY, 1, 1, len(STEPS), param="step")
+    st.progress(step / len(STEPS), text=f"Step {step} of {len(STEPS)}: {STEPS[step]}")
+    back, ahead, _ = st.columns([1, 1, 4])
+    back.button("← Previous", key="lesson_prev", on_click=_move, args=(-1,), disabled=step == 1, width="stretch")
+    ahead.button("Next →", key="lesson_next", on_click=_move, args=(1,), disabled=step == len(STEPS),
+                 type="primary", width="stretch")
+    return step
+
+
+# ----------------------------------------------------------------------------------- computations
+
+
+def model_input(loaded: LoadedModel, images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W, 3), or one (H, W, 3), as the model's normalised batch."""
+    batch = images[None] if images.ndim == 3 else images
+    return normalize(to_float(batch), loaded.card.mean, loaded.card.std)
+
+
+def _baseline(loaded: LoadedModel, x: torch.Tensor, name: str) -> torch.Tensor:
+    return make_baseline(x, name, loaded.card.mean, loaded.card.std)
+
+
+@st.cache_data(show_spinner="Walking the path from the baseline to the image…", max_entries=32)
+def path_view(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int):
+    """The strip of images along the path and the score at 41 points on it."""
+    x = model_input(_loaded, image)
+    base = _baseline(_loaded, x, baseline)
+    alphas, frames = lesson.path_strip(x, base, _loaded.card.mean, _loaded.card.std, frames=8)
+    return alphas, frames, lesson.path_scores(_loaded.model, x, base, target)
+
+
+@st.cache_data(show_spinner="Adding up the gradients…", max_entries=64)
+def walk(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, steps: int,
+         rule: str) -> lesson.RunningSum:
+    x = model_input(_loaded, image)
+    return lesson.running_sum(_loaded.model, x, _baseline(_loaded, x, baseline), target, steps, rule)
+
+
+@st.cache_data(show_spinner="Comparing step counts with Captum's 256-step map…", max_entries=32)
+def convergence(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str):
+    """The reference map and how far each step count in ``CONVERGENCE_STEPS`` is from it."""
+    x = model_input(_loaded, image)
+    base = _baseline(_loaded, x, baseline)
+    reference = lesson.captum_map(_loaded.model, x, base, target)
+    return reference, lesson.convergence(_loaded.model, x, base, target, CONVERGENCE_STEPS, rule, reference)
+
+
+def speed(path: Path, loaded: LoadedModel, name: str) -> latency.Latency:
+    """Batch-1 eager latency, measured once per session and shared with the Benchmark page."""
+    found = benchmark.results().get((str(path), "eager", 1, THREADS))
+    return found or benchmark.measure(path, loaded, name, "eager", 1, THREADS, **QUICK_TIMING)
+
+
+# ----------------------------------------------------------------------------------- figures
+
+
+def crisp(image: np.ndarray, side: int = 192) -> np.ndarray:
+    """A small image enlarged by whole pixels, so 32×32 stays sharp on a projector."""
+    up = max(1, side // image.shape[0])
+    return np.kron(image, np.ones((up, up, 1), dtype=np.uint8))
+
+
+def path_figure(scores: lesson.PathScores, walked: lesson.RunningSum, class_name: str) -> go.Figure:
+    """F along the path, the rule's points on it, and F(baseline) plus the running sum climbing to F(x)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=scores.alphas, y=scores.logits, mode="lines", name=f"score F for '{class_name}'",
+                             line=dict(color="#1f77b4", width=3)))
+    fig.add_trace(go.Scatter(x=walked.alphas, y=np.interp(walked.alphas, scores.alphas, scores.logits), mode="markers",
+                             name=f"the {walked.steps} points where the gradient is taken",
+                             marker=dict(color="#1f77b4", size=9, symbol="circle-open", line=dict(width=2))))
+    fig.add_trace(go.Scatter(x=walked.alphas, y=walked.baseline_score + walked.totals, mode="lines+markers",
+                             line=dict(color="#d62728", shape="hv", dash="dot"),
+                             name="F(baseline) + running sum of the map"))
+    fig.update_layout(xaxis_title="α: 0 is the baseline, 1 the image", yaxis_title="logit", height=360,
+                      margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def convergence_figure(points: list[lesson.ConvergencePoint], current: int) -> go.Figure:
+    from plotly.subplots import make_subplots
+
+    steps = [p.steps for p in points]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("distance to the 256-step map", "|completeness gap|"))
+    fig.add_trace(go.Scatter(x=steps, y=[p.error for p in points], mode="lines+markers", name="distance"), 1, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[abs(p.gap) for p in points], mode="lines+markers", name="|gap|",
+                             line=dict(color="#d62728")), 1, 2)
+    for col in (1, 2):
+        fig.add_vline(x=current, line_dash="dot", line_color="#7f7f7f", row=1, col=col)
+    fig.update_xaxes(type="log", title_text="steps", tickvals=steps)
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_layout(height=300, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def soft_targets_figure(class_names, one_hot: np.ndarray, plain: np.ndarray, soft: np.ndarray,
+                        temperature: float) -> go.Figure:
+    names = list(class_names)
+    fig = go.Figure([
+        go.Bar(x=names, y=one_hot, name="label (one-hot)", marker_color="#7f7f7f"),
+        go.Bar(x=names, y=plain, name="teacher, T = 1", marker_color="#aec7e8"),
+        go.Bar(x=names, y=soft, name=f"teacher, T = {temperature:g}", marker_color="#d62728"),
+    ])
+    fig.update_xaxes(type="category")  # class names such as "3" are names, not numbers
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.02], tickformat=".0%", title="probability"),
+                      height=360, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
