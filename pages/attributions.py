@@ -10,6 +10,9 @@ from kdviz.images import ImageError, read_image
 from kdviz.ui import attributions as ui
 from kdviz.ui import cache, samples, session, urlstate
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 st.title("Attributions")
 sel = session.selection()

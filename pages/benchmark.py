@@ -9,6 +9,9 @@ from kdviz.runs import model_choices
 from kdviz.ui import benchmark as ui
 from kdviz.ui import cache, session
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 st.title("Benchmark")
 st.markdown("The paper's claim is speed on the edge: **140 ms → 13 ms** at 4.1× compression (per batch of 64 "

@@ -13,6 +13,9 @@ from kdviz.evaluate import spread_indices
 from kdviz.ui import attributions as attr_ui
 from kdviz.ui import cache, session
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 METRICS = {"spearman": "Spearman rank correlation", "cosine": "cosine similarity",
            "top_k_iou": "top-k % intersection over union", "ssim": "SSIM"}

@@ -21,6 +21,9 @@ from kdviz.ui import cache, presentation, samples, session, urlstate
 from kdviz.ui import lesson as ui
 from kdviz.ui.cards import human_bytes
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 SOURCES = {"data": "From the data set", "sample": "Sample photo", "upload": "Upload your own"}
 LESSON_BASELINES = ("zero", "black", "blur", "noise")  # one straight path each ("multi" averages three)

@@ -14,6 +14,9 @@ from kdviz.train import TrainConfig
 from kdviz.ui import cache, session, training
 from kdviz.ui.cards import human_bytes, render_card
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 st.title("Models")
 sel = session.selection()

@@ -7,6 +7,9 @@ from kdviz.ui import cache, session
 from kdviz.ui.cards import render_card
 from kdviz.ui.charts import sample_grid
 from kdviz.ui.sidebar import safe_dataset
+from kdviz.ui.shell import require_app
+
+require_app()
 
 st.title("kdviz: knowledge distillation, made visible")
 st.markdown(
