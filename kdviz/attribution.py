@@ -46,6 +46,8 @@ IG_RULES = {"gausslegendre": "Gauss–Legendre", "riemann_trapezoid": "Riemann (
 #: IG's expanded inputs per pass when not measured (the page's single images need no more; bulk work
 #: such as ``ig-precompute`` measures the fastest size with :func:`fastest_batch_size`).
 DEFAULT_INTERNAL_BATCH = 128
+#: Part of every cache key: raised when the maps for the same options change (2: trapezoid weights fixed).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,16 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+def rule_correction(steps: int, rule: str) -> float:
+    """The factor that makes Captum's weights for ``rule`` add up to one.
+
+    Captum's ``riemann_trapezoid`` puts its n points 1/(n − 1) apart but weighs them 1/n (ends
+    halved), so its weights add up to (n − 1)/n and every map falls short of F(x) − F(baseline) by
+    about 1/n of it. The other rules already add up to one.
+    """
+    return steps / (steps - 1) if rule == "riemann_trapezoid" and steps > 1 else 1.0
+
+
 def _integrated_gradients(model, x, targets, opts, mean, std, data_mean, internal_batch_size):
     from captum.attr import IntegratedGradients
 
@@ -186,7 +198,7 @@ def _integrated_gradients(model, x, targets, opts, mean, std, data_mean, interna
         base = make_baseline(x, name, mean, std, seed=opts.seed, data_mean=data_mean)
         attr = ig.attribute(x, baselines=base, target=targets, n_steps=opts.steps, method=opts.rule,
                             internal_batch_size=internal_batch_size)
-        maps.append(attr.detach())
+        maps.append(attr.detach() * rule_correction(opts.steps, opts.rule))
         with torch.no_grad():
             base_scores.append(model(base).gather(1, targets[:, None])[:, 0])
     m = torch.stack(maps).mean(0)
@@ -262,7 +274,7 @@ class AttributionCache:
 
     @staticmethod
     def key(fingerprint: str, image: str, opts: AttributionOptions, extra: str = "") -> str:
-        text = f"{fingerprint}|{image}|{sorted(opts.key_fields().items())}|{extra}"
+        text = f"v{CACHE_VERSION}|{fingerprint}|{image}|{sorted(opts.key_fields().items())}|{extra}"
         return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
     def get(self, key: str) -> dict | None:

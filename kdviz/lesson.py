@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .data.loader import denormalize
+from .attribution import rule_correction
 
 #: Steps of the reference map that smaller step counts are measured against.
 REFERENCE_STEPS = 256
@@ -89,7 +90,7 @@ class RunningSum:
     """IG point by point: ``partial[i]`` is the map after the first i + 1 points of the rule."""
 
     alphas: np.ndarray  # (n,) where the gradient is taken, ascending
-    weights: np.ndarray  # (n,) Captum's weight of each point: they sum to 1, except (n − 1)/n for its trapezoid rule
+    weights: np.ndarray  # (n,) the weight of each point; they sum to 1 (Captum's trapezoid weights corrected)
     partial: np.ndarray  # (n, C, H, W) cumulative maps; partial[-1] is the IG map
     score: float  # F(x)
     baseline_score: float  # F(baseline)
@@ -120,6 +121,7 @@ def rule_points(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np
         raise ValueError(f"IG needs at least 2 steps, got {steps}")
     step_sizes, alphas = approximation_parameters(rule)
     a, w = np.asarray(alphas(steps), dtype=np.float64), np.asarray(step_sizes(steps), dtype=np.float64)
+    w = w * rule_correction(steps, rule)  # the same weights as kdviz.attribution's IG
     order = np.argsort(a, kind="stable")
     return a[order], w[order]
 

@@ -139,8 +139,8 @@ def step_2() -> None:
         steps = c1.slider("Steps: the points on the path where the gradient is taken", 2, 64, key="lesson_steps")
         rule = c2.selectbox("Rule", list(IG_RULES), format_func=IG_RULES.get, key="lesson_rule",
                             help="Where the points sit and how they are weighed. Midpoint: n evenly spaced points, "
-                                 "each weighing 1/n. Captum's default is Gauss–Legendre; its trapezoid rule's weights "
-                                 "add up to (n − 1)/n, so its map falls short by about 1/n.")
+                                 "each weighing 1/n. Captum's default is Gauss–Legendre. (Captum's own trapezoid weights "
+                                 "add up to (n − 1)/n; kdviz scales them back to one.)")
     st.markdown(f"IG walks a **straight line** from the baseline (α = 0) to the image (α = 1), asks the teacher for "
                 f"the gradient of its score for *{ctx.names[target]}* at {steps} points on the way, and adds "
                 "the gradients up, weighted, times (image − baseline). The sum is the map.")
