@@ -428,6 +428,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     from .distill import (DistillConfig, DistillRequest, default_ig_cache, distill_run, ensure_ig_cache,
                           init_distributed, load_teacher, replica_checksums, subset_dataset)
+    from .models import get_spec
     from .recipes import defaults_for
     from .runs import Workspace, now
 
@@ -437,18 +438,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     device = args.device or settings.device()
     if ctx.world > 1 and device.startswith("cuda"):
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-    data = _load_data(args.data)
-    teacher = load_teacher(resolve_weights(args.teacher), data, args.teacher_arch)
     arch, arch_kwargs, base = defaults_for(args.data, "student")
     if args.arch:
         arch, arch_kwargs = args.arch, {}
     arch_kwargs.update(_json_arg(args.arch_kwargs, "--arch-kwargs") or {})
+    get_spec(arch)  # a mistake in the command is reported before any long work
     values = {**base.as_dict(), **{k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k) is not None}}
-    cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip,
-                           "teacher": str(teacher.path)})
+    cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip})
     ws = Workspace()
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
     run_dir = ws.path(name)
+    teacher_path = resolve_weights(args.teacher)
+    data = _load_data(args.data)
+    teacher = load_teacher(teacher_path, data, args.teacher_arch)
+    cfg.teacher = str(teacher.path)
     if ctx.is_writer:
         ws.create(name, exist_ok=not args.no_resume)
     train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
