@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/models.py", title="Models", icon="🧠"),
     st.Page("pages/attributions.py", title="Attributions", icon="🔥"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/ablations.py", title="Ablations", icon="🧪"),
     st.Page("pages/benchmark.py", title="Benchmark", icon="⏱️"),
 ]
 
