@@ -442,11 +442,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
 
 
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's t-test p-value of two arms' accuracies (NaN with fewer than two seeds, or no spread)."""
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-identical seeds: the p-value is still defined
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def summarise(study: StudyView) -> list[dict]:
     """One row per arm: accuracy mean ± std over seeds, change against the baseline and its p-value
     (Welch's t-test), share of the teacher's accuracy kept, agreement with the teacher, cost."""
-    from scipy.stats import ttest_ind
-
     teacher = study.state.get("teacher", {})
     student = study.state.get("student", {})
     by_arm = {arm: [r.metrics for r in study.runs if r.arm == arm and r.metrics] for arm in study.config.arms}
@@ -459,8 +470,7 @@ def summarise(study: StudyView) -> list[dict]:
                "accuracy": mean, "accuracy std": std}
         if base and arm != "baseline" and acc:
             row["Δ vs baseline"] = mean - float(np.mean(base))
-            row["p vs baseline"] = (float(ttest_ind(acc, base, equal_var=False).pvalue)
-                                    if len(acc) > 1 and len(base) > 1 else float("nan"))
+            row["p vs baseline"] = _welch_p(acc, base)
         else:
             row["Δ vs baseline"], row["p vs baseline"] = (0.0 if arm == "baseline" and acc else float("nan")), float("nan")
         t_acc = teacher.get("test_accuracy")

@@ -539,6 +539,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                           "runs": len(study.runs), "teacher": study.state.get("teacher"), "arms": rows}, default=str))
     else:
         print(f"study {folder}: {study.status}, {study.finished_runs}/{len(study.runs)} runs")
+        teacher, student = study.state.get("teacher", {}), study.state.get("student", {})
+        if teacher:
+            print(f"teacher {teacher['arch']}: {teacher['params']:,} parameters, test accuracy "
+                  f"{100 * teacher['test_accuracy']:.2f} %, {teacher.get('latency_ms', float('nan')):.2f} ms (batch 1); "
+                  f"student {student['arch']}: {student['params']:,} parameters, "
+                  f"{student.get('latency_ms', float('nan')):.2f} ms")
         print(markdown_table(rows))
     return 0 if study.status == "done" else 130
 

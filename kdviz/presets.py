@@ -85,11 +85,13 @@ def configure(name: str, *, smoke_images: int | None = None, finetune: bool = Tr
     """A preset with a command line's overrides: study fields (``dataset``, ``teacher``, ``student``,
     ``arms``, ``seeds``...) replace the preset's, any other key is a training setting (``epochs``,
     ``lr``, ``subset``, ``alpha``...); ``finetune=False`` uses the teacher as it is; ``smoke_images``
-    shrinks the result with :func:`smoke`."""
+    shrinks the preset with :func:`smoke` before the overrides apply."""
     config = preset(name)
+    if smoke_images:
+        config = smoke(config, smoke_images)  # first: what the command line says explicitly wins
     study = {k: v for k, v in overrides.items() if k in STUDY_FIELDS and v is not None}
     if "student" in study and "student_kwargs" not in study:
         study["student_kwargs"] = {}  # the preset's arguments belong to the preset's student
     train = {**config.train, **{k: v for k, v in overrides.items() if k not in STUDY_FIELDS and v is not None}}
     config = replace(config, **study, train=train, teacher_train=config.teacher_train if finetune else None)
-    return smoke(config, smoke_images) if smoke_images else config
+    return config

@@ -215,5 +215,7 @@ def test_presets_and_overrides():
     custom = configure("digits", smoke_images=64, student="resnet20", alpha=0.9, seeds=[4, 5, 6], finetune=False)
     assert custom.student == "resnet20" and custom.student_kwargs == {}  # the preset's kwargs were its student's
     assert custom.train["alpha"] == 0.9 and custom.train["subset"] == 64 and custom.train["epochs"] == 1
-    assert custom.seeds == [4, 5] and custom.teacher_train is None
-    assert smoke(cpu).teacher_train["train_limit"] == 256
+    assert custom.seeds == [4, 5, 6] and custom.teacher_train is None  # what the command line says wins over --smoke
+    shrunk = configure("cpu", smoke_images=128, epochs=2)
+    assert shrunk.seeds == [0, 1] and shrunk.train["epochs"] == 2 and shrunk.train["subset"] == 128
+    assert shrunk.teacher_train["train_limit"] == 128 and smoke(cpu).teacher_train["train_limit"] == 256
