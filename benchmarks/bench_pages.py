@@ -89,8 +89,20 @@ def main(argv=None) -> int:
         for page in args.page or pages():
             rows.append(measure(page, 1 if args.quick else 3))
             print(f"{page}: {rows[-1]}", flush=True)
+    if args.page:  # a partial run updates its pages' rows and keeps the others
+        rows = [r for r in previous_rows() if r["page"] not in args.page] + rows
+        rows.sort(key=lambda r: pages().index(r["page"]) if r["page"] in pages() else len(pages()))
     write_results("pages", rows, machine() | {"target cached s": TARGET_S})
     return 0
+
+
+def previous_rows() -> list[dict]:
+    import json
+
+    from benchmarks.common import RESULTS
+
+    path = RESULTS / "pages.json"
+    return json.loads(path.read_text()).get("rows", []) if path.is_file() else []
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REP
            max_seconds: float = MAX_SECONDS, should_stop: Callable[[], bool] | None = None,
            clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Milliseconds per call of ``fn``: up to ``warmup`` untimed calls (stopping early once they
-    have used a quarter of ``max_seconds``), then timed calls until ``repeats`` or the budget ends
-    (at least :data:`MIN_SAMPLES`), or until ``should_stop()`` says so."""
+    have used a quarter of ``max_seconds``), then timed calls until ``repeats``, or until the next
+    call (as long as the last) would end past the budget (at least :data:`MIN_SAMPLES` are taken),
+    or until ``should_stop()`` says so."""
     start = clock()
     for _ in range(warmup):
         fn()
@@ -83,7 +84,7 @@ def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REP
             break
     deadline = start + max_seconds
     samples: list[float] = []
-    while len(samples) < repeats and (len(samples) < MIN_SAMPLES or clock() < deadline):
+    while len(samples) < repeats and (len(samples) < MIN_SAMPLES or clock() + samples[-1] / 1000 <= deadline):
         t0 = clock()
         fn()
         samples.append((clock() - t0) * 1000.0)
@@ -99,7 +100,8 @@ def sample_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = WA
 
     On a shared machine the load drifts; measured in turns, every model sees the same drift, so a
     ratio of two medians stays fair where back-to-back measurements would not. ``max_seconds``
-    bounds all of them together (warm-up included, at least :data:`MIN_SAMPLES` turns).
+    bounds all of them together, as in :func:`sample` (warm-up included, at least
+    :data:`MIN_SAMPLES` turns, no turn started that would end past it).
     """
     start = clock()
     for _ in range(warmup):
@@ -109,13 +111,14 @@ def sample_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = WA
             break
     deadline = start + max_seconds
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    turns = 0
-    while turns < repeats and (turns < MIN_SAMPLES or clock() < deadline):
+    turns, last_turn = 0, 0.0
+    while turns < repeats and (turns < MIN_SAMPLES or clock() + last_turn <= deadline):
+        turn_start = clock()
         for name, fn in fns.items():
             t0 = clock()
             fn()
             samples[name].append((clock() - t0) * 1000.0)
-        turns += 1
+        turns, last_turn = turns + 1, clock() - turn_start
     return samples
 
 

@@ -12,6 +12,7 @@ from kdviz.checkpoints import CheckpointError
 from kdviz.evaluate import spread_indices
 from kdviz.ui import attributions as attr_ui
 from kdviz.ui import cache, session
+from kdviz.ui import compare as compare_ui
 from kdviz.ui.sidebar import safe_dataset
 from kdviz.ui.shell import require_app
 
@@ -96,9 +97,11 @@ st.header("Faithfulness")
 st.markdown("Pixels are removed (**deletion**) or added to a blank image (**insertion**) in the order of each "
             "model's own map, most attributed first. A faithful map makes the probability of the true class "
             "fall fast on deletion (small area) and rise fast on insertion (large area).")
-curves = {
-    "teacher": compare.faithfulness(teacher, data.test, indices, result.teacher_maps, result.labels),
-    "student": compare.faithfulness(student, data.test, indices, result.student_maps, result.labels),
+curves = {  # cached: a rerun with the same images and maps computes no curves again
+    "teacher": compare_ui.faithfulness(teacher, data.test, f"{sel.source}|test", indices, result.teacher_maps,
+                                       result.labels),
+    "student": compare_ui.faithfulness(student, data.test, f"{sel.source}|test", indices, result.student_maps,
+                                       result.labels),
 }
 fig = go.Figure()
 for role, c in curves.items():

@@ -44,6 +44,13 @@ def test_sample_keeps_within_the_budget_warmup_included():
     assert clock.now <= 8
 
 
+def test_sample_starts_no_call_that_would_end_past_the_budget():
+    clock = FakeClock(1.5)
+    samples = sample(clock.work, warmup=5, repeats=50, max_seconds=8, clock=clock)
+    # warm-up to 3.0 s, samples end at 4.5, 6.0, 7.5; a fourth would end at 9.0
+    assert len(samples) == 3 and clock.now == 7.5
+
+
 def test_sample_takes_a_minimum_of_samples_from_a_model_slower_than_the_budget():
     clock = FakeClock(10.0)
     samples = sample(clock.work, warmup=5, repeats=50, max_seconds=4, clock=clock)
