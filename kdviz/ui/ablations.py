@@ -4,6 +4,7 @@ the overlay preview, and the hyperparameter search's figures."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,16 @@ from kdviz.checkpoints import LoadedModel
 from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
 from kdviz.distill import ARMS
+from kdviz.hpo import SearchView
 from kdviz.jobs import MANAGER, Job
 from kdviz.models import list_models
 from kdviz.recipes import defaults_for
 from kdviz.runs import RunNameError, check_name, now
 
 from . import session
+
+if TYPE_CHECKING:
+    import optuna
 
 JOB_KEY = "kdviz_ablation_job"
 ARM_COLOURS = {"baseline": "#7f7f7f", "kd": "#1f77b4", "ig": "#2ca02c", "kd+ig": "#d62728"}
@@ -310,7 +315,7 @@ def mode_label(mode: str) -> str:
 # ---------------------------------------------------------------------------------- search
 
 
-def render_search(view) -> object | None:
+def render_search(view: SearchView) -> optuna.Study | None:
     """A search's status, trials and Optuna's own figures; returns the Optuna study (None if unreadable)."""
     from kdviz.hpo import figures
 
@@ -335,7 +340,7 @@ def render_search(view) -> object | None:
     return study
 
 
-def best_trial(view, study, data: Dataset | None) -> None:
+def best_trial(view: SearchView, study: optuna.Study | None, data: Dataset | None) -> None:
     """The best trial's values and a button that distils a student with them into the workspace."""
     from kdviz.hpo import train_best
 
