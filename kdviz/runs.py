@@ -17,6 +17,8 @@ from . import atomic, settings
 from .checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+#: Folders of the workspace that are not runs: ablation studies and searches live in ``studies/``.
+RESERVED = ("studies",)
 
 
 class RunNameError(ValueError):
@@ -29,6 +31,8 @@ def check_name(name: str) -> str:
         raise RunNameError(
             f"invalid run name {name!r}: use 1–80 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+    if name in RESERVED:
+        raise RunNameError(f"{name!r} is reserved: the workspace keeps its studies there; choose another run name")
     return name
 
 
@@ -99,7 +103,8 @@ class Workspace:
     def list(self) -> list[RunInfo]:
         if not self.root.is_dir():
             return []
-        runs = [_info(p, "workspace") for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name)]
+        runs = [_info(p, "workspace") for p in self.root.iterdir()
+                if p.is_dir() and NAME_RE.match(p.name) and p.name not in RESERVED]
         return sorted(runs, key=lambda r: r.modified, reverse=True)
 
     def get(self, name: str) -> RunInfo:

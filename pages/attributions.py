@@ -6,7 +6,7 @@ import streamlit as st
 from kdviz import overlay
 from kdviz.checkpoints import CheckpointError
 from kdviz.evaluate import spread_indices
-from kdviz.images import ImageError, read_image
+from kdviz.images import MAX_BYTES, ImageError, read_image
 from kdviz.ui import attributions as ui
 from kdviz.ui import cache, samples, session, urlstate
 from kdviz.ui.sidebar import safe_dataset
@@ -77,7 +77,8 @@ elif source == "Sample photo":
     image = photo.model_input
 else:
     upload = st.file_uploader("An image of your own (PNG, JPEG, WebP, BMP, GIF, TIFF; any size)",
-                              type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="attr_upload")
+                              type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="attr_upload",
+                              max_upload_size=MAX_BYTES // 2**20)  # the browser refuses a bigger file unsent
     if upload is None:
         st.info("Upload an image to see where the models look.")
         st.stop()

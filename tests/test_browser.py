@@ -1,10 +1,15 @@
 """The dashboard in a real browser: ``streamlit run app.py`` driven by headless Chromium.
 
 Every page listed in the sidebar's navigation is opened by clicking its link (pages added later are
-visited without touching this file); none may show an exception or an error box, and the browser
-may raise no JavaScript error. The Models page's main action, training a model, is done with the
-mouse and keyboard as a person would. Screenshots of every page go to the test's tmp folder and,
-when ``KDVIZ_SCREENSHOTS`` names a folder, there too.
+visited without touching this file), and the main action of each page is done with the mouse and
+keyboard as a person would: attributions of a gallery image and of an uploaded file, the
+comparison, a small ablation study, a latency measurement; training a model on the Models page has
+a test of its own, and so have two people using one server at once. No page may show an exception
+or an error box, and the browser may raise no JavaScript error. Screenshots of every page and
+action go to a tmp folder and, when ``KDVIZ_SCREENSHOTS`` names a folder, there too.
+
+One server (with its own empty workspace) and one Chromium serve the whole module; each test opens
+its own browser context, so tests share runs on disk but no session.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); Playwright never downloads a browser.
 Without it the tests are skipped, except in CI (``CI=true``) where that is a failure.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 import pytest
 
@@ -37,6 +45,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 START_TIMEOUT_S = 60
 PAGE_TIMEOUT_S = 90  # the first run of a page imports torch and decodes the data set
 TRAIN_TIMEOUT_S = 150
+STUDY_TIMEOUT_S = 150
 
 pytestmark = pytest.mark.browser
 
@@ -55,20 +64,22 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def server(_isolated_workspace, tmp_path):
-    """A fresh ``streamlit run app.py`` on a free port, with this test's environment (its empty
-    ``KDVIZ_HOME``); always terminated at the end."""
+@pytest.fixture(scope="module")
+def server(browser, tmp_path_factory):
+    """A fresh ``streamlit run app.py`` on a free port with its own empty workspace and caches, for
+    the whole module; always terminated at the end. (Needs the browser first: no browser, no server.)"""
     port = _free_port()
-    log = tmp_path / "streamlit.log"
+    folder = tmp_path_factory.mktemp("server")
+    log = folder / "streamlit.log"
+    env = {**os.environ, "KDVIZ_HOME": str(folder / "runs"), "KDVIZ_CACHE": str(folder / "cache"), "KDVIZ_DEVICE": "cpu"}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false",
            # others may edit the sources while this runs: no watcher, no "source changed" prompt
            "--server.fileWatcherType", "none"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -84,17 +95,17 @@ def server(_isolated_workspace, tmp_path):
             if time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
             time.sleep(0.25)
-        yield Server(url, log)
+        yield Server(url, log, Path(env["KDVIZ_HOME"]))
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
@@ -113,6 +124,7 @@ def browser():
 class Server(NamedTuple):
     url: str
     log: Path
+    home: Path  # the server's KDVIZ_HOME
 
 
 class BrowserLog:
@@ -139,19 +151,32 @@ class BrowserLog:
 
 
 @pytest.fixture
-def page(browser, server, tmp_path):
-    context = browser.new_context(viewport=VIEWPORT)
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.log = BrowserLog(pg)
-    pg.server_log = server.log
-    pg.goto(server.url)
+def sessions(browser, server):
+    """Open a new browser session (its own context: cookies, Streamlit session) on the server."""
+    opened = []
+
+    def open_session():
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        pg.log = BrowserLog(pg)
+        pg.server_log = server.log
+        opened.append((context, pg))
+        pg.goto(server.url)
+        return pg
+
     try:
-        yield pg
+        yield open_session
     finally:
-        for text in pg.log.ignored:
-            print(f"ignored console error: {text}")
-        context.close()
+        for context, pg in opened:
+            for text in pg.log.ignored:
+                print(f"ignored console error: {text}")
+            context.close()
+
+
+@pytest.fixture
+def page(sessions):
+    return sessions()
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -247,25 +272,6 @@ def open_page(page, title: str) -> None:
     assert current.count() == 1 and _link_title(current) == title, f"clicking {title!r} did not open it"
 
 
-# ------------------------------------------------------------------------------------------- tests
-def test_every_page_renders_without_errors(page, tmp_path):
-    wait_idle(page)
-    assert_no_errors(page, "the start page")
-    links = nav_links(page)
-    titles = [t for t, _ in links]
-    assert len(links) >= 2, f"expected at least two pages in the sidebar navigation, found {titles}"
-    assert len(set(titles)) == len(titles), f"duplicate page titles in the navigation: {titles}"
-    for title, _ in links:
-        open_page(page, title)
-        main = page.locator('[data-testid="stMainBlockContainer"]')
-        assert main.locator("h1").count() >= 1, f"page {title!r} shows no title"
-        screenshot(page, tmp_path, slug(title))
-        assert_no_errors(page, f"page {title!r}")
-    # and back to the first one: state kept across pages must not break it
-    open_page(page, titles[0])
-    assert_no_errors(page, f"page {titles[0]!r} (second visit)")
-
-
 def widget(page, testid: str, label: str, scope: str = '[data-testid="stMain"]'):
     """The one ``testid`` widget (stSelectbox, stNumberInput...) whose label is exactly ``label``."""
     exact = page.locator('[data-testid="stWidgetLabel"]', has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$"))
@@ -274,45 +280,248 @@ def widget(page, testid: str, label: str, scope: str = '[data-testid="stMain"]')
     return found
 
 
-def _set_number(page, label: str, value: int) -> None:
+def _set_number(page, label: str, value: float) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(str(value))
     field.press("Enter")
     wait_idle(page)
-    assert field.input_value() == str(value), f"{label!r} did not take {value}"
+    assert float(field.input_value()) == float(value), f"{label!r} did not take {value}"
 
 
-@pytest.mark.slow
-def test_models_page_trains_a_model(page, tmp_path):
+def _keep_only(page, label: str, keep: str) -> None:
+    """Remove every chosen option of the multiselect ``label`` except ``keep``."""
+    box = widget(page, "stMultiSelect", label)
+    for tag in box.locator("[data-tag]").all_inner_texts():
+        if tag.strip() != keep:
+            box.get_by_role("button", name=f"Remove {tag.strip()}", exact=True).first.click()
+            wait_idle(page)
+    chosen = [t.strip() for t in widget(page, "stMultiSelect", label).locator("[data-tag]").all_inner_texts()]
+    assert chosen == [keep], f"{label!r} still holds {chosen}"
+
+
+def _panels(page) -> list[str]:
+    """The model panels' titles (Teacher, Student) the main area shows."""
+    heads = page.locator('[data-testid="stMain"] h3')
+    return [t for t in (h.strip() for h in heads.all_inner_texts()) if t in ("Teacher", "Student")]
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    arr = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- actions
+# The main action of a page, by its title in the navigation; pages not named here are only opened.
+
+
+def attributions_action(page, tmp_path: Path) -> None:
+    """A gallery image, then an uploaded file: both models' maps each time."""
+    assert _panels(page) == ["Teacher", "Student"], "the page opens on a gallery image with both panels"
+    picks = page.locator('[data-testid="stMain"] button', has_text=re.compile(r"^#\d+$"))
+    target = picks.nth(3).inner_text().strip()
+    picks.nth(3).click()
     wait_idle(page)
+    page.get_by_text(re.compile(f"^Test image {re.escape(target)}, true class")).wait_for(state="visible")
+    assert _panels(page) == ["Teacher", "Student"]
+    assert page.get_by_text("map for class").count() == 2
+    screenshot(page, tmp_path, "attributions-gallery")
+    assert_no_errors(page, "Attributions, a gallery image")
+
+    page.locator('[data-testid="stRadio"]').get_by_text("Upload your own", exact=True).click()
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(_png(tmp_path / "wide.png")))
+    page.get_by_text("What the models see:").wait_for(state="visible", timeout=PAGE_TIMEOUT_S * 1000)
+    wait_idle(page)
+    assert page.get_by_text("cropped to its central 60×60 square").count() == 1
+    assert _panels(page) == ["Teacher", "Student"]
+    screenshot(page, tmp_path, "attributions-upload")
+
+
+def compare_action(page, tmp_path: Path) -> None:
+    """The comparison runs on opening: its agreement scores are shown."""
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    for label in ("Spearman rank correlation", "cosine similarity", "SSIM"):
+        assert any(label in text for text in labels), f"no {label!r} score on the Compare page: {labels}"
+
+
+def ablations_action(page, tmp_path: Path) -> None:
+    """A study as small as the form allows: one arm, one seed, one epoch, one batch of images."""
+    _keep_only(page, "Arms", "baseline")
+    _set_number(page, "Seeds", 1)
+    _set_number(page, "Epochs", 1)
+    _set_number(page, "Training images (0: all)", 32)
+    _set_number(page, "IG steps (teacher cache)", 2)
+    name = page.get_by_label("Study name", exact=True).input_value()
+    page.get_by_role("button", name="Start the study").click()
+    page.get_by_text(re.compile(f"{re.escape(name)}: done, 1 of 1 runs finished")).wait_for(
+        state="visible", timeout=STUDY_TIMEOUT_S * 1000)
+    wait_idle(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1, "the finished study shows no table"
+    screenshot(page, tmp_path, "ablations-study")
+
+
+def benchmark_action(page, tmp_path: Path) -> None:
+    """Latency of the teacher and student in eager PyTorch, with the smallest settings."""
+    _keep_only(page, "Runtimes", "eager PyTorch")
+    _set_number(page, "Warm-up runs", 0)
+    _set_number(page, "Repeats", 3)
+    _set_number(page, "Seconds per model at most", 1.0)
+    assert page.get_by_text("Press Measure latency").count() == 1
+    page.get_by_role("button", name="Measure latency").click()
+    page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]').first.wait_for(
+        state="visible", timeout=PAGE_TIMEOUT_S * 1000)
+    wait_idle(page)
+    assert page.get_by_text("Press Measure latency").count() == 0, "no latency was measured"
+    screenshot(page, tmp_path, "benchmark-latency")
+
+
+ACTIONS = {"Attributions": attributions_action, "Compare": compare_action, "Ablations": ablations_action,
+           "Benchmark": benchmark_action}
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_every_page_and_its_main_action(page, tmp_path):
+    wait_idle(page)
+    assert_no_errors(page, "the start page")
+    links = nav_links(page)
+    titles = [t for t, _ in links]
+    assert len(links) >= 2, f"expected at least two pages in the sidebar navigation, found {titles}"
+    assert len(set(titles)) == len(titles), f"duplicate page titles in the navigation: {titles}"
+    for title, _ in links:
+        t0 = time.monotonic()
+        open_page(page, title)
+        print(f"{title}: opened in {time.monotonic() - t0:.1f} s")
+        main = page.locator('[data-testid="stMainBlockContainer"]')
+        assert main.locator("h1").count() >= 1, f"page {title!r} shows no title"
+        screenshot(page, tmp_path, slug(title))
+        assert_no_errors(page, f"page {title!r}")
+        if title in ACTIONS:
+            t0 = time.monotonic()
+            ACTIONS[title](page, tmp_path)
+            print(f"{title}: main action in {time.monotonic() - t0:.1f} s")
+            assert_no_errors(page, f"page {title!r} after its main action")
+    # and back to the first one: state kept across pages must not break it
+    open_page(page, titles[0])
+    assert_no_errors(page, f"page {titles[0]!r} (second visit)")
+
+
+def _start_training(page, epochs: int, limit: int, name: str | None = None) -> str:
+    """Fill the Models page's Train tab for a small resnet20 and press Start; the run's name."""
     open_page(page, "Models")
     page.get_by_role("tab", name="Train").click()
     wait_idle(page)
-
     arch = widget(page, "stSelectbox", "Architecture")
     arch.get_by_role("combobox").click()
     page.get_by_role("option", name="resnet20", exact=True).click()
     wait_idle(page)
     chosen = arch.get_by_role("combobox").input_value()
     assert chosen == "resnet20", f"architecture not set to resnet20: {chosen!r}"
-
-    _set_number(page, "Epochs", 1)
+    _set_number(page, "Epochs", epochs)
     page.get_by_text("More settings", exact=True).click()
-    _set_number(page, "Training images (0: all)", 128)
+    _set_number(page, "Training images (0: all)", limit)
+    if name:
+        page.get_by_label("Run name", exact=True).fill(name)
+        page.get_by_label("Run name", exact=True).press("Enter")
+        wait_idle(page)
     run_name = page.get_by_label("Run name", exact=True).input_value()
-    assert "resnet20" in run_name
-
+    assert name == run_name if name else "resnet20" in run_name
     page.get_by_role("button", name="Start training").click()
+    return run_name
+
+
+@pytest.mark.slow
+def test_models_page_trains_a_model(page, server, tmp_path):
+    wait_idle(page)
+    run_name = _start_training(page, epochs=1, limit=128)
     page.get_by_text("Training finished", exact=False).wait_for(state="visible", timeout=TRAIN_TIMEOUT_S * 1000)
     wait_idle(page)
     screenshot(page, tmp_path, "models-trained")
     assert_no_errors(page, "the Models page after training")
 
     # the new run is in the workspace and listed on the Runs tab
-    assert (Path(os.environ["KDVIZ_HOME"]) / run_name / "card.json").exists(), f"no checkpoint for {run_name}"
+    assert (server.home / run_name / "card.json").exists(), f"no checkpoint for {run_name}"
     page.get_by_role("tab", name="Runs").click()
     wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1, "the Runs tab shows no table"
     picked = widget(page, "stSelectbox", "Run").get_by_role("combobox").input_value()
     assert picked == run_name, f"the Runs tab does not offer {run_name}: it shows {picked!r}"
     assert_no_errors(page, "the Runs tab after training")
+
+
+def _sidebar_choice(page, role: str) -> str:
+    return widget(page, "stSelectbox", role, scope='[data-testid="stSidebar"]').get_by_role("combobox").input_value()
+
+
+def _choose_in_sidebar(page, role: str, label: str) -> None:
+    widget(page, "stSelectbox", role, scope='[data-testid="stSidebar"]').get_by_role("combobox").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    wait_idle(page)
+    assert _sidebar_choice(page, role) == label
+
+
+def _assert_still_training(page) -> None:
+    """The Stop button is there (the training fragment redraws itself every second: allow a redraw)."""
+    try:
+        page.get_by_role("button", name="Stop training").wait_for(state="visible", timeout=15_000)
+    except Exception:  # noqa: BLE001 - Playwright's timeout: say what the page shows instead
+        shown = page.locator('[data-testid="stMain"]').inner_text()[:2000]
+        raise AssertionError(f"the training is no longer running; the page shows:\n{shown}") from None
+
+
+@pytest.mark.slow
+def test_two_browser_sessions_one_training_one_browsing(sessions, tmp_path):
+    """Two people on one server: neither blocks the other, neither sees the other's job or choices."""
+    trainer, viewer = sessions(), sessions()
+    wait_idle(trainer)
+    wait_idle(viewer)
+    # the workspace is the module's: other tests' runs may be the newest; the viewer picks the shipped pair
+    _choose_in_sidebar(viewer, "Teacher", "digits_teacher · asset")
+    _choose_in_sidebar(viewer, "Student", "digits_student · asset")
+    run_name = _start_training(trainer, epochs=100, limit=128, name="two-sessions")
+    trainer.get_by_role("button", name="Stop training").wait_for(state="visible")
+
+    # while the first trains, the second browses attributions: its page completes
+    open_page(viewer, "Attributions")
+    picks = viewer.locator('[data-testid="stMain"] button', has_text=re.compile(r"^#\d+$"))
+    target = picks.nth(5).inner_text().strip()
+    picks.nth(5).click()
+    wait_idle(viewer)
+    viewer.get_by_text(re.compile(f"^Test image {re.escape(target)}, true class")).wait_for(state="visible")
+    assert _panels(viewer) == ["Teacher", "Student"]
+    screenshot(viewer, tmp_path, "sessions-viewer")
+    assert_no_errors(viewer, "the second session's Attributions page")
+    _assert_still_training(trainer)
+
+    # the second session sees no job on its Models page
+    open_page(viewer, "Models")
+    viewer.get_by_role("tab", name="Train").click()
+    wait_idle(viewer)
+    assert viewer.get_by_role("button", name="Stop training").count() == 0
+    assert viewer.locator('[data-testid="stMain"] [data-testid="stProgress"]').count() == 0
+    assert viewer.get_by_role("button", name="Start training").is_enabled()
+
+    # the first stops its own job once an epoch is finished, and makes that run its student ...
+    trainer.get_by_text("last test accuracy", exact=False).wait_for(state="visible", timeout=TRAIN_TIMEOUT_S * 1000)
+    trainer.get_by_role("button", name="Stop training").click()
+    trainer.get_by_text("Stopped after", exact=False).wait_for(state="visible", timeout=60_000)
+    wait_idle(trainer)
+    trainer.get_by_role("tab", name="Runs").click()
+    wait_idle(trainer)
+    runs = widget(trainer, "stSelectbox", "Run").get_by_role("combobox")
+    runs.click()
+    trainer.get_by_role("option", name=run_name, exact=True).click()
+    wait_idle(trainer)
+    assert runs.input_value() == run_name
+    trainer.get_by_role("button", name="Use as student").click()
+    wait_idle(trainer)
+    assert _sidebar_choice(trainer, "Student") == run_name
+    screenshot(trainer, tmp_path, "sessions-trainer")
+    assert_no_errors(trainer, "the training session after stopping")
+
+    # ... which changes nothing for the second
+    open_page(viewer, "Overview")
+    assert _sidebar_choice(viewer, "Student") == "digits_student · asset"
+    assert_no_errors(viewer, "the second session at the end")

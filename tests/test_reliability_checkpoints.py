@@ -236,3 +236,15 @@ def test_models_page_upload_names_each_problem():
     at.button(key="upload_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("chosen as the teacher" in s.value for s in at.success)
+
+
+def test_the_studies_folder_is_not_a_run(tmp_path):
+    """Ablation studies live in KDVIZ_HOME/studies: not a run, and no run may take its name."""
+    from kdviz.runs import RunNameError
+
+    ws = Workspace(tmp_path)
+    (tmp_path / "studies" / "digits-smoke").mkdir(parents=True)
+    shutil.copytree(ASSET, tmp_path / "good")
+    assert [r.name for r in ws.list()] == ["good"]
+    with pytest.raises(RunNameError, match="reserved"):
+        ws.create("studies")

@@ -18,6 +18,8 @@ DATA_SOURCE = "kdviz_data_source"
 TEACHER = "kdviz_teacher_path"
 STUDENT = "kdviz_student_path"
 OWNER = "kdviz_session_id"
+#: A teacher or student chosen on a page, for the sidebar to apply on the next run.
+PENDING = {"teacher": "kdviz_pending_teacher", "student": "kdviz_pending_student"}
 
 
 def owner() -> str:
@@ -49,6 +51,10 @@ def selection() -> Selection:
 
 
 def choose(role: str, path: Path | str) -> None:
-    """Make ``path`` this session's teacher or student (the Models page's "use as" buttons)."""
+    """Make ``path`` this session's teacher or student (the Models page's "use as" buttons).
+
+    The sidebar, drawn before the page, applies it on the next run (the caller reruns): a widget's
+    value can only be set before the widget is drawn.
+    """
     st.session_state[TEACHER if role == "teacher" else STUDENT] = str(path)
-    st.session_state.pop(f"sidebar_{role}", None)  # let the sidebar's select box follow
+    st.session_state[PENDING[role]] = str(path)

@@ -51,12 +51,20 @@ def _model_widget(role: str, options: list[RunInfo]) -> None:
         return
     paths = [str(o.path) for o in options]
     labels = {str(o.path): o.label for o in options}
-    current = st.session_state.get(key)
-    if current not in paths:  # default: the newest of this role, else the first
+    widget_key = f"sidebar_{role}"
+    # A choice made on a page (session.choose) wins, then the select box's own value, then the last
+    # choice; else the newest of this role, else the first.
+    for current in (st.session_state.pop(session.PENDING[role], None), st.session_state.get(widget_key),
+                    st.session_state.get(key)):
+        if current in paths:
+            break
+    else:
         preferred = [o for o in options if o.card and o.card.role == role]
         current = str((preferred or options)[0].path)
-    chosen = st.sidebar.selectbox(role.capitalize(), paths, index=paths.index(current),
-                                  format_func=labels.get, key=f"sidebar_{role}")
+    # Set through the session state, before the widget exists: the browser's select box then shows
+    # it too (a changed ``index`` alone leaves the browser showing, and later sending, the old value).
+    st.session_state[widget_key] = current
+    chosen = st.sidebar.selectbox(role.capitalize(), paths, format_func=labels.get, key=widget_key)
     st.session_state[key] = chosen
 
 
