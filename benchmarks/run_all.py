@@ -56,6 +56,12 @@ def report(ran: list[dict]) -> str:
         lines += ["## Machine", "", "| " + " | ".join(k for k in MACHINE_KEYS if k in m) + " |",
                   "|" + "|".join("---" for k in MACHINE_KEYS if k in m) + "|",
                   "| " + " | ".join(str(m[k]) for k in MACHINE_KEYS if k in m) + " |", ""]
+    busy = [d["machine"]["load average (1 min)"] / d["machine"].get("cores", 1) for d in loaded
+            if d.get("machine", {}).get("load average (1 min)") is not None]
+    if busy and max(busy) > 1:
+        lines += [f"**Taken on a busy machine** (load average up to {max(busy):.1f}× the number of cores, from "
+                  "other work): timings swing by orders of magnitude, multi-threaded eager PyTorch most. "
+                  "Not numbers to quote: run `benchmarks/run_all.py` again on a quiet machine.", ""]
     if ran:
         lines += ["## This run", "", markdown_table(ran), ""]
     for f, data in zip(files, loaded):
