@@ -134,6 +134,7 @@ def _write_state(folder: Path, state: dict) -> None:
 def open_or_create(folder: str | Path, config: StudyConfig | None) -> tuple[Path, StudyConfig, dict]:
     """Load the study in ``folder``, or start one with ``config``; a different config is refused."""
     folder = Path(folder)
+    atomic.remove_leftovers(folder)  # a study killed while writing study.json left its temporary file
     if (folder / STUDY).is_file():
         state = json.loads((folder / STUDY).read_text())
         stored = StudyConfig.from_dict(state["config"])

@@ -9,7 +9,10 @@ from kdviz.evaluate import spread_indices
 from kdviz.hpo import list_searches
 from kdviz.ui import ablations as ui
 from kdviz.ui import cache, session
+from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
+
+require_app()
 
 st.title("Ablations")
 st.markdown("The paper's ablation: the student alone, **+ KD** (the teacher's softened outputs), **+ IG** "
