@@ -127,19 +127,21 @@ def reference(digit, teacher):
 
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_middle"])
 def test_more_steps_approach_captums_map_and_close_the_gap(digit, teacher, reference, rule):
-    """On the shipped teacher (a ReLU6 network): the map settles and the completeness gap shrinks."""
+    """On the shipped teacher (a ReLU6 network) the map settles steadily as the steps grow; the
+    completeness gap does not fall step by step (it swings around zero: on this image, with the
+    midpoint rule, |gap| is 0.4 at 2 steps, 2.3 at 8 and 1.0 at 32), but it ends small."""
     _, x, target = digit
     base = make_baseline(x, "zero", teacher.card.mean, teacher.card.std)
-    points = lesson.convergence(teacher.model, x, base, target, [2, 8, 32], rule, reference)
-    assert [p.steps for p in points] == [2, 8, 32]
+    points = lesson.convergence(teacher.model, x, base, target, [2, 8, 32, 128], rule, reference)
+    assert [p.steps for p in points] == [2, 8, 32, 128]
     errors = [p.error for p in points]
     gaps = [abs(p.gap) for p in points]
-    assert errors[0] > errors[1] > errors[2]
-    assert errors[2] < 0.1 < errors[0]
-    assert gaps[2] < gaps[0] / 5
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    assert errors[3] < 0.05 < 0.3 < errors[0]
     with torch.no_grad():
         change = (teacher.model(x)[0, target] - teacher.model(base)[0, target]).item()
-    assert gaps[2] < 0.05 * abs(change)
+    assert gaps[3] < 0.03 * abs(change)
+    assert gaps[3] < max(gaps[:2]) / 5
 
 
 def test_ig_needs_two_steps():
