@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, median_of, write_results  # noqa: E402
-from kdviz.attribution import AttributionOptions, attribute, throughput  # noqa: E402
+from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, throughput  # noqa: E402
 from kdviz.checkpoints import load_any, load_checkpoint  # noqa: E402
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset  # noqa: E402
 from kdviz.data.loader import normalize, to_float  # noqa: E402
@@ -81,6 +81,16 @@ def steps_rows(name, model, x, mean, std, steps_list) -> list[dict]:
             rows.append({"model": name, "rule": rule, "steps": steps, "median |delta| / |F(x)-F(b)|": round(float(np.median(rel)), 4),
                          "p90": round(float(np.percentile(rel, 90)), 4), "images": len(rel)})
     return rows
+
+
+def fewest_steps(rows: list[dict], bar: float = 0.01) -> list[dict]:
+    """Per model and rule, the fewest steps whose median relative gap is under ``bar``: the default's basis."""
+    out = []
+    for key in sorted({(r["model"], r["rule"]) for r in rows}):
+        ok = [r["steps"] for r in rows if (r["model"], r["rule"]) == key and r["median |delta| / |F(x)-F(b)|"] < bar]
+        out.append({"model": key[0], "rule": key[1], "fewest steps with median gap < 1 %": min(ok) if ok else None,
+                    "kdviz default": DEFAULT_IG_STEPS})
+    return out
 
 
 def upload_rows(quick: bool) -> list[dict]:
@@ -146,7 +156,7 @@ def main(argv=None) -> int:
                                 IMAGENET_STD, n // 2)
     write_results("attribution_throughput", rows, machine())
 
-    steps_list = [8, 16, 32, 64] if args.quick else [8, 16, 24, 32, 48, 64, 128]
+    steps_list = [8, 16, 32, 64] if args.quick else [8, 16, 24, 32, 48, 64, 72, 80, 96, 128]
     srows = []
     r20 = PRETRAINED / "resnet20-12fca82f.th"
     if r20.exists():
@@ -158,6 +168,7 @@ def main(argv=None) -> int:
     x = normalize(to_float(digits.test.images[:: max(1, len(digits.test) // 48)][:48]), teacher.card.mean, teacher.card.std)
     srows += steps_rows("digits teacher", teacher.model, x, teacher.card.mean, teacher.card.std, steps_list)
     write_results("attribution_steps", srows, machine())
+    write_results("attribution_default_steps", fewest_steps(srows), machine())
     write_results("attribution_upload", upload_rows(args.quick), machine())
     write_results("attribution_cache_cost", cache_cost_rows(args.quick), machine())
     return 0

@@ -300,11 +300,11 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import atomic
-    from .attribution import AttributionOptions, attribute
+    from .attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
     from .data.loader import normalize, to_float
     from .images import read_image
 
-    options = AttributionOptions(method=args.method, steps=args.steps, rule=args.rule, baseline=args.baseline,
+    options = AttributionOptions(method=args.method, steps=args.steps or DEFAULT_IG_STEPS, rule=args.rule, baseline=args.baseline,
                                  target=int(args.target) if args.target.isdigit() else args.target)
     if options.target == "true":
         raise CLIError("--target true needs a label; give a class index or 'pred'")
@@ -704,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--arch", help="architecture, for a foreign file without a card")
     at.add_argument("--image", required=True, help="PNG, JPEG, WebP, BMP, GIF, TIFF; any size")
     at.add_argument("--method", default="ig", choices=["ig", "saliency", "smoothgrad", "gradcam", "occlusion"])
-    at.add_argument("--steps", type=int, default=32, help="IG steps")
+    at.add_argument("--steps", type=int,
+                    help="IG steps (default: the fewest that keep the median completeness gap under 1 %%, "
+                         "see kdviz.attribution.DEFAULT_IG_STEPS)")
     at.add_argument("--rule", default="gausslegendre",
                     choices=["gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right"])
     at.add_argument("--baseline", default="zero", choices=["zero", "black", "blur", "noise", "mean", "multi"])

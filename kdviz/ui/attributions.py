@@ -11,7 +11,8 @@ import streamlit as st
 import torch
 
 from kdviz import overlay
-from kdviz.attribution import BASELINES, IG_RULES, METHODS, Attribution, AttributionOptions, attribute
+from kdviz.attribution import (BASELINES, DEFAULT_IG_STEPS, IG_RULES, METHODS, Attribution, AttributionOptions,
+                               attribute)
 from kdviz.checkpoints import LoadedModel
 from kdviz.data.loader import normalize, to_float
 from kdviz.evaluate import predict, spread_indices
@@ -49,7 +50,7 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
     strength = c4.slider("Overlay strength", 0.0, 1.0, step=0.05, key=f"{key}_strength")
     with st.expander("Method settings and colours"):
         e1, e2, e3, e4 = st.columns(4)
-        urlstate.bind_int(f"{key}_steps", 32, 4, 128, param="steps")
+        urlstate.bind_int(f"{key}_steps", DEFAULT_IG_STEPS, 4, 128, param="steps")
         steps = e1.slider("IG steps", 4, 128, step=4, key=f"{key}_steps", disabled=method != "ig")
         rule = e2.selectbox("IG rule", list(IG_RULES), format_func=IG_RULES.get, key=f"{key}_rule", disabled=method != "ig")
         baseline = e3.selectbox("IG baseline", list(BASELINES), format_func=lambda b: f"{b}: {BASELINES[b]}",
