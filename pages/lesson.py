@@ -191,8 +191,8 @@ def step_3() -> None:
         e2.metric(f"Entropy at T = {temperature:g}", f"{lesson.entropy(soft):.2f} bits",
                   help=f"0 bits is a one-hot answer; {np.log2(len(ctx.names)):.2f} bits is a uniform one.")
         st.metric("Left for the other classes", f"{1 - soft[target]:.1%}")
-    st.markdown(f"The student's loss weighs the two: **α · T² · KL(teacher ‖ student)** (match the softened "
-                f"answer) + **(1 − α) · cross-entropy** (match the label). The paper's best was α = 0.01, T = 2.5.")
+    st.markdown("The student's loss weighs the two: **α · T² · KL(teacher ‖ student)** (match the softened "
+                "answer) + **(1 − α) · cross-entropy** (match the label). The paper's best was α = 0.01, T = 2.5.")
     if ctx.student is not None:
         with torch.no_grad():
             student_logits = ctx.student.model.eval()(ui.model_input(ctx.student, image))[0].numpy()

@@ -22,7 +22,7 @@ from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
 from kdviz.distill import ARMS
 from kdviz.hpo import SearchView
-from kdviz.jobs import MANAGER, Job
+from kdviz.jobs import Job
 from kdviz.models import list_models
 from kdviz.recipes import defaults_for
 from kdviz.runs import RunNameError, check_name, now
@@ -53,20 +53,11 @@ def start_study(folder: Path, config: StudyConfig, data: Dataset) -> Job:
 
         return run_study(folder, config, data=data, report=report, should_stop=job.should_stop)
 
-    job = MANAGER.start(f"study {folder.name}", work, owner=session.owner(), kind="study")
-    st.session_state[JOB_KEY] = job.id
-    return job
-
-
-def start_job(title: str, work, kind: str) -> Job:
-    job = MANAGER.start(title, work, owner=session.owner(), kind=kind)
-    st.session_state[JOB_KEY] = job.id
-    return job
+    return session.start_job(JOB_KEY, f"study {folder.name}", work, kind="study")
 
 
 def current_job() -> Job | None:
-    job_id = st.session_state.get(JOB_KEY)
-    return MANAGER.get(job_id, owner=session.owner()) if job_id else None
+    return session.current_job(JOB_KEY)
 
 
 def show_job(job: Job) -> None:
@@ -202,7 +193,7 @@ def curves(histories: dict) -> go.Figure:
 def render_study(view: StudyView, data: Dataset | None) -> None:
     """Everything about one study: status, table, bars, curves and the maps per arm."""
     state, cfg = view.state, view.config
-    teacher, student = state.get("teacher", {}), state.get("student", {})
+    teacher = state.get("teacher", {})
     st.markdown(
         f"**{view.name}**: {view.status}, {view.finished_runs} of {len(view.runs)} runs finished · data `{cfg.dataset}`"
         + (f" ({state['subset_size']:,} training images)" if state.get("subset_size") else "")
@@ -370,7 +361,7 @@ def best_trial(view: SearchView, study: optuna.Study | None, data: Dataset | Non
             return train_best(view, run_name, run_dir, epochs=epochs, data=data, callback=on_event,
                               should_stop=job.should_stop)
 
-        start_job(f"student {run_name}", work, kind="distill")
+        session.start_job(JOB_KEY, f"student {run_name}", work, kind="distill")
         session.choose("student", run_dir)
         st.rerun()
     if job is not None and job.kind == "distill":

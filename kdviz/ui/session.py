@@ -9,9 +9,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import streamlit as st
 
+from kdviz.jobs import MANAGER, Job
 from kdviz.runs import Workspace
 
 DATA_SOURCE = "kdviz_data_source"
@@ -27,6 +29,19 @@ def owner() -> str:
     if OWNER not in st.session_state:
         st.session_state[OWNER] = uuid.uuid4().hex
     return st.session_state[OWNER]
+
+
+def start_job(slot: str, title: str, work: Callable[[Job], Any], kind: str) -> Job:
+    """Run ``work`` as this session's job in ``slot`` (one running job per slot and session)."""
+    job = MANAGER.start(title, work, owner=owner(), kind=kind)
+    st.session_state[slot] = job.id
+    return job
+
+
+def current_job(slot: str) -> Job | None:
+    """This session's latest job in ``slot``; another session's job is never returned."""
+    job_id = st.session_state.get(slot)
+    return MANAGER.get(job_id, owner=owner()) if job_id else None
 
 
 def workspace() -> Workspace:

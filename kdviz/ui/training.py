@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from kdviz.jobs import MANAGER, Job
+from kdviz.jobs import Job
 from kdviz.recipes import TrainRequest, train_run
 from kdviz.train import TrainEvent
 
@@ -37,14 +37,11 @@ def start(request: TrainRequest) -> Job:
         job.report(message=f"{epochs} epoch{'s' if epochs != 1 else ''} in `{run_dir.name}`", run_dir=str(run_dir))
         return run_dir
 
-    job = MANAGER.start(f"train {request.name}", work, owner=session.owner(), kind="train")
-    st.session_state[JOB_KEY] = job.id
-    return job
+    return session.start_job(JOB_KEY, f"train {request.name}", work, kind="train")
 
 
 def current() -> Job | None:
-    job_id = st.session_state.get(JOB_KEY)
-    return MANAGER.get(job_id, owner=session.owner()) if job_id else None
+    return session.current_job(JOB_KEY)
 
 
 def show(job: Job) -> None:
