@@ -65,14 +65,21 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def session(onnx_bytes: bytes, threads: int | None = None):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (all cores when None)."""
+def session(onnx_bytes: bytes, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (all cores when None).
+
+    ``spin=False`` stops its threads spin-waiting after each call: slower alone, but fair when
+    several sessions take turns on the same cores (each session has its own threads, and a
+    spinning one slows the next session's call several-fold).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 

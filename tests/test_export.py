@@ -57,6 +57,17 @@ def test_session_uses_the_asked_threads():
     assert sess.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 4)
 
 
+def test_a_session_that_takes_turns_does_not_spin_and_computes_the_same():
+    data = export.to_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    default, quiet = export.session(data, threads=1), export.session(data, threads=1, spin=False)
+    key = "session.intra_op.allow_spinning"
+    assert quiet.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spin
+        default.get_session_options().get_session_config_entry(key)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(quiet.run(None, {"images": x})[0], default.run(None, {"images": x})[0])
+
+
 class ValueBranching(nn.Module):
     """Branches on a tensor's value: torch.export cannot trace that into one graph."""
 

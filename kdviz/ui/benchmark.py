@@ -97,7 +97,7 @@ def latency_controls() -> LatencySettings:
     threads = c2.number_input("Threads", 1, cores, min(2, cores), key="bench_threads")
     warmup = c3.number_input("Warm-up runs", 0, 50, latency.WARMUP, key="bench_warmup",
                              help="Untimed calls first; they stop early once they use a quarter of the time.")
-    repeats = c4.number_input("Repeats", 3, 500, latency.REPEATS, key="bench_repeats")
+    repeats = c4.number_input("Repeats", 3, 5000, latency.REPEATS, key="bench_repeats")
     seconds = c5.number_input("Seconds per model at most", 1.0, 60.0, latency.SECONDS_PER_MODEL, key="bench_seconds",
                               help="Shared by the model's runtimes and batch sizes, warm-up included.")
     runtimes = st.multiselect("Runtimes", list(RUNTIMES), default=list(RUNTIMES), format_func=RUNTIMES.get,
