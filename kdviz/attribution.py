@@ -45,11 +45,12 @@ IG_RULES = {"gausslegendre": "Gauss–Legendre", "riemann_trapezoid": "Riemann (
 #: IG's expanded inputs per pass when not measured (the page's single images need no more; bulk work
 #: such as ``ig-precompute`` measures the fastest size with :func:`fastest_batch_size`).
 DEFAULT_INTERNAL_BATCH = 128
-#: IG's default steps: the fewest Gauss–Legendre steps that keep the median completeness gap under 1 %
-#: of |F(x) − F(baseline)| for the pretrained ResNet-20 on real CIFAR-10 test images (72: 1.0x %, 80:
-#: 0.9 %; benchmarks/bench_attribution.py, "attribution_steps"). The data-set IG cache keeps 32: its
-#: maps only steer an augmentation, and 32 costs 2.5 times less over 50,000 images.
-DEFAULT_IG_STEPS = 80
+#: IG's default steps: the fewest Gauss–Legendre steps from which the median completeness gap stays
+#: under 1 % of |F(x) − F(baseline)| for the pretrained ResNet-20 on 48 real CIFAR-10 test images
+#: (64: 1.01 %, 72: 0.58 %, 80: 0.91 %, 128: 0.46 %; benchmarks/bench_attribution.py,
+#: "attribution_default_steps"). The data-set IG cache keeps 32: its maps only steer an
+#: augmentation, and 32 costs 2.25 times less over 50,000 images.
+DEFAULT_IG_STEPS = 72
 #: Part of every cache key: raised when the maps for the same options change (2: trapezoid weights fixed).
 CACHE_VERSION = 2
 
