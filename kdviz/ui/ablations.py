@@ -27,7 +27,7 @@ from kdviz.models import list_models
 from kdviz.recipes import defaults_for
 from kdviz.runs import RunNameError, check_name, now
 
-from . import session
+from . import job_panel, session
 
 if TYPE_CHECKING:
     import optuna
@@ -60,30 +60,22 @@ def current_job() -> Job | None:
     return session.current_job(JOB_KEY)
 
 
+STUDY_TEXT = job_panel.PanelText(
+    stop_label="Stop", stop_help="Ends after the current step; finished runs and epochs are kept.",
+    done=lambda job: f"{job.title} finished in {job.elapsed:.0f} s.",
+    stopped=lambda job: f"{job.title} stopped: start it again to resume where it stopped.",
+    failed=lambda job: f"{job.title} failed: {job.error}",
+)
+
+
+def _running_student_curves(job: Job):
+    history = job.data.get("history") or []
+    return curves({job.data.get("run") or "run": history}) if history else None
+
+
 def show_job(job: Job) -> None:
     """Progress, the running student's curves and a stop button; refreshes itself while the job runs."""
-
-    @st.fragment(run_every=1.0 if job.running else None)
-    def panel() -> None:
-        st.progress(job.progress, text=f"{job.title}: {job.message}")
-        history = job.data.get("history") or []
-        if job.running and history:
-            st.plotly_chart(curves({job.data.get("run") or "run": history}), key=f"abl_live_{job.id}")
-        if job.running:
-            if st.button("Stop", key=f"abl_stop_{job.id}", help="Ends after the current step; finished runs and epochs are kept."):
-                job.stop()
-                st.toast("Stopping after this step…")
-        elif job.status == "done":
-            st.success(f"{job.title} finished in {job.elapsed:.0f} s.")
-        elif job.status == "stopped":
-            st.warning(f"{job.title} stopped: start it again to resume where it stopped.")
-        elif job.status == "failed":
-            st.error(f"{job.title} failed: {job.error}")
-        if not job.running and not st.session_state.get(f"abl_rerun_{job.id}"):
-            st.session_state[f"abl_rerun_{job.id}"] = True
-            st.rerun()  # once, so the study list and the table show what the job wrote
-
-    panel()
+    job_panel.show(job, STUDY_TEXT, key="abl_", chart=_running_student_curves, live_only=True)
 
 
 def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import streamlit as st
-
 from kdviz.jobs import Job
 from kdviz.recipes import TrainRequest, train_run
 from kdviz.train import TrainEvent
 
-from . import session
+from . import job_panel, session
 from .charts import training_curves
 
 JOB_KEY = "kdviz_train_job"
@@ -44,29 +42,25 @@ def current() -> Job | None:
     return session.current_job(JOB_KEY)
 
 
+def _chart(job: Job):
+    history = job.data.get("history") or []
+    return training_curves({job.title.removeprefix("train "): history}) if history else None
+
+
+def _choose_finished(job: Job) -> None:
+    if job.data.get("run_dir") and job.status == "done":
+        session.choose(job.data["role"], job.data["run_dir"])  # a finished run is the one to look at
+
+
+TEXT = job_panel.PanelText(
+    stop_label="Stop training", stop_help="Ends after the current step; finished epochs are kept.",
+    done=lambda job: (f"Training finished in {job.elapsed:.0f} s: {job.message}, "
+                      f"now the sidebar's {job.data.get('role', 'model')}."),
+    stopped=lambda job: f"Stopped after {job.message}. Start the same run name again to resume it.",
+    failed=lambda job: f"Training failed: {job.error}",
+)
+
+
 def show(job: Job) -> None:
-    """Progress bar, live curves, a stop button; reruns itself every second while the job runs."""
-
-    @st.fragment(run_every=1.0 if job.running else None)
-    def panel() -> None:
-        st.progress(job.progress, text=f"{job.title}: {job.message}")
-        history = job.data.get("history") or []
-        if history:
-            st.plotly_chart(training_curves({job.title.removeprefix("train "): history}), key=f"live_{job.id}")
-        if job.running:
-            if st.button("Stop training", key=f"stop_{job.id}", help="Ends after the current step; finished epochs are kept."):
-                job.stop()
-                st.toast("Stopping after this step…")
-        elif job.status == "done":
-            st.success(f"Training finished in {job.elapsed:.0f} s: {job.message}, now the sidebar's {job.data.get('role', 'model')}.")
-        elif job.status == "stopped":
-            st.warning(f"Stopped after {job.message}. Start the same run name again to resume it.")
-        elif job.status == "failed":
-            st.error(f"Training failed: {job.error}")
-        if not job.running and st.session_state.get(f"rerun_after_{job.id}") is None:
-            st.session_state[f"rerun_after_{job.id}"] = True
-            if job.data.get("run_dir") and job.status == "done":
-                session.choose(job.data["role"], job.data["run_dir"])  # a finished run is the one to look at
-            st.rerun()  # once, so the sidebar lists and selects the new run
-
-    panel()
+    """Progress bar, live curves, a stop button; the finished run becomes the sidebar's choice."""
+    job_panel.show(job, TEXT, key="", chart=_chart, on_finish=_choose_finished)
