@@ -19,6 +19,22 @@ def require_shared(path: Path = CIFAR10) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of training runs, restored afterwards.
+
+    On the 2-core machines, two OpenMP threads competing with other busy processes made small
+    training runs 10-20x slower (1.5 s became 25-35 s); one thread costs little when idle.
+    Modules take it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_workspace(tmp_path_factory, monkeypatch):
     """Runs go to a fresh folder, never to ./runs; the decode cache is shared (it only saves time)."""

@@ -27,13 +27,7 @@ from kdviz.checkpoints import (
 from kdviz.models import count_params, create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module, restored afterwards (see tests/test_models.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name: str = "resnet20", seed: int = 0, **kw) -> torch.nn.Module:

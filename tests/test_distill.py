@@ -28,13 +28,7 @@ TEACHER = ROOT / "assets" / "digits_teacher"
 STUDENT = ("mnv2_student_4x_fast", {"width_mult": 0.5})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the busy 2-core machines two threads are slower, not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------- the KD loss

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from kdviz.ablation import StudyConfig, StudyError
 from kdviz.checkpoints import load_checkpoint
@@ -32,12 +31,7 @@ def search(trials: int = 3) -> SearchConfig:
     return SearchConfig(base=base(), trials=trials, holdout=20, startup_trials=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

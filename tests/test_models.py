@@ -24,14 +24,7 @@ ALL_MODELS = [spec.name for spec in list_models()]
 TEACHER_PARAMS = 2_236_682
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module, restored afterwards: on 2 cores shared with other busy
-    processes, two OpenMP threads made forward passes 10-20x slower; one costs little when idle."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_lists_the_expected_models():

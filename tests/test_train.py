@@ -58,17 +58,7 @@ def test_train_config_round_trip():
 # ------------------------------------------------------------------------------------- training
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module's training runs, restored afterwards.
-
-    On the 2-core machines, two OpenMP threads competing with other busy processes made these
-    runs 10-20x slower (1.5 s became 25-35 s); one thread costs little when the machine is idle.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
