@@ -614,7 +614,8 @@ def _add_study_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
 
 
-def _add_distill_settings(s: argparse.ArgumentParser) -> None:
+def _add_schedule_settings(s: argparse.ArgumentParser) -> None:
+    """The optimiser and schedule options that `train` and the distilling commands share."""
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--optimizer", choices=["sgd", "adamw"])
@@ -622,9 +623,13 @@ def _add_distill_settings(s: argparse.ArgumentParser) -> None:
     s.add_argument("--weight-decay", type=float)
     s.add_argument("--warmup-epochs", type=float)
     s.add_argument("--seed", type=int)
-    s.add_argument("--crop-padding", type=int)
-    s.add_argument("--train-limit", type=int, help="train on a random N of the training images")
-    s.add_argument("--eval-limit", type=int, help="evaluate each epoch on N test images spread over the split")
+    s.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crop)")
+    s.add_argument("--train-limit", type=int, help="train on a fixed random subset of N training images")
+    s.add_argument("--eval-limit", type=int, help="evaluate each epoch on N test images spread evenly over the split")
+
+
+def _add_distill_settings(s: argparse.ArgumentParser) -> None:
+    _add_schedule_settings(s)
     s.add_argument("--temperature", "-T", type=float, help="KD temperature T")
     s.add_argument("--alpha", type=float, help="weight of the KD term against the cross-entropy")
     s.add_argument("--overlay-p", "-p", type=float, help="probability of the IG overlay per image")
@@ -660,20 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", help="registered architecture (default: the data set's default for the role)")
     t.add_argument("--arch-kwargs", help='JSON, e.g. \'{"width_mult": 0.5}\'')
     t.add_argument("--name", help="run name (default: made from role, arch and time)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--optimizer", choices=["sgd", "adamw"])
-    t.add_argument("--lr", type=float)
+    _add_schedule_settings(t)
     t.add_argument("--momentum", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup-epochs", type=float)
     t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crop)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     t.add_argument("--no-augment", action="store_true", help="neither crop nor flip")
-    t.add_argument("--train-limit", type=int, help="train on a fixed random subset of N images")
-    t.add_argument("--eval-limit", type=int, help="evaluate on N test images spread evenly over the split")
     t.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
     t.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
