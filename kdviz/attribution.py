@@ -225,7 +225,8 @@ def _compute(model, x, labels, opts: AttributionOptions, mean, std, data_mean, i
     elif opts.method == "saliency":
         from captum.attr import Saliency
 
-        maps = Saliency(model).attribute(x, target=targets, abs=False)
+        # a leaf that asks for its gradient: Captum would otherwise set the flag itself and warn
+        maps = Saliency(model).attribute(x.detach().requires_grad_(), target=targets, abs=False)
     elif opts.method == "smoothgrad":
         from captum.attr import NoiseTunnel, Saliency
 
