@@ -1,6 +1,6 @@
 """Screenshot one page of the dashboard in headless Chromium (the README's picture is made with it).
 
-    .venv/bin/python tools/screenshot.py --out assets/screenshot.png                 # the Overview
+    .venv/bin/python tools/screenshot.py --out assets/screenshot.png --page Attributions --height 1230   # the README's
     .venv/bin/python tools/screenshot.py --out /tmp/models.png --page Models --full
 
 It starts ``streamlit run app.py`` on a free port with an empty workspace (so the page shows what a
