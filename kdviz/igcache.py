@@ -32,6 +32,7 @@ from . import __version__, atomic
 from .attribution import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
 from .data.base import Dataset
 from .data.loader import normalize, to_float
+from .speedups import fused_for_inference
 
 INDEX = "index.json"
 MAPS = "maps.npy"
@@ -175,9 +176,11 @@ def precompute(
     total_mine = len(range(rank, n, world))
     finished = total_mine - len(todo)
     opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
+    images, labels = split_data.images, split_data.labels
+    if todo:  # folded and channels-last: about 1.5x faster IG, checked against the teacher first
+        teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
     if internal_batch_size is None and len(todo) * steps >= 20_000:
         internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed (worth it on long runs)
-    images, labels = split_data.images, split_data.labels
     t0, computed = time.perf_counter(), 0
     for start in range(0, len(todo), batch_size):
         chunk = np.asarray(todo[start : start + batch_size])

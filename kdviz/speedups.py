@@ -5,6 +5,8 @@ Measured on 2 CPU cores, batch 64 (``benchmarks/bench_train.py``, ``bench_distil
 channels-last weights raised training throughput 1.52× for the MobileNet-V2 teacher, 1.81× for the
 paper's student and 1.24× for the edge student; folded and channels-last, a frozen teacher's
 forward pass took 88 ms instead of 172 (digits MobileNet-V2) and 85 instead of 111 (ResNet-56).
+``ig-precompute`` runs IG on the folded copy too (8 to 37 % more maps a second; the input
+gradients agree to a few parts in a thousand, the precision the cache stores in float16).
 oneDNN, which PyTorch uses for CPU convolutions, works natively in channels-last ("NHWC") layout;
 in the default layout every convolution reorders its tensors.
 """
@@ -32,11 +34,12 @@ def fused_for_inference(model: nn.Module, example: torch.Tensor, *, rtol: float 
 
     The copy is checked on ``example`` (a real batch) against the model: when its outputs differ by
     more than ``rtol`` of their scale, or the model cannot be traced (``torch.fx``), the model itself
-    is returned, frozen, and nothing is lost but speed.
+    is returned (in eval mode), and nothing is lost but speed. The copy's parameters need no
+    gradients; gradients with respect to the input (IG) still flow.
     """
     from torch.fx.experimental.optimization import fuse
 
-    model = model.eval().requires_grad_(False)
+    model = model.eval()
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model  # nothing to fold
     try:

@@ -89,3 +89,18 @@ def test_the_teacher_view_gives_the_teachers_own_logits():
         with torch.no_grad():
             want = model(x)
         torch.testing.assert_close(view(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_the_fused_copy_gives_the_same_input_gradients_and_leaves_the_original_trainable():
+    """ig-precompute runs IG on the fused copy: its gradients with respect to the input must match."""
+    model = trained_like("resnet20")
+    x = torch.randn(4, 3, 32, 32)
+    fast = fused_for_inference(model, x)
+    assert fast is not model and all(p.requires_grad for p in model.parameters())
+    grads = []
+    for m in (model, fast):
+        xi = x.clone().requires_grad_()
+        m(xi)[:, 3].sum().backward()
+        grads.append(xi.grad)
+    scale = float(grads[0].abs().max())
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=5e-3 * scale)
