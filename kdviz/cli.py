@@ -304,7 +304,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from .data.loader import normalize, to_float
     from .images import read_image
 
-    options = AttributionOptions(method=args.method, steps=args.steps or DEFAULT_IG_STEPS, rule=args.rule, baseline=args.baseline,
+    options = AttributionOptions(method=args.method, steps=DEFAULT_IG_STEPS if args.steps is None else args.steps, rule=args.rule, baseline=args.baseline,
                                  target=int(args.target) if args.target.isdigit() else args.target)
     if options.target == "true":
         raise CLIError("--target true needs a label; give a class index or 'pred'")

@@ -30,7 +30,8 @@ def channels_last(model: nn.Module) -> nn.Module:
 
 def fused_for_inference(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-4) -> nn.Module:
     """A frozen copy of ``model`` with each convolution and its batch norm folded into one layer,
-    channels-last: for a teacher that only ever runs forward (its logits for KD).
+    channels-last: for a teacher whose weights never change (its logits for KD, its IG maps for
+    the cache).
 
     The copy is checked on ``example`` (a real batch) against the model: when its outputs differ by
     more than ``rtol`` of their scale, or the model cannot be traced (``torch.fx``), the model itself

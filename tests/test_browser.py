@@ -317,15 +317,20 @@ def _png(path: Path) -> Path:
 # The main action of a page, by its title in the navigation; pages not named here are only opened.
 
 
-def attributions_action(page, tmp_path: Path) -> None:
-    """A gallery image, then an uploaded file: both models' maps each time."""
-    assert _panels(page) == ["Teacher", "Student"], "the page opens on a gallery image with both panels"
+def _pick_gallery_image(page, n: int) -> None:
+    """Click the Attributions gallery's n-th image; the page then names it and shows both panels."""
     picks = page.locator('[data-testid="stMain"] button', has_text=re.compile(r"^#\d+$"))
-    target = picks.nth(3).inner_text().strip()
-    picks.nth(3).click()
+    target = picks.nth(n).inner_text().strip()
+    picks.nth(n).click()
     wait_idle(page)
     page.get_by_text(re.compile(f"^Test image {re.escape(target)}, true class")).wait_for(state="visible")
     assert _panels(page) == ["Teacher", "Student"]
+
+
+def attributions_action(page, tmp_path: Path) -> None:
+    """A gallery image, then an uploaded file: both models' maps each time."""
+    assert _panels(page) == ["Teacher", "Student"], "the page opens on a gallery image with both panels"
+    _pick_gallery_image(page, 3)
     assert page.get_by_text("map for class").count() == 2
     screenshot(page, tmp_path, "attributions-gallery")
     assert_no_errors(page, "Attributions, a gallery image")
@@ -485,12 +490,7 @@ def test_two_browser_sessions_one_training_one_browsing(sessions, tmp_path):
 
     # while the first trains, the second browses attributions: its page completes
     open_page(viewer, "Attributions")
-    picks = viewer.locator('[data-testid="stMain"] button', has_text=re.compile(r"^#\d+$"))
-    target = picks.nth(5).inner_text().strip()
-    picks.nth(5).click()
-    wait_idle(viewer)
-    viewer.get_by_text(re.compile(f"^Test image {re.escape(target)}, true class")).wait_for(state="visible")
-    assert _panels(viewer) == ["Teacher", "Student"]
+    _pick_gallery_image(viewer, 5)
     screenshot(viewer, tmp_path, "sessions-viewer")
     assert_no_errors(viewer, "the second session's Attributions page")
     _assert_still_training(trainer)
