@@ -29,12 +29,12 @@ from torch import nn
 from .augment import OverlayConfig, overlay
 from .checkpoints import LoadedModel, load_any
 from .data.base import Dataset, ImageSplit
-from .data.loader import Augment, denormalize, iterate_batches, normalize, random_crop_flip, to_float
+from .data.loader import denormalize, iterate_batches, normalize, random_crop_flip, to_float
 from .igcache import INDEX, IGCacheError, IGMapStore, precompute
 from .models import create_model
 from .recipes import TrainRequest, card_for
 from .speedups import fused_for_inference
-from .train import BatchSource, Objective, TrainConfig, TrainEvent, TrainResult, train, train_indices
+from .train import BatchSource, augment_for, Objective, TrainConfig, TrainEvent, TrainResult, train, train_indices
 
 #: The paper's ablation: what each arm adds to the student trained alone.
 ARMS: dict[str, str] = {
@@ -96,16 +96,17 @@ class DistillConfig(TrainConfig):
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-    temperature: float, alpha: float,
+    temperature: float, alpha: float, label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """α·T²·KL(teacher ‖ student at temperature T) + (1 − α)·CE(student, labels).
 
     T² keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton et al.).
+    ``label_smoothing`` smooths the hard term's labels (the fast recipe's 0.2; none in the paper's).
     """
     t = temperature
     soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                     reduction="batchmean", log_target=True) * (t * t)
-    hard = F.cross_entropy(student_logits, labels)
+    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     return alpha * soft + (1.0 - alpha) * hard
 
 
@@ -145,7 +146,8 @@ def distill_objective(cfg: DistillConfig, teacher: Callable[[torch.Tensor], torc
         logits = net(x)
         if not cfg.uses_kd:
             return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
-        return kd_loss(logits, teacher(x), y, temperature=cfg.temperature, alpha=cfg.alpha), logits
+        return kd_loss(logits, teacher(x), y, temperature=cfg.temperature, alpha=cfg.alpha,
+                       label_smoothing=cfg.label_smoothing), logits
 
     return objective
 
@@ -190,7 +192,7 @@ def distill_batches(
     the cache row of image ``i``) and cropped and flipped with it. Under DDP each rank's batch is ``batch_size / world`` so
     the global batch, and the number of steps per epoch, stay those of a single process.
     """
-    augment = Augment(cfg.crop_padding, cfg.hflip)
+    augment = augment_for(cfg)
     per_rank = max(1, -(-cfg.batch_size // world))
     overlay_cfg = cfg.overlay()
     images = torch.from_numpy(np.ascontiguousarray(split.images))
@@ -202,7 +204,7 @@ def distill_batches(
             gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)) + rank)
         if store is None:
             yield from iterate_batches(split, per_rank, mean=mean, std=std, augment=augment, generator=gen,
-                                       device=device, indices=order.numpy())
+                                       device=device, indices=order.numpy(), epoch=epoch)
             return
         for start in range(0, len(order), per_rank):
             idx = order[start : start + per_rank]
@@ -210,7 +212,8 @@ def distill_batches(
             rows = idx.numpy() if store_index is None else store_index[idx.numpy()]
             maps = store.read(rows).to(device).unsqueeze(1)
             if augment.active:
-                x, (maps,) = random_crop_flip(x, augment, gen, extras=[maps])
+                flips = augment.epoch_flips(idx, len(split), epoch)
+                x, (maps,) = random_crop_flip(x, augment, gen, extras=[maps], flips=flips)
             x, _ = overlay(x, maps[:, 0], overlay_cfg, gen)
             yield normalize(x, mean, std), labels[idx].to(device), idx
 

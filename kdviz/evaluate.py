@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .data.base import ImageSplit
@@ -35,6 +36,19 @@ class Predictions:
         return out
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation (airbench's): the mean of a view and its mirror image, averaged half
+    and half with the same for the view shifted one pixel up-left and one pixel down-right."""
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v) + model(v.flip(3)))
+
+    h, w = x.shape[2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * (mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2:, 2:]))
+    return 0.5 * mirrored(x) + 0.5 * shifted
+
+
 def spread_indices(n: int, limit: int | None) -> np.ndarray:
     """``limit`` indices spread evenly over ``range(n)``: folders are sorted by class, so the first
     N images would all be airplanes; an even spread keeps every class in a quick evaluation."""
@@ -55,8 +69,13 @@ def predict(
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    tta: bool = False,
 ) -> Predictions:
-    """Logits for ``split`` (or ``limit`` images spread evenly over it), model in eval mode."""
+    """Logits for ``split`` (or ``limit`` images spread evenly over it), model in eval mode.
+
+    ``tta=True`` returns test-time augmented logits (six views an image, :func:`tta_logits`); they
+    are a separate figure, never mixed with the plain one.
+    """
     was_training = model.training
     model.eval().to(device)
     indices = spread_indices(len(split), limit)
@@ -65,7 +84,7 @@ def predict(
     for i, (x, y, _) in enumerate(
         iterate_batches(split, batch_size, mean=mean, std=std, device=device, indices=indices)
     ):
-        outs.append(model(x).float().cpu())
+        outs.append((tta_logits(model, x) if tta else model(x)).float().cpu())
         ys.append(y.cpu())
         if progress:
             progress(i + 1, total)

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import atomic
+from . import atomic, machine
 from .checkpoints import RESUME, ModelCard, save_checkpoint
 from .data.base import Dataset
 from .data.loader import Augment, iterate_batches, num_batches
 from .evaluate import predict
+from .machine import check_precision
 from .speedups import channels_last
 
 HISTORY = "history.json"
@@ -47,6 +48,17 @@ class TrainConfig:
     hflip: bool = True
     train_limit: int | None = None  # train on a fixed random subset of this many images
     eval_limit: int | None = None  # evaluate on N test images spread over the split (all by default)
+    recipe: str = "default"  # the named recipe this configuration came from ("default" or "fast")
+    # --- the fast recipe's techniques (kdviz.recipes.fast_config turns them all on; each can be off)
+    schedule: str = "cosine"  # "cosine" (warm-up, cosine to zero) or "triangle" (0.2 → 1 → 0.07, linear)
+    bias_lr_scale: float = 1.0  # learning-rate multiplier of 1-D parameters (norm biases), see make_optimizer
+    lookahead: bool = False  # every 5 steps pull the weights to their moving average (airbench's look-ahead)
+    whiten: bool = False  # set a whitening stem from training patches, freeze its filters
+    whiten_bias_epochs: int = 3  # ... and train the stem's bias for this many epochs only
+    pad_mode: str = "zeros"  # the crop's padding: "zeros" or "reflect"
+    flip_mode: str = "random"  # "random" or "alternate" (each image flipped every other epoch)
+    precision: str = "float32"  # or "bfloat16": autocast, on CPUs with native bfloat16 instructions
+    tta: bool = False  # also measure test-time-augmented accuracy after the last epoch (reported apart)
 
     @classmethod
     def from_dict(cls, obj: dict) -> "TrainConfig":
@@ -111,10 +123,25 @@ def cross_entropy(label_smoothing: float = 0.0) -> Objective:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # no weight decay on biases and norm parameters (1-D tensors), the usual practice
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Two parameter groups, each with its own learning-rate multiplier ``lr_scale``.
+
+    The default recipe: weights with decay, 1-D parameters (biases, norm scales) without, the usual
+    practice. With ``bias_lr_scale > 1`` (the fast recipe, after airbench) the second group is the
+    normalisation layers' parameters alone, at a learning rate that many times higher and a decay
+    that many times lower (so a step shrinks them as much as the weights); every other parameter,
+    biases included, is decayed.
+    """
+    scale = cfg.bias_lr_scale
+    if scale == 1:
+        special = [p for p in model.parameters() if p.ndim <= 1]
+    else:
+        special = [p for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)]
+    ids = {id(p) for p in special}
+    decay = [p for p in model.parameters() if id(p) not in ids]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": special, "weight_decay": 0.0 if scale == 1 else cfg.weight_decay / scale, "lr_scale": scale},
+    ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
@@ -122,12 +149,31 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up to ``base_lr``, then cosine decay to zero (a function of the step: no state)."""
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
+    """The learning rate at ``step``, a function of the step alone (so a resume needs no state).
+
+    ``cosine``: linear warm-up to ``base_lr``, then cosine decay to zero. ``triangle`` (airbench):
+    from 0.2·lr up to lr over the first 23 % of the steps, then linearly down to 0.07·lr.
+    """
+    if schedule == "triangle":
+        peak = int(total_steps * 0.23)
+        if step < peak:
+            return base_lr * (0.2 + 0.8 * step / max(1, peak))
+        return base_lr * (1.0 - 0.93 * (step - peak) / max(1, total_steps - peak))
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be 'cosine' or 'triangle', not {schedule!r}")
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def augment_for(cfg: TrainConfig) -> Augment:
+    """The augmentation a configuration asks for (training and distillation build it the same way)."""
+    return Augment(cfg.crop_padding, cfg.hflip, cfg.pad_mode, cfg.flip_mode, cfg.seed)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -138,6 +184,52 @@ def train_indices(n: int, cfg: TrainConfig) -> np.ndarray:
     if cfg.train_limit is None or cfg.train_limit >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_limit])
+
+
+class Lookahead:
+    """airbench's look-ahead: every ``every`` steps the weights move to their moving average.
+
+    The average's weight of the past grows as (step / total)³ up to 0.95⁵, so early training runs
+    free and the end is smoothed; the last step copies the average into the model. The average
+    covers every floating-point tensor of the state (batch-norm statistics too) and is saved with
+    the resume state, so a resumed run continues it exactly.
+    """
+
+    every = 5
+
+    def __init__(self, model: nn.Module) -> None:
+        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Call after optimizer step ``step`` (1-based)."""
+        if step >= total_steps:
+            decay = 1.0
+        elif step % self.every == 0:
+            decay = 0.95**5 * (step / total_steps) ** 3
+        else:
+            return
+        state = model.state_dict()
+        for k, avg in self.average.items():
+            avg.lerp_(state[k], 1.0 - decay)
+            state[k].copy_(avg)
+
+
+def whitening_images(data: Dataset, indices: np.ndarray, n: int = 5000) -> torch.Tensor:
+    """``n`` training images of the run spread over it, normalised: what a whitening stem is fitted to.
+
+    Spread, not the first ``n``: an image folder is sorted by class, and its first 5,000 would be
+    airplanes and automobiles only.
+    """
+    from .data.loader import normalize, to_float
+
+    pick = indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(np.int64)]
+    return normalize(to_float(data.train.images[pick]), data.mean, data.std)
+
+
+def check_whitening(model: nn.Module, cfg: TrainConfig) -> None:
+    if cfg.whiten and not hasattr(model, "init_whitening"):
+        raise ValueError(f"{type(model).__name__} has no whitening stem: train it with whiten off")
 
 
 BatchSource = Callable[[int, torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
@@ -165,26 +257,33 @@ def train(
     ``write=False`` resumes from ``run_dir`` but never writes to it (DDP ranks other than 0).
     """
     torch.manual_seed(cfg.seed)
+    check_precision(cfg.precision)
+    check_whitening(model, cfg)
     channels_last(model.to(device))  # 1.2-1.5x faster steps on a CPU; values and saved files unchanged
     objective = objective or cross_entropy(cfg.label_smoothing)
     optimizer = make_optimizer(model, cfg)
     indices = train_indices(len(data.train), cfg)
     steps = num_batches(len(indices), cfg.batch_size)
     total_steps, warmup_steps = cfg.epochs * steps, int(round(cfg.warmup_epochs * steps))
-    augment = Augment(cfg.crop_padding, cfg.hflip)
+    augment = augment_for(cfg)
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=cfg.precision == "bfloat16")
 
     if batches is None:
 
         def batches(epoch: int, gen: torch.Generator):
             return iterate_batches(data.train, cfg.batch_size, mean=data.mean, std=data.std, shuffle=True,
-                                   augment=augment, generator=gen, device=device, indices=indices)
+                                   augment=augment, generator=gen, device=device, indices=indices, epoch=epoch)
 
     history: list[EpochRecord] = []
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and write:
         atomic.remove_leftovers(run_dir)  # a run killed mid-write leaves its temporary file behind
+    if cfg.whiten:  # before the look-ahead copies the weights; a resume overwrites them below
+        model.init_whitening(whitening_images(data, indices).to(device))  # type: ignore[operator]
+    lookahead = Lookahead(model) if cfg.lookahead else None
     if resume and run_dir is not None and (run_dir / RESUME).is_file():
-        history = load_resume_state(run_dir / RESUME, model, optimizer)
+        history = load_resume_state(run_dir / RESUME, model, optimizer, lookahead)
     start_epoch = len(history)
     stopped = False
 
@@ -192,15 +291,21 @@ def train(
         gen = epoch_generator(cfg.seed, epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout draws from the global generator
         model.train()
+        if cfg.whiten:
+            model.set_whitening_trainable(weight=False, bias=epoch <= cfg.whiten_bias_epochs)  # type: ignore[operator]
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         for step, (x, y, idx) in enumerate(batches(epoch, gen), start=1):
-            lr = lr_at((epoch - 1) * steps + step - 1, total_steps, warmup_steps, cfg.lr)
+            global_step = (epoch - 1) * steps + step
+            lr = lr_at(global_step - 1, total_steps, warmup_steps, cfg.lr, cfg.schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, logits = objective(model, x, y, idx)
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            with autocast:
+                loss, logits = objective(model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if lookahead is not None:
+                lookahead.update(model, global_step, total_steps)
 
             seen += len(y)
             loss_sum += loss.item() * len(y)
@@ -218,8 +323,12 @@ def train(
         record = EpochRecord(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), test_loss, test.accuracy,
                              lr, seconds, seen / max(seconds, 1e-9))
         history.append(record)
+        extra: dict = {}
+        if cfg.tta and epoch == cfg.epochs:
+            extra["test_accuracy_tta"] = predict(model, data.test, mean=data.mean, std=data.std,
+                                                 limit=cfg.eval_limit, device=device, tta=True).accuracy
         if run_dir is not None and write:
-            save_epoch(run_dir, model, optimizer, history, cfg, card)
+            save_epoch(run_dir, model, optimizer, history, cfg, card, lookahead, extra)
         if callback:
             callback(TrainEvent("epoch", epoch, cfg.epochs, steps, steps, record.train_loss, record, history))
 
@@ -234,10 +343,12 @@ def train(
 
 def save_epoch(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochRecord],
-    cfg: TrainConfig, card: ModelCard | None,
+    cfg: TrainConfig, card: ModelCard | None, lookahead: Lookahead | None = None, extra: dict | None = None,
 ) -> None:
     """One atomic file holds everything a resume needs; the checkpoint and history follow it."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if lookahead is not None:
+        tensors.update({f"lookahead.{k}": v.detach().cpu().contiguous() for k, v in lookahead.average.items()})
     opt_state = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for pid, state in opt_state["state"].items():
@@ -265,18 +376,26 @@ def save_epoch(
             "epochs": cfg.epochs,
             "complete": last.epoch >= cfg.epochs,
             "train_seconds": sum(r.seconds for r in history),
+            "precision": cfg.precision,
+            "machine": machine.describe(),
+            **(extra or {}),
         }
         save_checkpoint(run_dir, model, card)
     atomic.write_json(run_dir / HISTORY, [asdict(r) for r in history])
 
 
-def load_resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[EpochRecord]:
+def load_resume_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, lookahead: Lookahead | None = None
+) -> list[EpochRecord]:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if lookahead is not None:
+        for k, avg in lookahead.average.items():
+            avg.copy_(tensors[f"lookahead.{k}"])
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -7,6 +7,7 @@ the data-set indices of its images, so per-image artefacts are looked up by inde
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -18,14 +19,40 @@ from .base import ImageSplit
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentations: random crop after zero padding, random horizontal flip."""
+    """Training augmentations: a random crop (translation) after padding, and a horizontal flip.
+
+    ``pad_mode="reflect"`` pads by mirroring the border instead of with zeros (airbench's translate).
+    ``flip_mode="alternate"`` draws each image's flip once from ``seed`` and inverts it every other
+    epoch: over any two epochs every image is seen both ways, which random flips only promise on
+    average (airbench's alternating flip).
+    """
 
     crop_padding: int = 4  # 0 turns the crop off
     hflip: bool = True
+    pad_mode: str = "zeros"  # "zeros" or "reflect"
+    flip_mode: str = "random"  # "random" or "alternate"
+    seed: int = 0  # the alternating flip's draw
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in ("zeros", "reflect"):
+            raise ValueError(f"pad_mode must be 'zeros' or 'reflect', not {self.pad_mode!r}")
+        if self.flip_mode not in ("random", "alternate"):
+            raise ValueError(f"flip_mode must be 'random' or 'alternate', not {self.flip_mode!r}")
 
     @property
     def active(self) -> bool:
         return self.crop_padding > 0 or self.hflip
+
+    def epoch_flips(self, idx: torch.Tensor, n: int, epoch: int) -> torch.Tensor | None:
+        """The alternating flips of images ``idx`` (of ``n``) in ``epoch`` (1-based); None when random."""
+        if not self.hflip or self.flip_mode != "alternate":
+            return None
+        return _base_flips(self.seed, n)[idx] ^ (epoch % 2 == 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _base_flips(seed: int, n: int) -> torch.Tensor:
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -55,11 +82,13 @@ def random_crop_flip(
     augment: Augment,
     generator: torch.Generator | None = None,
     extras: Sequence[torch.Tensor] = (),
+    flips: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Crop and flip a batch (N, C, H, W); ``extras`` (maps of the same H, W) get the same transform.
 
     One offset and one flip are drawn per image and applied to the image and to each of its extras,
     so an attribution map stays aligned with its image (a flaw of the paper's code, not repeated).
+    ``flips`` (a boolean per image) replaces the random flip draw (the alternating flip).
     """
     n, _, h, w = images.shape
     pad = augment.crop_padding
@@ -71,14 +100,17 @@ def random_crop_flip(
         cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(images.device)
         out = []
         for t in tensors:
-            padded = torch.nn.functional.pad(t, (pad, pad, pad, pad))
+            mode = "reflect" if augment.pad_mode == "reflect" else "constant"
+            padded = torch.nn.functional.pad(t, (pad, pad, pad, pad), mode=mode)
             idx_r = rows.view(n, 1, h, 1).expand(n, t.shape[1], h, w + 2 * pad)
             t = padded.gather(2, idx_r)
             idx_c = cols.view(n, 1, 1, w).expand(n, t.shape[1], h, w)
             out.append(t.gather(3, idx_c))
         tensors = out
     if augment.hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+        if flips is None:
+            flips = torch.rand(n, generator=generator) < 0.5
+        flip = flips.to(images.device).view(n, 1, 1, 1)
         tensors = [torch.where(flip, t.flip(3), t) for t in tensors]
     return tensors[0], list(tensors[1:])
 
@@ -95,11 +127,13 @@ def iterate_batches(
     device: str | torch.device = "cpu",
     indices: np.ndarray | None = None,
     drop_last: bool = False,
+    epoch: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y, idx)``: normalised images, labels and their indices in ``split``.
 
     ``indices`` restricts to a subset (a shard under DDP, a slice for a quick run); ``shuffle``
-    permutes it with ``generator`` so a seeded epoch is reproducible.
+    permutes it with ``generator`` so a seeded epoch is reproducible; ``epoch`` drives the
+    alternating flip.
     """
     order = torch.as_tensor(np.arange(len(split)) if indices is None else np.asarray(indices), dtype=torch.long)
     if shuffle:
@@ -112,7 +146,7 @@ def iterate_batches(
             break
         x = to_float(images[idx]).to(device)
         if augment is not None and augment.active:
-            x, _ = random_crop_flip(x, augment, generator)
+            x, _ = random_crop_flip(x, augment, generator, flips=augment.epoch_flips(idx, len(split), epoch))
         yield normalize(x, mean, std), labels[idx].to(device), idx
 
 

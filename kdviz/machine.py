@@ -1,0 +1,72 @@
+"""What this machine can do: its CPU's name, and whether it computes bfloat16 natively.
+
+bfloat16 autocast on a CPU is only a speed-up where the instructions exist (AVX-512 BF16 or AMX);
+elsewhere oneDNN emulates it and training gets slower. kdviz asks before offering it, and writes
+the answer into every card it trains, so a figure always names the machine it came from.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def cpu_name() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """True where the CPU has bfloat16 instructions (torch's oneDNN check, or the kernel's flags)."""
+    try:
+        import torch
+
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        if check is not None:
+            return bool(check())
+    except (ImportError, RuntimeError, AttributeError):
+        pass
+    flags = set(_cpuinfo().split())
+    return any(flag in flags for flag in _BF16_FLAGS)
+
+
+def describe() -> dict:
+    """The facts a card or a benchmark records next to a timing."""
+    import torch
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "native_bfloat16": native_bfloat16(),
+        "torch": torch.__version__,
+    }
+
+
+class PrecisionError(ValueError):
+    """bfloat16 was asked for on a CPU that would only emulate it."""
+
+
+def check_precision(precision: str) -> None:
+    if precision not in ("float32", "bfloat16"):
+        raise PrecisionError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
+    if precision == "bfloat16" and not native_bfloat16():
+        raise PrecisionError(
+            f"this CPU ({cpu_name()}) has no native bfloat16 instructions (AVX-512 BF16 or AMX): "
+            "autocast would be emulated and slower than float32; train in float32"
+        )
