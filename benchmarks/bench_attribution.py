@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, median_of, write_results  # noqa: E402
 from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, throughput  # noqa: E402
-from kdviz.checkpoints import load_any, load_checkpoint  # noqa: E402
+from kdviz.models.checkpoints import load_any, load_checkpoint  # noqa: E402
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset  # noqa: E402
 from kdviz.data.loader import normalize, to_float  # noqa: E402
-from kdviz.igcache import precompute  # noqa: E402
-from kdviz.speedups import fused_for_inference  # noqa: E402
+from kdviz.attribution.igcache import precompute  # noqa: E402
+from kdviz.models.speedups import fused_for_inference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
@@ -115,7 +115,7 @@ def upload_rows(quick: bool) -> list[dict]:
 
     from PIL import Image
 
-    from kdviz.images import read_image
+    from kdviz.data.images import read_image
 
     teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
     student = load_checkpoint(ROOT / "assets" / "digits_student")

@@ -22,11 +22,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, median_of, write_results  # noqa: E402
-from kdviz.checkpoints import load_checkpoint  # noqa: E402
+from kdviz.models.checkpoints import load_checkpoint  # noqa: E402
 from kdviz.data import load_dataset  # noqa: E402
-from kdviz.distill import (ARMS, DistillConfig, DistillRequest, distill_batches, distill_run, ensure_ig_cache,  # noqa: E402
-                           load_teacher, subset_dataset)
-from kdviz.train import epoch_generator  # noqa: E402
+from kdviz.training.distillation import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    distill_batches,
+    distill_run,
+    ensure_ig_cache,
+    load_teacher,
+    subset_dataset,
+)
+from kdviz.training.loop import epoch_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
@@ -83,7 +91,7 @@ def cpu_preset_estimate(arms: list[dict], teacher, cifar, repeats: int) -> list[
     so the estimate is for the quiet machine the preset is meant for.
     """
     from kdviz.attribution import throughput
-    from kdviz.presets import cpu
+    from kdviz.experiments.presets import cpu
 
     preset = cpu()
     per_image = {r["arm"]: r["epoch s (min)"] / r["images"] for r in arms}

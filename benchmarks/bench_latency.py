@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, write_results  # noqa: E402
-from kdviz import export, latency  # noqa: E402
+from kdviz.bench import export, latency  # noqa: E402
 from kdviz.models import count_params, create_model, list_models  # noqa: E402
 
 TEACHER = "mobilenetv2_cifar"

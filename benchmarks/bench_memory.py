@@ -56,9 +56,9 @@ def main() -> int:
     from benchmarks.common import machine, write_results
     from kdviz import attribution
     from kdviz.attribution import AttributionOptions
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
     from kdviz.data import load_dataset
-    from kdviz.settings import assets_dir
+    from kdviz.core.settings import assets_dir
     from kdviz.ui.attributions import attribute_image
 
     data = load_dataset("digits")

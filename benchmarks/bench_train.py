@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, machine, write_results  # noqa: E402
 from kdviz.data import load_dataset  # noqa: E402
-from kdviz.latency import torch_threads  # noqa: E402
+from kdviz.bench.latency import torch_threads  # noqa: E402
 from kdviz.models import count_params, create_model, list_models  # noqa: E402
-from kdviz.train import TrainConfig, train  # noqa: E402
+from kdviz.training.loop import TrainConfig, train  # noqa: E402
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TEACHER = "mobilenetv2_cifar"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kdviz.atomic import write_json  # noqa: E402
+from kdviz.core.atomic import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, ROOT, markdown_table  # noqa: E402
-from kdviz.atomic import write_text  # noqa: E402
+from kdviz.core.atomic import write_text  # noqa: E402
 
 HERE = ROOT / "benchmarks"
 #: The order of the report; benchmarks not named here follow in alphabetical order.

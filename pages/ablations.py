@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from kdviz.ablation import StudyError, list_studies, load_study, studies_root
-from kdviz.augment import MODES, OverlayConfig
-from kdviz.checkpoints import CheckpointError
-from kdviz.evaluate import spread_indices
-from kdviz.hpo import list_searches
+from kdviz.experiments.ablation import StudyError, list_studies, load_study, studies_root
+from kdviz.training.ig_overlay import MODES, OverlayConfig
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.models.evaluate import spread_indices
+from kdviz.experiments.hpo import list_searches
 from kdviz.ui import ablations as ui
 from kdviz.ui import cache, session
 from kdviz.ui.shell import require_app

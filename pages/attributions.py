@@ -3,10 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from kdviz import overlay
-from kdviz.checkpoints import CheckpointError
-from kdviz.evaluate import spread_indices
-from kdviz.images import MAX_BYTES, ImageError, read_image
+from kdviz.attribution import render as overlay
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.models.evaluate import spread_indices
+from kdviz.data.images import MAX_BYTES, ImageError, read_image
 from kdviz.ui import attributions as ui
 from kdviz.ui import cache, samples, session, urlstate
 from kdviz.ui.sidebar import safe_dataset

@@ -4,8 +4,8 @@ import os
 
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
-from kdviz.runs import model_choices
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.training.workspace import model_choices
 from kdviz.ui import benchmark as ui
 from kdviz.ui import cache, session
 from kdviz.ui.sidebar import safe_dataset

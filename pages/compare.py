@@ -6,10 +6,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from kdviz import compare, overlay
+from kdviz.attribution import comparison as compare, render as overlay
 from kdviz.attribution import BASELINES, METHODS, AttributionOptions
-from kdviz.checkpoints import CheckpointError
-from kdviz.evaluate import spread_indices
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.models.evaluate import spread_indices
 from kdviz.ui import attributions as attr_ui
 from kdviz.ui import cache, session
 from kdviz.ui import compare as compare_ui

@@ -8,13 +8,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from kdviz import lesson, overlay
-from kdviz.agreement import compare_maps
+from kdviz.teaching import lesson
+from kdviz.attribution import render as overlay
+from kdviz.attribution.agreement import compare_maps
 from kdviz.attribution import BASELINES, IG_RULES, AttributionOptions, attribute
-from kdviz.checkpoints import CheckpointError, LoadedModel
-from kdviz.evaluate import spread_indices
-from kdviz.images import ImageError, read_image
-from kdviz.runs import model_choices
+from kdviz.models.checkpoints import CheckpointError, LoadedModel
+from kdviz.models.evaluate import spread_indices
+from kdviz.data.images import ImageError, read_image
+from kdviz.training.workspace import model_choices
 from kdviz.ui import attributions as attr_ui
 from kdviz.ui import benchmark as bench_ui
 from kdviz.ui import cache, presentation, samples, session, urlstate

@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
+from kdviz.models.checkpoints import CheckpointError
 from kdviz.models import get_spec, list_models
-from kdviz.recipes import TrainRequest, defaults_for, import_checkpoint
-from kdviz.runs import RunNameError, now
-from kdviz.train import TrainConfig
+from kdviz.training.workflows import TrainRequest, defaults_for, import_checkpoint
+from kdviz.training.workspace import RunNameError, now
+from kdviz.training.loop import TrainConfig
 from kdviz.ui import cache, session, training
 from kdviz.ui.cards import human_bytes, render_card
 from kdviz.ui.sidebar import safe_dataset

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
+from kdviz.models.checkpoints import CheckpointError
 from kdviz.ui import cache, session
 from kdviz.ui.cards import render_card
 from kdviz.ui.charts import sample_grid

@@ -15,12 +15,23 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz.ablation import (METRICS, PROBE_MAPS, STUDY, StudyConfig, StudyError, list_studies, load_study,
-                            markdown_table, run_name, run_study, summarise)
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
-from kdviz.distill import ARMS
-from kdviz.presets import PRESETS, configure, smoke
-from kdviz.train import HISTORY
+from kdviz.experiments.ablation import (
+    METRICS,
+    PROBE_MAPS,
+    STUDY,
+    StudyConfig,
+    StudyError,
+    list_studies,
+    load_study,
+    markdown_table,
+    run_name,
+    run_study,
+    summarise,
+)
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.training.distillation import ARMS
+from kdviz.experiments.presets import PRESETS, configure, smoke
+from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -84,7 +95,7 @@ def test_the_four_arms_write_the_study_folder(study):
 def test_metrics_are_what_they_say(study):
     """Accuracy and agreement recomputed here from the checkpoints and the teacher's predictions."""
     from kdviz.data import load_dataset
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     view, _ = study
     digits = load_dataset("digits")

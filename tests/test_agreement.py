@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz import agreement, compare
+from kdviz.attribution import agreement, comparison as compare
 from kdviz.attribution import AttributionOptions
-from kdviz.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_checkpoint
 from kdviz.data import load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.faithfulness import deletion_insertion, randomized_copy
+from kdviz.attribution.faithfulness import deletion_insertion, randomized_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz import atomic
+from kdviz.core import atomic
 
 
 def _names(folder: Path) -> list[str]:

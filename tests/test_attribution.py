@@ -28,7 +28,7 @@ from kdviz.attribution import (
     model_fingerprint,
     rule_correction,
 )
-from kdviz.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_checkpoint
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import denormalize, normalize, to_float
 
@@ -147,7 +147,7 @@ def test_completeness_resnet20_on_real_cifar10():
     """
     require_shared(CIFAR10)
     require_shared(RESNET20_TH)
-    from kdviz.checkpoints import load_any
+    from kdviz.models.checkpoints import load_any
 
     model = load_any(RESNET20_TH, "resnet20").model.eval()
     images = np.stack([np.asarray(Image.open(CIFAR10 / "test" / c / "0000.jpg").convert("RGB"))

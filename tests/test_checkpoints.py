@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdviz.checkpoints import (
+from kdviz.models.checkpoints import (
     CARD,
     WEIGHTS,
     CheckpointError,

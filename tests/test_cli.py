@@ -136,7 +136,7 @@ def test_subcommand_help_lists_its_options(command, options):
 
 
 def test_version_and_missing_command():
-    from kdviz import __version__
+    from kdviz.core.version import __version__
 
     proc = kdviz("--version")
     assert proc.returncode == 0 and __version__ in proc.stdout

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
 from kdviz.cli import main
-from kdviz.train import HISTORY
+from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ["--arch", "mnv2_student_4x_fast", "--arch-kwargs", '{"width_mult": 0.5}']

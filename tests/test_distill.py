@@ -12,16 +12,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdviz.augment import OverlayConfig, overlay, unit_maps
-from kdviz.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoint
+from kdviz.training.ig_overlay import OverlayConfig, overlay, unit_maps
+from kdviz.models.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoint
 from kdviz.data import load_dataset
 from kdviz.data.base import Dataset, ImageSplit
 from kdviz.data.loader import denormalize
-from kdviz.distill import (ARMS, DistillConfig, DistillRequest, arm_parts, distill_batches, distill_objective,
-                          distill_run, ensure_ig_cache, holdout_split, kd_loss, shard_order, subset_dataset,
-                          teacher_view)
-from kdviz.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IGMapStore
-from kdviz.train import RESUME, TrainEvent, epoch_generator
+from kdviz.training.distillation import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    arm_parts,
+    distill_batches,
+    distill_objective,
+    distill_run,
+    ensure_ig_cache,
+    holdout_split,
+    kd_loss,
+    shard_order,
+    subset_dataset,
+    teacher_view,
+)
+from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IGMapStore
+from kdviz.training.loop import RESUME, TrainEvent, epoch_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import export
-from kdviz.checkpoints import load_checkpoint
+from kdviz.bench import export
+from kdviz.models.checkpoints import load_checkpoint
 from kdviz.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]

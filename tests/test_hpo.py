@@ -10,11 +10,21 @@ from pathlib import Path
 import optuna
 import pytest
 
-from kdviz.ablation import StudyConfig, StudyError
-from kdviz.checkpoints import load_checkpoint
-from kdviz.hpo import (SEARCH, SearchConfig, SearchSpace, best_config, figures, hide_password, list_searches,
-                       load_search, run_search, train_best)
-from kdviz.train import read_history
+from kdviz.experiments.ablation import StudyConfig, StudyError
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.experiments.hpo import (
+    SEARCH,
+    SearchConfig,
+    SearchSpace,
+    best_config,
+    figures,
+    hide_password,
+    list_searches,
+    load_search,
+    run_search,
+    train_best,
+)
+from kdviz.training.loop import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"

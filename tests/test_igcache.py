@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from kdviz.attribution import attribute
-from kdviz.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_checkpoint
 from kdviz.data import load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
+from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"

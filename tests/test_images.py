@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdviz import images
-from kdviz.images import ImageError, read_image
+from kdviz.data import images
+from kdviz.data.images import ImageError, read_image
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
 

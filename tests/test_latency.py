@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import latency
-from kdviz.latency import Latency, relative_spread, sample, torch_threads
+from kdviz.bench import latency
+from kdviz.bench.latency import Latency, relative_spread, sample, torch_threads
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import lesson
+from kdviz.teaching import lesson
 from kdviz.attribution import make_baseline
 from kdviz.data.loader import normalize, to_float
 
@@ -19,7 +19,7 @@ MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
 
 @pytest.fixture(scope="module")
 def teacher():
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
 
     return load_checkpoint(ROOT / "assets" / "digits_teacher")
 
@@ -186,7 +186,7 @@ def test_entropy_of_one_hot_and_uniform_answers():
 
 
 def test_the_kd_terms_are_the_training_loss_taken_apart():
-    from kdviz.distill import kd_loss
+    from kdviz.training.distillation import kd_loss
 
     student = np.array([2.0, 0.5, -1.0, 0.0])
     terms = lesson.kd_terms(student, LOGITS[:4], label=1, temperature=3.0)

@@ -185,9 +185,9 @@ def cifar_test_slice():
     [("resnet20", "resnet20-12fca82f.th", 0.78), ("resnet56", "resnet56-4bfd9763.th", 0.80)],
 )
 def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, file, minimum):
-    from kdviz.checkpoints import load_any
+    from kdviz.models.checkpoints import load_any
     from kdviz.data import IMAGENET_MEAN, IMAGENET_STD
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     path = SHARED_DATA / "pretrained" / file
     if not path.is_file():

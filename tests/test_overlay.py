@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdviz import overlay
-from kdviz.overlay import COLORMAPS, SIGNS
+from kdviz.attribution import render as overlay
+from kdviz.attribution.render import COLORMAPS, SIGNS
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdviz.ablation import StudyConfig, load_study, run_study, summarise
-from kdviz.checkpoints import load_checkpoint
-from kdviz.distill import ARMS
-from kdviz.hpo import SearchConfig, load_search, run_search
-from kdviz.jobs import MANAGER
+from kdviz.experiments.ablation import StudyConfig, load_study, run_study, summarise
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.training.distillation import ARMS
+from kdviz.experiments.hpo import SearchConfig, load_search, run_search
+from kdviz.core.jobs import MANAGER
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -49,7 +49,7 @@ def home(tmp_path_factory):
 def page(home, monkeypatch, tmp_path):
     monkeypatch.setenv("KDVIZ_HOME", str(home))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
     at.switch_page(PAGE).run()

@@ -41,8 +41,8 @@ def digits():
 @pytest.fixture(scope="module")
 def gallery_predictions(digits):
     """Each asset model's predictions on the test set, computed here, not by the page."""
-    from kdviz.checkpoints import load_checkpoint
-    from kdviz.evaluate import predict
+    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.evaluate import predict
 
     out = {}
     for role, path in (("teacher", TEACHER), ("student", STUDENT)):
@@ -55,7 +55,7 @@ def gallery_predictions(digits):
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk attribution cache, and a process-wide cache object that reads it."""
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
     return tmp_path / "cache"
 
 

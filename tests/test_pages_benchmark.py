@@ -75,7 +75,7 @@ def latency_table(at: AppTest) -> pd.DataFrame:
 
 
 def card(path: Path):
-    from kdviz.checkpoints import read_card
+    from kdviz.models.checkpoints import read_card
 
     return read_card(path)
 
@@ -115,9 +115,9 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
 
     at.button(key="bench_run_accuracy").click().run()
     assert_clean(at)
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
     from kdviz.data import load_dataset
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     digits = load_dataset("digits")
     expected = {}
@@ -197,9 +197,9 @@ def test_more_students_join_the_table_and_every_run_chart(monkeypatch):
     busy machine the page says that its timings will swing."""
     import torch
 
-    from kdviz.checkpoints import save_checkpoint
+    from kdviz.models.checkpoints import save_checkpoint
     from kdviz.models import count_params, create_model
-    from kdviz.runs import Workspace
+    from kdviz.training.workspace import Workspace
 
     torch.manual_seed(0)
     edge = create_model("mnv2_student_4x_edge", width_mult=0.5)

@@ -38,7 +38,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def models():
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
 
     return {role: load_checkpoint(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
 
@@ -47,7 +47,7 @@ def models():
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk attribution cache, and a process-wide cache object that reads it."""
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
     return tmp_path / "cache"
 
 
@@ -173,7 +173,7 @@ def check_step_3(at, digits, models, temperature=2.5):
 
 
 def check_step_4(at, digits):
-    from kdviz.evaluate import spread_indices
+    from kdviz.models.evaluate import spread_indices
 
     shown = [c for row in image_rows(at) for c in row]  # one column per image: image, map, after
     idx = spread_indices(len(digits.train), 8)
@@ -377,7 +377,7 @@ def test_every_step_on_cifar10_with_the_pretrained_resnets(fresh_cache, monkeypa
     require_shared(PRETRAINED)
     monkeypatch.delenv("KDVIZ_CACHE")  # the decoded CIFAR-10 arrays are shared between tests
     from kdviz.data import load_dataset
-    from kdviz.recipes import import_checkpoint
+    from kdviz.training.workflows import import_checkpoint
 
     data = load_dataset("cifar10")
     import_checkpoint(PRETRAINED / "resnet20-12fca82f.th", "resnet20", data, "cifar-teacher", role="teacher")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdviz.jobs import MANAGER
+from kdviz.core.jobs import MANAGER
 from kdviz.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,8 +156,8 @@ def test_train_a_tiny_model_through_the_widgets():
 
 def _make_run(name: str) -> Path:
     from kdviz.data import load_dataset
-    from kdviz.recipes import TrainRequest, train_run
-    from kdviz.train import TrainConfig
+    from kdviz.training.workflows import TrainRequest, train_run
+    from kdviz.training.loop import TrainConfig
 
     request = TrainRequest(name=name, arch="mnv2_student_12x", arch_kwargs={"width_mult": 0.25}, role="student",
                            config=TrainConfig(epochs=1, train_limit=64, eval_limit=40))

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from kdviz.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_checkpoint
+from kdviz.models.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_checkpoint
 from kdviz.models import create_model
-from kdviz.runs import Workspace, model_choices, unusable_runs
+from kdviz.training.workspace import Workspace, model_choices, unusable_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -241,7 +241,7 @@ def test_models_page_upload_names_each_problem():
 
 def test_the_studies_folder_is_not_a_run(tmp_path):
     """Ablation studies live in KDVIZ_HOME/studies: not a run, and no run may take its name."""
-    from kdviz.runs import RunNameError
+    from kdviz.training.workspace import RunNameError
 
     ws = Workspace(tmp_path)
     (tmp_path / "studies" / "digits-smoke").mkdir(parents=True)

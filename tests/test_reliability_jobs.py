@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kdviz.jobs import MANAGER, Job
+from kdviz.core.jobs import MANAGER, Job
 from kdviz.ui import session, training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def _no_job_left_running():
 @pytest.fixture(autouse=True)
 def _fresh_attribution_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
 
 
 # ----------------------------------------------------------------------------------- one session

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdviz import scorecard
-from kdviz.scorecard import Entry, cached_predictions, headline, pareto_front
+from kdviz.bench import scorecard
+from kdviz.bench.scorecard import Entry, cached_predictions, headline, pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_pareto_front():
 
 @pytest.fixture
 def student_and_digits(tmp_path, monkeypatch):
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
     from kdviz.data import load_dataset
 
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
@@ -64,7 +64,7 @@ def student_and_digits(tmp_path, monkeypatch):
 
 
 def test_cached_predictions_are_computed_once_per_model_and_data(student_and_digits, monkeypatch, tmp_path):
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     loaded, data = student_and_digits
     first = cached_predictions(loaded, data, "test", 100)

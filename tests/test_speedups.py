@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz.checkpoints import LoadedModel, ModelCard, load_checkpoint, save_checkpoint
-from kdviz.distill import teacher_view
+from kdviz.models.checkpoints import LoadedModel, ModelCard, load_checkpoint, save_checkpoint
+from kdviz.training.distillation import teacher_view
 from kdviz.models import create_model
-from kdviz.speedups import channels_last, fused_for_inference
+from kdviz.models.speedups import channels_last, fused_for_inference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_checkpoint
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_checkpoint
 from kdviz.data import load_dataset
 from kdviz.models import create_model
-from kdviz.train import HISTORY, TrainConfig, TrainEvent, lr_at, read_history, train, train_indices
+from kdviz.training.loop import HISTORY, TrainConfig, TrainEvent, lr_at, read_history, train, train_indices
 
 ARCH = "resnet20"
 CFG = dict(epochs=2, batch_size=32, train_limit=160, eval_limit=80, lr=0.05, seed=3)  # 5 steps an epoch

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import settings
+from ..core import settings
 from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, Dataset, ImageSplit
 from .folder import is_image_folder, list_classes, load_split
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import atomic, settings
+from ..core import atomic, settings
 from .base import DataError, ImageSplit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}

@@ -13,19 +13,19 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from kdviz import overlay as render
-from kdviz.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
+from kdviz.attribution import render as render
+from kdviz.experiments.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
 from kdviz.attribution import AttributionOptions, attribute
-from kdviz.augment import MODES, OverlayConfig, overlay
-from kdviz.checkpoints import LoadedModel
+from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay
+from kdviz.models.checkpoints import LoadedModel
 from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.distill import ARMS
-from kdviz.hpo import SearchView
-from kdviz.jobs import Job
+from kdviz.training.distillation import ARMS
+from kdviz.experiments.hpo import SearchView
+from kdviz.core.jobs import Job
 from kdviz.models import list_models
-from kdviz.recipes import defaults_for
-from kdviz.runs import RunNameError, check_name, now
+from kdviz.training.workflows import defaults_for
+from kdviz.training.workspace import RunNameError, check_name, now
 
 from . import job_panel, session
 
@@ -203,7 +203,7 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
                "effect reaches p < 0.05). Agreement: share of test images where the student predicts "
                "what the teacher predicts. IG Spearman / IoU: the student's IG maps against the teacher's "
                "on the probe images.")
-    from kdviz.ablation import markdown_table
+    from kdviz.experiments.ablation import markdown_table
 
     st.download_button("Download the table (Markdown)", markdown_table(rows), file_name=f"{view.name}.md",
                        key="abl_download_md")
@@ -300,7 +300,7 @@ def mode_label(mode: str) -> str:
 
 def render_search(view: SearchView) -> optuna.Study | None:
     """A search's status, trials and Optuna's own figures; returns the Optuna study (None if unreadable)."""
-    from kdviz.hpo import figures
+    from kdviz.experiments.hpo import figures
 
     try:
         study = view.study()
@@ -325,7 +325,7 @@ def render_search(view: SearchView) -> optuna.Study | None:
 
 def best_trial(view: SearchView, study: optuna.Study | None, data: Dataset | None) -> None:
     """The best trial's values and a button that distils a student with them into the workspace."""
-    from kdviz.hpo import train_best
+    from kdviz.experiments.hpo import train_best
 
     complete = [t for t in (study.trials if study is not None else []) if t.state.name == "COMPLETE"]
     if not complete:

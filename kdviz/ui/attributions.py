@@ -10,12 +10,19 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz import overlay
-from kdviz.attribution import (BASELINES, DEFAULT_IG_STEPS, IG_RULES, METHODS, Attribution, AttributionOptions,
-                               attribute)
-from kdviz.checkpoints import LoadedModel
+from kdviz.attribution import render as overlay
+from kdviz.attribution import (
+    BASELINES,
+    DEFAULT_IG_STEPS,
+    IG_RULES,
+    METHODS,
+    Attribution,
+    AttributionOptions,
+    attribute,
+)
+from kdviz.models.checkpoints import LoadedModel
 from kdviz.data.loader import normalize, to_float
-from kdviz.evaluate import predict, spread_indices
+from kdviz.models.evaluate import predict, spread_indices
 
 from . import cache, urlstate
 

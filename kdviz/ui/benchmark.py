@@ -18,12 +18,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from sklearn.metrics import confusion_matrix
 
-from kdviz import export, latency
-from kdviz.checkpoints import LoadedModel
+from kdviz.bench import export, latency
+from kdviz.models.checkpoints import LoadedModel
 from kdviz.data.base import Dataset
-from kdviz.evaluate import Predictions, spread_indices
-from kdviz.runs import RunInfo
-from kdviz.scorecard import Entry, cached_predictions, headline, pareto_front
+from kdviz.models.evaluate import Predictions, spread_indices
+from kdviz.training.workspace import RunInfo
+from kdviz.bench.scorecard import Entry, cached_predictions, headline, pareto_front
 
 from . import cache
 from .attributions import fingerprint

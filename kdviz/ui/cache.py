@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz.checkpoints import WEIGHTS, LoadedModel, load_checkpoint
+from kdviz.models.checkpoints import WEIGHTS, LoadedModel, load_checkpoint
 from kdviz.data import Dataset, load_dataset
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz.checkpoints import ModelCard
+from kdviz.models.checkpoints import ModelCard
 from kdviz.models import ModelStats, compression_ratio
-from kdviz.train import read_history
+from kdviz.training.loop import read_history
 
 from .charts import training_curves
 

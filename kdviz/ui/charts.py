@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kdviz.train import EpochRecord
+from kdviz.training.loop import EpochRecord
 
 
 def training_curves(histories: dict[str, Sequence[EpochRecord]], title: str = "") -> go.Figure:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from kdviz import compare
-from kdviz.checkpoints import LoadedModel
+from kdviz.attribution import comparison as compare
+from kdviz.models.checkpoints import LoadedModel
 from kdviz.data.base import ImageSplit
-from kdviz.faithfulness import Curves
+from kdviz.attribution.faithfulness import Curves
 
 from .attributions import fingerprint
 

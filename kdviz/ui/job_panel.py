@@ -9,7 +9,7 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from kdviz.jobs import Job
+from kdviz.core.jobs import Job
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz import latency, lesson
+from kdviz.bench import latency
+from kdviz.teaching import lesson
 from kdviz.attribution import make_baseline
-from kdviz.checkpoints import LoadedModel
+from kdviz.models.checkpoints import LoadedModel
 from kdviz.data.loader import normalize, to_float
 
 from . import benchmark, urlstate

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from kdviz.images import LoadedImage, from_array
-from kdviz.samples import SAMPLES, load_sample, sample_names
+from kdviz.data.images import LoadedImage, from_array
+from kdviz.data.samples import SAMPLES, load_sample, sample_names
 
 from . import urlstate
 

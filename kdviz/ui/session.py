@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from kdviz.jobs import MANAGER, Job
-from kdviz.runs import Workspace
+from kdviz.core.jobs import MANAGER, Job
+from kdviz.training.workspace import Workspace
 
 DATA_SOURCE = "kdviz_data_source"
 TEACHER = "kdviz_teacher_path"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz import settings
+from kdviz.core import settings
 from kdviz.data import DataError, find_cifar10
-from kdviz.runs import RunInfo, model_choices, unusable_runs
+from kdviz.training.workspace import RunInfo, model_choices, unusable_runs
 
 from . import presentation, session
 

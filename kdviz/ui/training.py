@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kdviz.jobs import Job
-from kdviz.recipes import TrainRequest, train_run
-from kdviz.train import TrainEvent
+from kdviz.core.jobs import Job
+from kdviz.training.workflows import TrainRequest, train_run
+from kdviz.training.loop import TrainEvent
 
 from . import job_panel, session
 from .charts import training_curves

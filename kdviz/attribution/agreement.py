@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .overlay import top_k_mask
+from .render import top_k_mask
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, settings
+from ..core.version import __version__
+from ..core import settings
 
 
 class CLIError(Exception):
@@ -50,14 +51,14 @@ def _tqdm_progress(desc: str):
 
 
 def _load_data(source: str, download: bool = False):
-    from .data import load_dataset
+    from ..data import load_dataset
 
     return load_dataset(source, download=download, progress=_tqdm_progress(f"decoding {source}"))
 
 
 def resolve_weights(spec: str) -> Path:
     """A path, or the name of a run in the workspace, or of a model in ``assets/``."""
-    from .runs import NAME_RE, Workspace, asset_models
+    from ..training.workspace import NAME_RE, Workspace, asset_models
 
     path = Path(spec).expanduser()
     if path.exists():
@@ -88,7 +89,7 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import available_sources
+    from ..data import available_sources
 
     if not args.source:
         sources = available_sources()
@@ -107,7 +108,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import create_model, list_models, model_stats
+    from ..models import create_model, list_models, model_stats
 
     rows = []
     for spec in list_models():
@@ -127,8 +128,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .recipes import TrainRequest, defaults_for, train_run
-    from .runs import Workspace, now
+    from ..training.workflows import TrainRequest, defaults_for, train_run
+    from ..training.workspace import Workspace, now
 
     arch, arch_kwargs, cfg = defaults_for(args.data, args.role)
     if args.arch:
@@ -193,8 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .checkpoints import load_any
-    from .evaluate import predict
+    from ..models.checkpoints import load_any
+    from ..models.evaluate import predict
 
     weights = resolve_weights(args.weights)
     data = _load_data(args.data)
@@ -218,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .runs import Workspace
+    from ..training.workspace import Workspace
 
     ws = Workspace()
     if args.action == "list":
@@ -251,8 +252,8 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .recipes import TrainRequest, defaults_for, train_run
-    from .runs import Workspace
+    from ..training.workflows import TrainRequest, defaults_for, train_run
+    from ..training.workspace import Workspace
 
     out = Path(args.out)
     data = _load_data("digits")
@@ -279,8 +280,8 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
 
 def _load_for_attribution(args: argparse.Namespace):
     """Model, card and normalisation for attribute / ig-precompute."""
-    from .checkpoints import load_any
-    from .data import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.checkpoints import load_any
+    from ..data import IMAGENET_MEAN, IMAGENET_STD
 
     weights = resolve_weights(args.weights)
     data = _load_data(args.data) if getattr(args, "data", None) else None
@@ -299,10 +300,10 @@ def _load_for_attribution(args: argparse.Namespace):
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import atomic
-    from .attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
-    from .data.loader import normalize, to_float
-    from .images import read_image
+    from ..core import atomic
+    from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
+    from ..data.loader import normalize, to_float
+    from ..data.images import read_image
 
     options = AttributionOptions(method=args.method, steps=DEFAULT_IG_STEPS if args.steps is None else args.steps, rule=args.rule, baseline=args.baseline,
                                  target=int(args.target) if args.target.isdigit() else args.target)
@@ -345,7 +346,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 def cmd_ig_precompute(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .igcache import precompute
+    from ..attribution.igcache import precompute
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
@@ -426,11 +427,20 @@ DISTILL_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "wa
 def cmd_distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .distill import (DistillConfig, DistillRequest, default_ig_cache, distill_run, ensure_ig_cache,
-                          init_distributed, load_teacher, replica_checksums, subset_dataset)
-    from .models import get_spec
-    from .recipes import defaults_for
-    from .runs import Workspace, now
+    from ..training.distillation import (
+        DistillConfig,
+        DistillRequest,
+        default_ig_cache,
+        distill_run,
+        ensure_ig_cache,
+        init_distributed,
+        load_teacher,
+        replica_checksums,
+        subset_dataset,
+    )
+    from ..models import get_spec
+    from ..training.workflows import defaults_for
+    from ..training.workspace import Workspace, now
 
     ctx = init_distributed()
     if ctx.world > 1 and not args.name:
@@ -521,8 +531,8 @@ def _study_progress(disable: bool):
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablation import markdown_table, run_study, studies_root, summarise
-    from .presets import configure
+    from ..experiments.ablation import markdown_table, run_study, studies_root, summarise
+    from ..experiments.presets import configure
 
     config = configure(args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune,
                        **_study_overrides(args))
@@ -550,10 +560,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_hpo(args: argparse.Namespace) -> int:
-    from .ablation import studies_root
-    from .hpo import SearchConfig, best_config, run_search, train_best
-    from .presets import configure
-    from .runs import Workspace
+    from ..experiments.ablation import studies_root
+    from ..experiments.hpo import SearchConfig, best_config, run_search, train_best
+    from ..experiments.presets import configure
+    from ..training.workspace import Workspace
 
     base = configure(args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune,
                      **_study_overrides(args))
@@ -567,7 +577,7 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     study = run_search(folder, config, storage=args.storage, report=report, should_stop=lambda: stop["asked"],
                        device=device)
     bar.close()
-    from .hpo import load_search
+    from ..experiments.hpo import load_search
 
     view = load_search(folder)
     states = [t.state.name for t in study.trials]
@@ -588,7 +598,7 @@ def cmd_hpo(args: argparse.Namespace) -> int:
 
 
 def asdict_public(cfg) -> dict:
-    from .distill import config_summary
+    from ..training.distillation import config_summary
 
     return {**config_summary(cfg), "lr": cfg.lr, "weight_decay": cfg.weight_decay}
 

@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import atomic, settings
-from .attribution import model_fingerprint
-from .checkpoints import LoadedModel
-from .data.base import Dataset
-from .evaluate import Predictions, predict
+from ..core import atomic, settings
+from ..attribution import model_fingerprint
+from ..models.checkpoints import LoadedModel
+from ..data.base import Dataset
+from ..models.evaluate import Predictions, predict
 
 
 def cached_predictions(loaded: LoadedModel, data: Dataset, split: str = "test", limit: int | None = None,

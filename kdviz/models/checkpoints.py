@@ -25,8 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__, atomic
-from .models import create_model, get_spec, model_stats
+from ..core.version import __version__
+from ..core import atomic
+from .registry import create_model, get_spec
+from .stats import model_stats
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"

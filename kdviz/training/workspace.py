@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic, settings
-from .checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
+from ..core import atomic, settings
+from ..models.checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 #: Folders of the workspace that are not runs: ablation studies and searches live in ``studies/``.

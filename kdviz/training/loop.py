@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import atomic
-from .checkpoints import RESUME, ModelCard, save_checkpoint
-from .data.base import Dataset
-from .data.loader import Augment, iterate_batches, num_batches
-from .evaluate import predict
-from .speedups import channels_last
+from ..core import atomic
+from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
+from ..data.base import Dataset
+from ..data.loader import Augment, iterate_batches, num_batches
+from ..models.evaluate import predict
+from ..models.speedups import channels_last
 
 HISTORY = "history.json"
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.base import ImageSplit
-from .data.loader import iterate_batches, num_batches
+from ..data.base import ImageSplit
+from ..data.loader import iterate_batches, num_batches
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import atomic, settings
+from ..core import atomic, settings
 
 METHODS = {
     "ig": "Integrated Gradients",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 #: The project's root (the folder holding ``app.py``): ``assets/`` and the ``../shared`` default hang off it.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def home() -> Path:

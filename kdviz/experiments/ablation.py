@@ -27,18 +27,26 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, atomic, settings
-from .attribution import AttributionOptions
-from .checkpoints import CARD, LoadedModel, load_checkpoint
-from .compare import compare
-from .data import Dataset, load_dataset
-from .distill import (ARMS, DistillConfig, DistillRequest, distill_run, ensure_ig_cache, load_teacher,
-                      subset_dataset)
-from .evaluate import predict, spread_indices
-from .igcache import IGMapStore
-from .models import create_model, model_stats
-from .recipes import TrainRequest, card_for
-from .train import EpochRecord, TrainConfig, TrainEvent, read_history, train
+from ..core.version import __version__
+from ..core import atomic, settings
+from ..attribution import AttributionOptions
+from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
+from ..attribution.comparison import compare
+from ..data import Dataset, load_dataset
+from ..training.distillation import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    distill_run,
+    ensure_ig_cache,
+    load_teacher,
+    subset_dataset,
+)
+from ..models.evaluate import predict, spread_indices
+from ..attribution.igcache import IGMapStore
+from ..models import create_model, model_stats
+from ..training.workflows import TrainRequest, card_for
+from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
 
 STUDY = "study.json"
 METRICS = "metrics.json"
@@ -226,7 +234,7 @@ def _reference(folder: Path, config: StudyConfig, state: dict, teacher: LoadedMo
     state["student"] = {"arch": config.student, "arch_kwargs": config.student_kwargs, **s_stats.as_dict()}
     state["compression"] = t_stats.params / max(s_stats.params, 1)
     if config.latency_seconds > 0:
-        from .latency import eager
+        from ..bench.latency import eager
 
         kw = dict(warmup=2, repeats=30, max_seconds=config.latency_seconds)
         t_ms = eager(teacher.model, "teacher", image_size=data.image_size, **kw).median_ms

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.loader import denormalize
-from .attribution import rule_correction
+from ..data.loader import denormalize
+from ..attribution import rule_correction
 
 #: Steps of the reference map that smaller step counts are measured against.
 REFERENCE_STEPS = 256
@@ -215,7 +215,7 @@ class KDTerms:
 
 def kd_terms(student_logits: np.ndarray, teacher_logits: np.ndarray, label: int, temperature: float) -> KDTerms:
     """The training loss (:func:`kdviz.distill.kd_loss`) on one image, taken apart: α = 1 and α = 0."""
-    from .distill import kd_loss
+    from ..training.distillation import kd_loss
 
     s = torch.as_tensor(np.asarray(student_logits, dtype=np.float32)).view(1, -1)
     t = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32)).view(1, -1)
@@ -235,8 +235,8 @@ def overlay_examples(images: np.ndarray, maps: np.ndarray, probability: float, s
     :func:`kdviz.augment.overlay` itself, so what the lesson shows is what the student is trained on;
     the same ``seed`` draws the same images and powers whatever p and λ are.
     """
-    from .augment import OverlayConfig, overlay
-    from .data.loader import to_float
+    from ..training.ig_overlay import OverlayConfig, overlay
+    from ..data.loader import to_float
 
     out, applied = overlay(to_float(images), torch.as_tensor(np.asarray(maps, dtype=np.float32)),
                            OverlayConfig(p=probability, lam=strength, mode=mode),

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from .agreement import compare_maps, spearman
-from .attribution import AttributionOptions, attribute
-from .checkpoints import LoadedModel
-from .data.base import ImageSplit
-from .data.loader import normalize, to_float
+from . import AttributionOptions, attribute
+from ..models.checkpoints import LoadedModel
+from ..data.base import ImageSplit
+from ..data.loader import normalize, to_float
 from .faithfulness import Curves, deletion_insertion, randomized_copy
-from .overlay import reduce_channels
+from .render import reduce_channels
 
 Progress = Callable[[float, str], None]
 

@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import OverlayConfig, overlay
-from .checkpoints import LoadedModel, load_any
-from .data.base import Dataset, ImageSplit
-from .data.loader import Augment, denormalize, iterate_batches, normalize, random_crop_flip, to_float
-from .igcache import INDEX, IGCacheError, IGMapStore, precompute
-from .models import create_model
-from .recipes import TrainRequest, card_for
-from .speedups import fused_for_inference
-from .train import BatchSource, Objective, TrainConfig, TrainEvent, TrainResult, train, train_indices
+from .ig_overlay import OverlayConfig, overlay
+from ..models.checkpoints import LoadedModel, load_any
+from ..data.base import Dataset, ImageSplit
+from ..data.loader import Augment, denormalize, iterate_batches, normalize, random_crop_flip, to_float
+from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, precompute
+from ..models import create_model
+from .workflows import TrainRequest, card_for
+from ..models.speedups import fused_for_inference
+from .loop import BatchSource, Objective, TrainConfig, TrainEvent, TrainResult, train, train_indices
 
 #: The paper's ablation: what each arm adds to the student trained alone.
 ARMS: dict[str, str] = {
@@ -268,7 +268,7 @@ def ensure_ig_cache(
 
     A cache made by another teacher, or for other images, is refused with a message, never used.
     """
-    from .attribution import model_fingerprint
+    from ..attribution import model_fingerprint
 
     folder = Path(folder)
     rule, baseline = "gausslegendre", "zero"
@@ -291,8 +291,8 @@ def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) ->
     """A cache folder under ``KDVIZ_CACHE/igcache`` named by teacher, data and subset: made once, reused."""
     import re
 
-    from . import settings
-    from .attribution import model_fingerprint
+    from ..core import settings
+    from ..attribution import model_fingerprint
 
     source = re.sub(r"[^A-Za-z0-9._-]+", "-", data.source).strip("-")[-40:]
     part = f"subset{cfg.subset}-{cfg.subset_seed}" if cfg.subset else "all"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import settings
+from ..core import settings
 from .ablation import StudyConfig
 
 #: The paper's hyperparameters (read from the authors' code): Adam, lr 1e-3, batch 64, 100 epochs,

@@ -10,11 +10,11 @@ from typing import Callable
 
 import torch
 
-from .checkpoints import ModelCard
-from .data import Dataset, load_dataset
-from .models import create_model, model_stats
-from .runs import Workspace
-from .train import TrainConfig, TrainEvent, TrainResult, train
+from ..models.checkpoints import ModelCard
+from ..data import Dataset, load_dataset
+from ..models import create_model, model_stats
+from .workspace import Workspace
+from .loop import TrainConfig, TrainEvent, TrainResult, train
 
 #: The default teacher and student per data set: (architecture, its arguments, training config).
 DEFAULTS: dict[str, dict[str, tuple[str, dict, TrainConfig]]] = {
@@ -107,7 +107,7 @@ def import_checkpoint(
     The file is read safely (see :func:`kdviz.checkpoints.read_state_dict`); the card records the
     data set's classes and normalisation, and where the weights came from.
     """
-    from .checkpoints import load_foreign, save_checkpoint
+    from ..models.checkpoints import load_foreign, save_checkpoint
 
     workspace = workspace or Workspace()
     loaded = load_foreign(file, arch, num_classes=data.num_classes, arch_kwargs=arch_kwargs)

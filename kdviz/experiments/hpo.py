@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import atomic
+from ..core import atomic
 from .ablation import StudyConfig, StudyError, StudyEvent, prepare_inputs
-from .data import Dataset
-from .distill import DistillConfig, DistillRequest, distill_run
-from .train import TrainEvent
+from ..data import Dataset
+from ..training.distillation import DistillConfig, DistillRequest, distill_run
+from ..training.loop import TrainEvent
 
 SEARCH = "search.json"
 STUDY_NAME = "kdviz"

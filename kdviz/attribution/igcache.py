@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, atomic
-from .attribution import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
-from .data.base import Dataset
-from .data.loader import normalize, to_float
-from .speedups import fused_for_inference
+from ..core.version import __version__
+from ..core import atomic
+from . import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
+from ..data.base import Dataset
+from ..data.loader import normalize, to_float
+from ..models.speedups import fused_for_inference
 
 INDEX = "index.json"
 MAPS = "maps.npy"

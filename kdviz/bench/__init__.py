@@ -1,0 +1,1 @@
+"""Measuring models: latency, ONNX export, the headline scorecard."""

@@ -1,0 +1,5 @@
+"""``python -m kdviz``."""
+
+from .main import main
+
+__all__ = ["main"]

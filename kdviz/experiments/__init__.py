@@ -1,0 +1,1 @@
+"""Studies built on training: ablations, the hyperparameter search, their presets."""

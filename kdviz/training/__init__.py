@@ -1,0 +1,1 @@
+"""Training: the loop, distillation, the IG-overlay augmentation, the workspace of runs."""
