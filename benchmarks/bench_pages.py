@@ -43,11 +43,11 @@ def clear_caches() -> None:
     """What a fresh server process starts without: Streamlit's caches and kdviz's in-memory maps."""
     import streamlit as st
 
-    import kdviz.attribution.front
+    import kdviz.attribution.cache
 
     st.cache_resource.clear()
     st.cache_data.clear()
-    kdviz.attribution.front._DEFAULT_CACHE = None
+    kdviz.attribution.cache._DEFAULT_CACHE = None
 
 
 def open_page(page: str):

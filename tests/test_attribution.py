@@ -25,10 +25,10 @@ from kdviz.attribution import (
     AttributionOptions,
     attribute,
     make_baseline,
-    model_fingerprint,
     rule_correction,
 )
 from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.fingerprint import model_fingerprint
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import denormalize, normalize, to_float
 

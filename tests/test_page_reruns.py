@@ -22,7 +22,7 @@ def fresh_caches(tmp_path, monkeypatch):
     from kdviz.ui.compare import _faithfulness
 
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     _faithfulness.clear()
     yield
     _faithfulness.clear()

@@ -49,7 +49,7 @@ def home(tmp_path_factory):
 def page(home, monkeypatch, tmp_path):
     monkeypatch.setenv("KDVIZ_HOME", str(home))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
     at.switch_page(PAGE).run()

@@ -55,7 +55,7 @@ def gallery_predictions(digits):
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk attribution cache, and a process-wide cache object that reads it."""
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     return tmp_path / "cache"
 
 

@@ -94,7 +94,7 @@ def _no_job_left_running():
 @pytest.fixture(autouse=True)
 def _fresh_attribution_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
 
 
 # ----------------------------------------------------------------------------------- one session

@@ -178,7 +178,7 @@ def test_the_corpus_is_what_it_claims(monkeypatch):
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution.front._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
 
 
 def panels(at: AppTest) -> dict:

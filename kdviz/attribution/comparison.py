@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .agreement import compare_maps, spearman
-from . import AttributionOptions, attribute
+from .front import attribute
+from .options import AttributionOptions
 from ..models.checkpoints import LoadedModel
 from ..data.base import ImageSplit
 from ..data.loader import normalize, to_float

@@ -30,7 +30,10 @@ from torch import nn
 
 from ..core.version import __version__
 from ..core import atomic
-from . import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
+from ..models.fingerprint import model_fingerprint
+from .front import attribute
+from .options import AttributionOptions
+from .throughput import fastest_batch_size
 from ..data.base import Dataset
 from ..data.loader import normalize, to_float
 from ..models.speedups import fused_for_inference

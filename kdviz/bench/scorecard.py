@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core import atomic, settings
-from ..attribution import model_fingerprint
+from ..models.fingerprint import model_fingerprint
 from ..models.checkpoints import LoadedModel
 from ..data.base import Dataset
 from ..models.evaluate import Predictions, predict

@@ -1,5 +1,6 @@
 """Data sets behind one interface: ``load_dataset(source)`` gives train and test splits, class
-names, image size and normalisation, whatever the source.
+names, image size and normalisation, whatever the source. Beside them: a person's own image
+(:mod:`.images`: any upload, read safely into the model's input) and sample photos (:mod:`.samples`).
 
 Sources: ``digits`` (built in, offline), ``cifar10`` (searched under ``KDVIZ_DATA``; ``cifar10:PATH``
 for a given place), or the path of any image folder with ``train/<class>/`` and ``test/<class>/``.
@@ -16,17 +17,32 @@ from .cifar import CLASSES as CIFAR10_CLASSES
 from .cifar import find_cifar10, load_cifar10
 from .digits import load_digits_dataset
 from .folder import describe_folder, is_image_folder, list_classes, load_split
+from .images import MAX_BYTES, MAX_PIXELS, ImageError, LoadedImage, from_array, read_image
+from .samples import SAMPLES, load_sample, sample_names
 
 __all__ = [
     "CIFAR10_CLASSES",
-    "DataError",
-    "Dataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "SAMPLES",
+    "DataError",
+    "Dataset",
+    "ImageError",
     "ImageSplit",
+    "LoadedImage",
     "available_sources",
+    "channel_stats",
     "default_source",
+    "describe_folder",
+    "find_cifar10",
+    "from_array",
     "load_dataset",
+    "load_image_folder",
+    "load_sample",
+    "read_image",
+    "sample_names",
 ]
 
 

@@ -268,7 +268,7 @@ def ensure_ig_cache(
 
     A cache made by another teacher, or for other images, is refused with a message, never used.
     """
-    from ..attribution import model_fingerprint
+    from ..models.fingerprint import model_fingerprint
 
     folder = Path(folder)
     rule, baseline = "gausslegendre", "zero"
@@ -292,7 +292,7 @@ def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) ->
     import re
 
     from ..core import settings
-    from ..attribution import model_fingerprint
+    from ..models.fingerprint import model_fingerprint
 
     source = re.sub(r"[^A-Za-z0-9._-]+", "-", data.source).strip("-")[-40:]
     part = f"subset{cfg.subset}-{cfg.subset_seed}" if cfg.subset else "all"

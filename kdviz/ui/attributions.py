@@ -16,7 +16,7 @@ from kdviz.attribution import (
     DEFAULT_IG_STEPS,
     IG_RULES,
     METHODS,
-    Attribution,
+    AttributionResult,
     AttributionOptions,
     attribute,
 )
@@ -70,7 +70,7 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
 
 
 def attribute_image(loaded: LoadedModel, image: np.ndarray, options: AttributionOptions,
-                    label: int | None = None) -> Attribution:
+                    label: int | None = None) -> AttributionResult:
     """One uint8 image through one model (cached per weights, image and options)."""
     card = loaded.card
     x = normalize(to_float(image[None]), card.mean, card.std)
@@ -85,7 +85,7 @@ def fingerprint(loaded: LoadedModel) -> str:
     """The weights' hash, computed once per loaded model object."""
     fp = getattr(loaded, "_kdviz_fingerprint", None)
     if fp is None:
-        from kdviz.attribution import model_fingerprint
+        from kdviz.models.fingerprint import model_fingerprint
 
         fp = model_fingerprint(loaded.model)
         loaded._kdviz_fingerprint = fp  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ def top5_chart(probs: np.ndarray, class_names, highlight: int | None = None) -> 
     return fig
 
 
-def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: Attribution, view: ViewSettings,
+def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: AttributionResult, view: ViewSettings,
           scale: float | None, class_names, true_label: int | None, key: str) -> None:
     """Image, map, overlay, prediction and the completeness check of one model."""
     st.subheader(title)
@@ -133,7 +133,7 @@ def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: Attributio
             st.caption(text)
 
 
-def figure_png(rows: list[tuple[str, np.ndarray, Attribution]], view: ViewSettings, scale: float | None) -> bytes:
+def figure_png(rows: list[tuple[str, np.ndarray, AttributionResult]], view: ViewSettings, scale: float | None) -> bytes:
     """The side-by-side figure as one PNG: a row per model, image | map | overlay."""
     tiles = []
     for _, image, result in rows:
