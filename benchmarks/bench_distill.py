@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, median_of, write_results  # noqa: E402
 from kdviz.models.checkpoints import load_checkpoint  # noqa: E402
 from kdviz.data import load_dataset  # noqa: E402
-from kdviz.training.distillation import (
+from kdviz.training import (
     ARMS,
     DistillConfig,
     DistillRequest,

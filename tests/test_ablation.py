@@ -29,7 +29,7 @@ from kdviz.experiments.ablation import (
     summarise,
 )
 from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
-from kdviz.training.distillation import ARMS
+from kdviz.training import ARMS
 from kdviz.experiments.presets import PRESETS, configure, smoke
 from kdviz.training.loop import HISTORY
 

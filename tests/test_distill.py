@@ -17,7 +17,7 @@ from kdviz.models.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoi
 from kdviz.data import load_dataset
 from kdviz.data.base import Dataset, ImageSplit
 from kdviz.data.loader import denormalize
-from kdviz.training.distillation import (
+from kdviz.training import (
     ARMS,
     DistillConfig,
     DistillRequest,

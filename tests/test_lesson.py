@@ -186,7 +186,7 @@ def test_entropy_of_one_hot_and_uniform_answers():
 
 
 def test_the_kd_terms_are_the_training_loss_taken_apart():
-    from kdviz.training.distillation import kd_loss
+    from kdviz.training import kd_loss
 
     student = np.array([2.0, 0.5, -1.0, 0.0])
     terms = lesson.kd_terms(student, LOGITS[:4], label=1, temperature=3.0)

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdviz.experiments.ablation import StudyConfig, load_study, run_study, summarise
 from kdviz.models.checkpoints import load_checkpoint
-from kdviz.training.distillation import ARMS
+from kdviz.training import ARMS
 from kdviz.experiments.hpo import SearchConfig, load_search, run_search
 from kdviz.core.jobs import MANAGER
 

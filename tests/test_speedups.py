@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kdviz.models.checkpoints import LoadedModel, ModelCard, load_checkpoint, save_checkpoint
-from kdviz.training.distillation import teacher_view
+from kdviz.training import teacher_view
 from kdviz.models import create_model
 from kdviz.models.speedups import channels_last, fused_for_inference
 

@@ -12,13 +12,14 @@ Layout of a cache folder::
 
 A killed run resumes: maps whose done flag is set are kept, the rest are recomputed. Under
 ``torchrun`` every rank takes the indices ``rank::world`` into the same ``maps.npy`` (distinct
-rows) and its own done file; readers combine the flags of every done file.
+rows) and its own done file; readers combine the flags of every done file. The caller says which
+rank this is and how to wait for the others (:mod:`kdviz.training.ddp` reads the torchrun
+environment, here nothing does).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,15 +111,6 @@ class IGMapStore:
         return torch.from_numpy(out)
 
 
-def _dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _barrier(world: int) -> None:
-    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 def precompute(
     teacher: nn.Module,
     data: Dataset,
@@ -134,18 +126,19 @@ def precompute(
     teacher_name: str = "teacher",
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    rank: int | None = None,
-    world: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] | None = None,
     internal_batch_size: int | None = None,
 ) -> IGMapStore:
     """Compute (or finish) the IG cache of ``split`` in ``out_dir``; returns the store.
 
     ``progress(done, total, images_per_second)`` is called after every chunk; ``should_stop``
-    ends the run after the current chunk, every finished map kept.
+    ends the run after the current chunk, every finished map kept. With ``world`` processes each
+    computes the rows ``rank::world``; ``barrier`` (all ranks wait there) lets rank 0 write the
+    index before the others open it, and lets no rank return before every map is written.
     """
-    env_rank, env_world = _dist_info()
-    rank = env_rank if rank is None else rank
-    world = env_world if world is None else world
+    wait = barrier or (lambda: None)
     out = Path(out_dir)
     split_data = data.split(split)
     n = min(limit, len(split_data)) if limit else len(split_data)
@@ -167,7 +160,7 @@ def precompute(
             with atomic.atomic_path(out / MAPS) as tmp:
                 np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, h, w)).flush()
         atomic.write_json(out / INDEX, asdict(spec))
-    _barrier(world)
+    wait()
 
     maps = np.load(out / MAPS, mmap_mode="r+")
     done_file = out / f"done-{rank}-of-{world}.npy"
@@ -204,5 +197,5 @@ def precompute(
         if should_stop and should_stop():
             break
     del maps
-    _barrier(world)
+    wait()
     return IGMapStore(out)

@@ -347,12 +347,10 @@ def cmd_ig_precompute(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..attribution.igcache import precompute
+    from ..training import ddp
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("gloo")
+    ctx = ddp.init_distributed(backend="gloo")  # IG's ranks only meet at barriers: gloo on any device
+    rank, world = ctx.rank, ctx.world
     loaded, data, mean, std = _load_for_attribution(args)
     bar = tqdm(desc=f"IG maps (rank {rank}/{world})", unit="img", file=sys.stderr, disable=args.json)
     stop = {"asked": False}
@@ -373,14 +371,11 @@ def cmd_ig_precompute(args: argparse.Namespace) -> int:
     store = precompute(loaded.model, data, args.out, mean=mean, std=std, split=args.split, steps=args.steps,
                        rule=args.rule, baseline=args.baseline, batch_size=args.batch_size, limit=args.limit,
                        teacher_name=str(args.weights), progress=progress, should_stop=lambda: stop["asked"],
-                       internal_batch_size=args.internal_batch_size)
+                       rank=rank, world=world, barrier=ctx.barrier, internal_batch_size=args.internal_batch_size)
     bar.close()
     seconds = __import__("time").perf_counter() - started
     done = store.done
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    ddp.shutdown(ctx)
     if rank == 0:
         size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
         _emit({"out": str(args.out), "images": int(len(store)), "done": int(done.sum()), "complete": bool(done.all()),
@@ -427,27 +422,14 @@ DISTILL_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "wa
 def cmd_distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..training.distillation import (
-        DistillConfig,
-        DistillRequest,
-        default_ig_cache,
-        distill_run,
-        ensure_ig_cache,
-        init_distributed,
-        load_teacher,
-        replica_checksums,
-        subset_dataset,
-    )
     from ..models import get_spec
-    from ..training.workflows import defaults_for
+    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student, load_teacher
     from ..training.workspace import Workspace, now
 
-    ctx = init_distributed()
+    ctx = ddp.init_distributed()
     if ctx.world > 1 and not args.name:
         raise CLIError("under torchrun, name the run (--name) so that every process writes to the same one")
-    device = args.device or settings.device()
-    if ctx.world > 1 and device.startswith("cuda"):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = ddp.local_device(args.device or settings.device(), ctx)
     arch, arch_kwargs, base = defaults_for(args.data, "student")
     if args.arch:
         arch, arch_kwargs = args.arch, {}
@@ -457,26 +439,22 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip})
     ws = Workspace()
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
-    run_dir = ws.path(name)
+    ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
     teacher_path = resolve_weights(args.teacher)
     data = _load_data(args.data)
     teacher = load_teacher(teacher_path, data, args.teacher_arch)
-    cfg.teacher = str(teacher.path)
-    if ctx.is_writer:
-        ws.create(name, exist_ok=not args.no_resume)
-    train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
     stop = _stop_on_sigint()
-    store = None
-    if cfg.uses_ig:
-        folder = Path(args.ig_cache) if args.ig_cache else default_ig_cache(teacher, train_data, cfg)
-        bar = tqdm(desc="teacher IG maps", unit="img", file=sys.stderr, disable=args.json or not ctx.is_writer)
-        store = ensure_ig_cache(teacher, train_data, folder, steps=cfg.ig_steps, should_stop=lambda: stop["asked"],
-                                progress=lambda done, total, rate: (setattr(bar, "total", total), bar.update(done - bar.n)))
-        bar.close()
-        if not store.complete:
-            return 130
-        cfg.ig_cache = str(store.folder)
     bars: dict = {}
+
+    def ig_bar():
+        if "ig" not in bars:
+            bars["ig"] = tqdm(desc="teacher IG maps", unit="img", file=sys.stderr, disable=args.json or not ctx.is_writer)
+        return bars["ig"]
+
+    def ig_progress(done: int, total: int, rate: float) -> None:
+        bar = ig_bar()
+        bar.total = total
+        bar.update(done - bar.n)
 
     def callback(event) -> None:
         if event.kind == "step":
@@ -490,13 +468,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
             print(f"epoch {event.epoch}/{event.epochs}: test accuracy {event.record.test_acc:.4f}", file=sys.stderr)
 
     request = DistillRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, config=cfg)
-    model, result = distill_run(request, teacher, train_data, run_dir, store=store, callback=callback,
-                                should_stop=lambda: stop["asked"], device=device, resume=not args.no_resume, ctx=ctx)
-    checksums = replica_checksums(model, ctx, device)
-    if ctx.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    outcome = distill_student(request, teacher, data, workspace=ws, ig_cache=args.ig_cache, ig_progress=ig_progress,
+                              ig_done=lambda store: ig_bar().close(), callback=callback,
+                              should_stop=lambda: stop["asked"], device=device, resume=not args.no_resume, ctx=ctx)
+    if outcome.result is None:  # stopped while the teacher's IG cache was being made
+        return 130
+    model, result, run_dir = outcome.model, outcome.result, outcome.run_dir
+    checksums = ddp.replica_checksums(model, ctx, device)
+    ddp.shutdown(ctx)
     if ctx.is_writer:
         last = result.history[-1] if result.history else None
         _emit({"run": name, "path": str(run_dir), "arm": cfg.arm, "epochs_done": len(result.history),
@@ -598,7 +577,7 @@ def cmd_hpo(args: argparse.Namespace) -> int:
 
 
 def asdict_public(cfg) -> dict:
-    from ..training.distillation import config_summary
+    from ..training import config_summary
 
     return {**config_summary(cfg), "lr": cfg.lr, "weight_decay": cfg.weight_decay}
 

@@ -33,7 +33,7 @@ from ..attribution import AttributionOptions
 from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
 from ..attribution.comparison import compare
 from ..data import Dataset, load_dataset
-from ..training.distillation import (
+from ..training import (
     ARMS,
     DistillConfig,
     DistillRequest,

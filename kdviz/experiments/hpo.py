@@ -26,7 +26,7 @@ from typing import Callable
 from ..core import atomic
 from .ablation import StudyConfig, StudyError, StudyEvent, prepare_inputs
 from ..data import Dataset
-from ..training.distillation import DistillConfig, DistillRequest, distill_run
+from ..training import DistillConfig, DistillRequest, distill_run
 from ..training.loop import TrainEvent
 
 SEARCH = "search.json"

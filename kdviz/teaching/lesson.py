@@ -215,7 +215,7 @@ class KDTerms:
 
 def kd_terms(student_logits: np.ndarray, teacher_logits: np.ndarray, label: int, temperature: float) -> KDTerms:
     """The training loss (:func:`kdviz.distill.kd_loss`) on one image, taken apart: α = 1 and α = 0."""
-    from ..training.distillation import kd_loss
+    from ..training.losses import kd_loss
 
     s = torch.as_tensor(np.asarray(student_logits, dtype=np.float32)).view(1, -1)
     t = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32)).view(1, -1)

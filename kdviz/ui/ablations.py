@@ -20,7 +20,7 @@ from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.training.distillation import ARMS
+from kdviz.training import ARMS
 from kdviz.experiments.hpo import SearchView
 from kdviz.core.jobs import Job
 from kdviz.models import list_models
