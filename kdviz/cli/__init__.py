@@ -1,5 +1,11 @@
-"""``python -m kdviz``."""
+"""``python -m kdviz``: the dashboard's work, headless, one module per group of commands.
 
-from .main import main
+:mod:`.catalog` (data, models), :mod:`.runs` (train, eval, runs, make-assets),
+:mod:`.attributions` (attribute, ig-precompute), :mod:`.distilling` (distill), :mod:`.studies`
+(ablate, hpo); :mod:`.common` holds what they share and :mod:`.main` the parser and the exit codes.
+"""
 
-__all__ = ["main"]
+from .common import CLIError, resolve_weights
+from .main import build_parser, main
+
+__all__ = ["CLIError", "build_parser", "main", "resolve_weights"]
