@@ -62,7 +62,7 @@ def captum_loop_rate(model, data, mean, std, n: int, steps: int) -> float:
 
 
 def throughput_rows(name, model, data, mean, std, n: int) -> list[dict]:
-    """``ig-precompute`` runs the teacher folded and channels-last (kdviz.speedups), so its roofline is
+    """``ig-precompute`` runs the teacher folded and channels-last (kdviz.models.speedups), so its roofline is
     that network's; the model as loaded gives the plain roofline and the per-image Captum loop."""
     x = normalize(to_float(data.train.images[:8]), mean, std)
     fast = fused_for_inference(model, x)

@@ -1,12 +1,12 @@
 """Latency of the paper's teacher and each registered MobileNet student, eager PyTorch and ONNX Runtime.
 
-Batch 1 and batch 64 on the CPU, with the Benchmark page's defaults (``kdviz.latency``: warm-up,
+Batch 1 and batch 64 on the CPU, with the Benchmark page's defaults (``kdviz.bench.latency``: warm-up,
 repeats, and a budget of ``SECONDS_PER_MODEL`` shared by a model's four measurements). Everything
 is measured twice (run A, then run B), so the table shows:
 
 - each median and the spread between the two runs (target: under 10 %);
 - speed-ups over the teacher, computed within one run (both medians from the same run), and again
-  from interleaved runs (``kdviz.latency.sample_interleaved``: teacher and students take turns call
+  from interleaved runs (``kdviz.bench.latency.sample_interleaved``: teacher and students take turns call
   by call within one runtime, so a load that drifts on a shared machine hits them alike); the
   targets use those;
 - what ONNX Runtime adds over eager PyTorch for the same model and batch;

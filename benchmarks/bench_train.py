@@ -1,6 +1,6 @@
 """Training throughput (images/s) of the paper's teacher and each registered MobileNet-V2 student.
 
-Each model is trained by kdviz's own loop (``kdviz.train.train``: augmentation, SGD, loss and
+Each model is trained by kdviz's own loop (``kdviz.training.train``: augmentation, SGD, loss and
 backward, the optimizer step) on CIFAR-10 from ``../shared/data`` where it exists (else the
 built-in digits, shown as 32×32 like CIFAR), batch 64. The first steps are warm-up; the rate is
 images over the time of the steps after them, read from the loop's own progress callback, and the

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from kdviz.attribution import render as overlay
+from kdviz.attribution import render
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.models.evaluate import spread_indices
 from kdviz.data.images import MAX_BYTES, ImageError, read_image
@@ -99,8 +99,8 @@ results = {}
 with st.spinner("Computing attributions…"):
     for role, (path, loaded) in models.items():
         results[role] = ui.attribute_image(loaded, image, view.options, true_label)
-reduced = [overlay.reduce_channels(r.maps[0], view.sign) for r in results.values()]
-scale = overlay.shared_scale(reduced) if view.shared_scale else None
+reduced = [render.reduce_channels(r.maps[0], view.sign) for r in results.values()]
+scale = render.shared_scale(reduced) if view.shared_scale else None
 st.caption("Colour scale: " + ("shared by both maps (colours compare)." if scale else "each map on its own 99th percentile."))
 cols = st.columns(len(results))
 for col, (role, result) in zip(cols, results.items()):

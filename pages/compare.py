@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from kdviz.attribution import comparison as compare, render as overlay
+from kdviz.attribution import comparison, render
 from kdviz.attribution import BASELINES, METHODS, AttributionOptions
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.models.evaluate import spread_indices
@@ -53,17 +53,17 @@ if how == "disagree":
     t_pred = attr_ui.gallery_predictions(sel.teacher, sel.source)
     s_pred = attr_ui.gallery_predictions(sel.student, sel.source)
     pool = spread_indices(len(data.test), attr_ui.GALLERY_POOL)
-    picked = compare.choose_images(data.test.subset(pool), "disagree", n=n, seed=int(seed),
+    picked = comparison.choose_images(data.test.subset(pool), "disagree", n=n, seed=int(seed),
                                    teacher_pred=t_pred, student_pred=s_pred)
     indices = pool[picked]
 else:
-    indices = compare.choose_images(data.test, how, n=n, label=label, seed=int(seed))
+    indices = comparison.choose_images(data.test, how, n=n, label=label, seed=int(seed))
 if len(indices) == 0:
     st.info("No images match: the teacher and the student agree on every gallery image.")
     st.stop()
 
 bar = st.progress(0.0, text="Computing maps…")
-result = compare.compare(teacher, student, data.test, indices, options, top_k_percent=top_k,
+result = comparison.compare(teacher, student, data.test, indices, options, top_k_percent=top_k,
                          progress=lambda f, msg: bar.progress(f, text=msg))
 bar.empty()
 
@@ -81,12 +81,12 @@ worst = result.most_different(metric, k=min(6, len(indices)))
 for pos in worst:
     idx = int(result.indices[pos])
     a, b = result.teacher_maps[pos], result.student_maps[pos]
-    scale = overlay.shared_scale([a, b])
+    scale = render.shared_scale([a, b])
     row = st.columns([1, 1, 1, 2])
     up = lambda arr: np.kron(arr, np.ones((4, 4, 1), np.uint8))  # noqa: E731
     row[0].image(up(data.test.images[idx]), caption=f"#{idx}: {names[result.labels[pos]]}")
-    row[1].image(up(overlay.heatmap(a, scale=scale)), caption=f"teacher → {names[result.teacher_pred[pos]]}")
-    row[2].image(up(overlay.heatmap(b, scale=scale)), caption=f"student → {names[result.student_pred[pos]]}")
+    row[1].image(up(render.heatmap(a, scale=scale)), caption=f"teacher → {names[result.teacher_pred[pos]]}")
+    row[2].image(up(render.heatmap(b, scale=scale)), caption=f"student → {names[result.student_pred[pos]]}")
     row[3].markdown("  \n".join(f"{METRICS[k]}: **{result.agreement[k][pos]:.3f}**" for k in METRICS))
 with st.expander("Every image"):
     st.dataframe(table, hide_index=True)
@@ -117,11 +117,11 @@ st.plotly_chart(fig, key="cmp_faith")
 st.header("Sanity check")
 st.markdown("Adebayo et al. (2018): a map should change when the model's weights are randomised. "
             "High similarity between the trained and the random teacher's maps would mean the map shows the image, not the model.")
-check = compare.sanity_check(teacher, data.test, indices[:8], options, result.teacher_maps[:8])
+check = comparison.sanity_check(teacher, data.test, indices[:8], options, result.teacher_maps[:8])
 st.metric("Spearman, trained vs random teacher", f"{np.nanmean(check.similarity):.3f}",
           help="mean over the first 8 images; near 0 is what a faithful method gives")
 row = st.columns(min(4, len(check.similarity)))
 for i, col in enumerate(row):
-    col.image(np.kron(overlay.heatmap(check.trained_maps[i]), np.ones((4, 4, 1), np.uint8)), caption="trained")
-    col.image(np.kron(overlay.heatmap(check.random_maps[i]), np.ones((4, 4, 1), np.uint8)),
+    col.image(np.kron(render.heatmap(check.trained_maps[i]), np.ones((4, 4, 1), np.uint8)), caption="trained")
+    col.image(np.kron(render.heatmap(check.random_maps[i]), np.ones((4, 4, 1), np.uint8)),
               caption=f"random weights (ρ {check.similarity[i]:.2f})")

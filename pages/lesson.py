@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from kdviz.teaching import lesson
-from kdviz.attribution import render as overlay
+from kdviz.attribution import render
 from kdviz.attribution.agreement import compare_maps
 from kdviz.attribution import BASELINES, IG_RULES, AttributionOptions, attribute
 from kdviz.models.checkpoints import CheckpointError, LoadedModel
@@ -116,13 +116,13 @@ st.divider()
 # ------------------------------------------------------------------ the six steps
 def step_1() -> None:
     probs = seen.probs[0]
-    scale = overlay.percentile_scale(overlay.reduce_channels(seen.maps[0]))
+    scale = render.percentile_scale(render.reduce_channels(seen.maps[0]))
     left, right = st.columns([3, 2])
     with left:
         cols = st.columns(3)
         cols[0].image(ui.crisp(image), caption="the image", width="stretch")
-        cols[1].image(ui.crisp(overlay.heatmap(seen.maps[0], scale=scale)), caption="its IG map", width="stretch")
-        cols[2].image(ui.crisp(overlay.blend(image, seen.maps[0], scale=scale)), caption="the map on the image",
+        cols[1].image(ui.crisp(render.heatmap(seen.maps[0], scale=scale)), caption="its IG map", width="stretch")
+        cols[2].image(ui.crisp(render.blend(image, seen.maps[0], scale=scale)), caption="the map on the image",
                       width="stretch")
     with right:
         st.markdown(f"The **teacher** answers **{ctx.names[target]}**, with {probs[target]:.0%} of its confidence. "
@@ -152,8 +152,8 @@ def step_2() -> None:
     reference, points = ui.convergence(ctx.teacher, teacher_fp, image, baseline, target, rule)
     marks = sorted({max(1, round(walked.steps * q)) for q in (0.25, 0.5, 0.75, 1.0)})
     shown = [walked.partial[k - 1] for k in marks] + [reference]
-    scale = overlay.shared_scale([overlay.reduce_channels(m, "both") for m in shown])
-    st.image([ui.crisp(overlay.heatmap(m, sign="both", scale=scale), 128) for m in shown],
+    scale = render.shared_scale([render.reduce_channels(m, "both") for m in shown])
+    st.image([ui.crisp(render.heatmap(m, sign="both", scale=scale), 128) for m in shown],
              caption=[f"after {k} of {walked.steps} points" for k in marks] + ["Captum, 256 steps"])
     st.caption("Red pixels raise the score, blue ones lower it; one colour scale for all five maps.")
     done = walked.completeness()
@@ -231,14 +231,14 @@ def step_4() -> None:
         result = attribute(ctx.teacher.model, ui.model_input(ctx.teacher, images),
                            AttributionOptions(method="ig", steps=50, baseline="zero", target="true"),
                            mean=card.mean, std=card.std, labels=torch.as_tensor(labels), fingerprint=teacher_fp)
-    maps = np.stack([overlay.reduce_channels(m) for m in result.maps])
+    maps = np.stack([render.reduce_channels(m) for m in result.maps])
     changed, applied = lesson.overlay_examples(images, maps, p, lam, seed=seed)
     for col, original, m, after, label_k, hit in zip(st.columns(len(idx)), images, maps, changed, labels, applied):
         col.image(ui.crisp(original, 96), caption=ctx.names[int(label_k)], width="stretch")
-        col.image(ui.crisp(overlay.heatmap(m), 96), caption="its map", width="stretch")
+        col.image(ui.crisp(render.heatmap(m), 96), caption="its map", width="stretch")
         col.image(ui.crisp(after, 96), caption="overlaid" if hit else "as it is", width="stretch")
     st.caption(f"{int(applied.sum())} of {len(applied)} images got their map this time (p = {p:g}, λ = {lam:g}, "
-               f"draw {seed}). The blend is kdviz.augment's, the one training uses.")
+               f"draw {seed}). The blend is kdviz.training.ig_overlay's, the one training uses.")
 
 
 def step_5() -> None:
@@ -250,15 +250,15 @@ def step_5() -> None:
         shared = st.toggle("One colour scale for both maps", key="lesson_shared")
     options = ctx.options(target)
     mine = attr_ui.attribute_image(ctx.student, image, options, label)
-    t_map, s_map = overlay.reduce_channels(seen.maps[0]), overlay.reduce_channels(mine.maps[0])
-    scale = overlay.shared_scale([t_map, s_map]) if shared else None
+    t_map, s_map = render.reduce_channels(seen.maps[0]), render.reduce_channels(mine.maps[0])
+    scale = render.shared_scale([t_map, s_map]) if shared else None
     cols = st.columns(2)
     for col, role, model, result in ((cols[0], "Teacher", ctx.teacher, seen), (cols[1], "Student", ctx.student, mine)):
         pred = int(result.predicted[0])
         col.subheader(role)
         col.markdown(f"answers **{ctx.names[pred]}** ({result.probs[0][pred]:.0%}); map for *{ctx.names[target]}*")
-        col.image([ui.crisp(overlay.heatmap(result.maps[0], scale=scale), 160),
-                   ui.crisp(overlay.blend(image, result.maps[0], scale=scale), 160)], caption=["IG map", "on the image"])
+        col.image([ui.crisp(render.heatmap(result.maps[0], scale=scale), 160),
+                   ui.crisp(render.blend(image, result.maps[0], scale=scale), 160)], caption=["IG map", "on the image"])
     agree = compare_maps(t_map, s_map)
     st.markdown("Do they look at the same pixels? Four ways to say how alike the two maps are (1 is identical):")
     a1, a2, a3, a4 = st.columns(4)

@@ -1,4 +1,4 @@
-"""kdviz.ablation and the ``ablate`` command: four arms × seeds on the built-in digits (tiny), the study
+"""kdviz.experiments.ablation and the ``ablate`` command: four arms × seeds on the built-in digits (tiny), the study
 folder they write, the table, and resuming a stopped or killed study without redoing finished runs."""
 
 from __future__ import annotations

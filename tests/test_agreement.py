@@ -1,4 +1,4 @@
-"""kdviz.agreement, kdviz.faithfulness and kdviz.compare: do two maps agree, are they faithful,
+"""kdviz.attribution.agreement, kdviz.attribution.faithfulness and kdviz.attribution.comparison: do two maps agree, are they faithful,
 and the teacher-against-student comparison on the built-in digits assets.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz.attribution import agreement, comparison as compare
+from kdviz.attribution import agreement, comparison
 from kdviz.attribution import AttributionOptions
 from kdviz.models.checkpoints import load_checkpoint
 from kdviz.data import load_dataset
@@ -195,14 +195,14 @@ def test_randomized_copy_changes_the_weights_and_leaves_the_original(student):
 
 def test_choose_images(digits):
     split = digits.test
-    cls = compare.choose_images(split, "class", label=3, n=10, seed=0)
+    cls = comparison.choose_images(split, "class", label=3, n=10, seed=0)
     assert len(cls) == 10 and (split.labels[cls] == 3).all() and np.all(np.diff(cls) > 0)
-    all_threes = compare.choose_images(split, "class", label=3, n=10_000)
+    all_threes = comparison.choose_images(split, "class", label=3, n=10_000)
     assert np.array_equal(all_threes, np.flatnonzero(split.labels == 3))
 
-    r1 = compare.choose_images(split, "random", n=12, seed=5)
-    r2 = compare.choose_images(split, "random", n=12, seed=5)
-    r3 = compare.choose_images(split, "random", n=12, seed=6)
+    r1 = comparison.choose_images(split, "random", n=12, seed=5)
+    r2 = comparison.choose_images(split, "random", n=12, seed=5)
+    r3 = comparison.choose_images(split, "random", n=12, seed=6)
     assert len(r1) == 12 and len(set(r1.tolist())) == 12
     assert r1.min() >= 0 and r1.max() < len(split)
     assert np.array_equal(r1, r2) and not np.array_equal(r1, r3)
@@ -210,13 +210,13 @@ def test_choose_images(digits):
     tp = split.labels.copy()
     sp = split.labels.copy()
     sp[[4, 9, 100]] = (sp[[4, 9, 100]] + 1) % 10
-    assert compare.choose_images(split, "disagree", teacher_pred=tp, student_pred=sp).tolist() == [4, 9, 100]
-    assert len(compare.choose_images(split, "disagree", n=2, teacher_pred=tp, student_pred=sp)) == 2
-    assert len(compare.choose_images(split, "disagree", teacher_pred=tp, student_pred=tp)) == 0
+    assert comparison.choose_images(split, "disagree", teacher_pred=tp, student_pred=sp).tolist() == [4, 9, 100]
+    assert len(comparison.choose_images(split, "disagree", n=2, teacher_pred=tp, student_pred=sp)) == 2
+    assert len(comparison.choose_images(split, "disagree", teacher_pred=tp, student_pred=tp)) == 0
     with pytest.raises(ValueError, match="predictions"):
-        compare.choose_images(split, "disagree")
+        comparison.choose_images(split, "disagree")
     with pytest.raises(ValueError, match="class, random or disagree"):
-        compare.choose_images(split, "best")
+        comparison.choose_images(split, "best")
 
 
 def test_compare_teacher_and_student_on_digits(teacher, student, digits):
@@ -224,7 +224,7 @@ def test_compare_teacher_and_student_on_digits(teacher, student, digits):
     indices = np.array([0, 1, 2, 3])
     options = AttributionOptions(method="ig", steps=4, target="true")
     seen = []
-    result = compare.compare(teacher, student, split, indices, options, batch=2,
+    result = comparison.compare(teacher, student, split, indices, options, batch=2,
                              progress=lambda f, text: seen.append(f))
     assert np.array_equal(result.indices, indices)
     assert np.array_equal(result.labels, split.labels[indices])

@@ -1,4 +1,4 @@
-"""kdviz.atomic: a reader sees the old file or the new one, never half of one, and no temp files stay."""
+"""kdviz.core.atomic: a reader sees the old file or the new one, never half of one, and no temp files stay."""
 
 from __future__ import annotations
 

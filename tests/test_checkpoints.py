@@ -1,4 +1,4 @@
-"""kdviz.checkpoints: safetensors + card round trips, foreign files, and refusing what does not fit."""
+"""kdviz.models.checkpoints: safetensors + card round trips, foreign files, and refusing what does not fit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kdviz.augment and kdviz.distill: the KD loss, the IG overlay, the pairing of maps with images, and
+"""kdviz.training.ig_overlay and kdviz.training: the KD loss, the IG overlay, the pairing of maps with images, and
 a distilled student's run (card, resume)."""
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def test_overlay_draws_the_same_numbers_whatever_p():
 
 
 def fake_store(folder: Path, maps: np.ndarray, source: str = "fake", teacher: str = "t") -> IGMapStore:
-    """A cache folder as kdviz.igcache writes it, holding the given maps."""
+    """A cache folder as kdviz.attribution.igcache writes it, holding the given maps."""
     n, h, w = maps.shape
     folder.mkdir(parents=True, exist_ok=True)
     spec = IGCacheSpec(teacher=teacher, teacher_name="fake", dataset=source, split="train", n=n, height=h, width=w,

@@ -1,4 +1,4 @@
-"""kdviz.export: the ONNX graph computes what the PyTorch model computes, at any batch size, and a
+"""kdviz.bench.export: the ONNX graph computes what the PyTorch model computes, at any batch size, and a
 model that cannot be exported fails with one line that says why."""
 
 from __future__ import annotations

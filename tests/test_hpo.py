@@ -1,4 +1,4 @@
-"""kdviz.hpo: an Optuna search over T, α, p, λ, learning rate and weight decay, stored in SQLite (or any
+"""kdviz.experiments.hpo: an Optuna search over T, α, p, λ, learning rate and weight decay, stored in SQLite (or any
 URL), pruned per epoch, resumable; its figures; a student from the best trial."""
 
 from __future__ import annotations

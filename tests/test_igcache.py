@@ -1,4 +1,4 @@
-"""kdviz.igcache: the teacher's IG map of every image, stored by index, resumable and shardable;
+"""kdviz.attribution.igcache: the teacher's IG map of every image, stored by index, resumable and shardable;
 and the ``attribute`` / ``ig-precompute`` commands driven as a person would (subprocess, JSON, exit code).
 """
 

@@ -1,4 +1,4 @@
-"""kdviz.images.read_image on a corpus of real-world files made here: every one is read correctly or
+"""kdviz.data.images.read_image on a corpus of real-world files made here: every one is read correctly or
 refused with an ImageError that says why in words.
 """
 

@@ -1,4 +1,4 @@
-"""kdviz.latency: how a measurement spends its budget, and what it reports.
+"""kdviz.bench.latency: how a measurement spends its budget, and what it reports.
 
 Timing is driven by a fake clock, so the tests assert on the rules (how many calls, when to stop),
 never on how fast this machine is: speed is measured in benchmarks/bench_latency.py.

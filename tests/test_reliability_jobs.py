@@ -1,6 +1,6 @@
 """Page work that outlives a rerun, and two people on one server.
 
-Training started on the Models page runs in a worker thread (kdviz.jobs): it survives switching to
+Training started on the Models page runs in a worker thread (kdviz.core.jobs): it survives switching to
 another page and back, reports its progress to the page, and its Stop button ends it after the
 current step with the finished epochs kept. Two AppTest sessions (two session states in one
 process, as two browser tabs on one server) share nothing but the workspace: one trains while the

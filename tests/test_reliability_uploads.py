@@ -3,7 +3,7 @@
 Each file is made here. Every one gives either both model panels with their maps (and the page
 says what was done to the image), or exactly one error box with the reason; the app keeps running:
 all of them go through one AppTest session, and the good file after each bad one is shown.
-(kdviz.images itself is tested on the same kinds of file in tests/test_images.py.)
+(kdviz.data.images itself is tested on the same kinds of file in tests/test_images.py.)
 """
 
 from __future__ import annotations

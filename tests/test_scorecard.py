@@ -1,4 +1,4 @@
-"""kdviz.scorecard: the headline table's ratios, the Pareto front, and predictions cached per model and data."""
+"""kdviz.bench.scorecard: the headline table's ratios, the Pareto front, and predictions cached per model and data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kdviz.speedups: channels-last weights and a fused frozen teacher compute what the model computes;
+"""kdviz.models.speedups: channels-last weights and a fused frozen teacher compute what the model computes;
 a model that cannot be fused is used as it is."""
 
 from __future__ import annotations

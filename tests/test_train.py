@@ -1,4 +1,4 @@
-"""kdviz.train: the schedule, what a run writes, stop, progress events, and bit-exact resume."""
+"""kdviz.training: the schedule, what a run writes, stop, progress events, and bit-exact resume."""
 
 from __future__ import annotations
 

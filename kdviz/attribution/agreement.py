@@ -1,6 +1,6 @@
 """How far two attribution maps agree: rank correlation, cosine, top-k overlap, structure.
 
-All take reduced maps (H, W) (see :func:`kdviz.overlay.reduce_channels`); ``compare_maps`` gives
+All take reduced maps (H, W) (see :func:`kdviz.attribution.render.reduce_channels`); ``compare_maps`` gives
 every score at once, and ``compare_batches`` does so for two stacks of maps.
 """
 

@@ -156,7 +156,7 @@ def eager(model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, 
 
 
 def onnxruntime(sess, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw) -> Latency:
-    """Latency of an ONNX Runtime session (see :func:`kdviz.export.session`; its threads are set there)."""
+    """Latency of an ONNX Runtime session (see :func:`kdviz.bench.export.session`; its threads are set there)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}
     samples = sample(lambda: sess.run(None, feed), **kw)

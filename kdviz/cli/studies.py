@@ -12,7 +12,7 @@ from .common import DISTILL_FIELDS, add_distill_settings, emit, json_arg, list_a
 
 
 def _study_overrides(args: argparse.Namespace) -> dict:
-    """The options ablate and hpo share, as keyword arguments of :func:`kdviz.presets.configure`."""
+    """The options ablate and hpo share, as keyword arguments of :func:`kdviz.experiments.presets.configure`."""
     out = {k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k, None) is not None}
     out.update(dataset=args.data, teacher=str(resolve_weights(args.teacher)) if args.teacher else None,
                teacher_arch=args.teacher_arch, student=args.student,

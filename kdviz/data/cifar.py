@@ -1,6 +1,6 @@
 """CIFAR-10 from wherever it is: an image folder, torchvision's ``cifar-10-batches-py``, or a download.
 
-Search order (first hit wins) under the data root (``KDVIZ_DATA``, see :mod:`kdviz.settings`):
+Search order (first hit wins) under the data root (``KDVIZ_DATA``, see :mod:`kdviz.core.settings`):
 ``cifar10/`` as ``train/<class>/*.jpg`` + ``test/...``; ``cifar10/cifar-10-batches-py``;
 ``cifar-10-batches-py``. A path given explicitly is tried the same way. Only when ``download`` is
 true does torchvision fetch the archive (with its progress bar) into the data root.

@@ -2,7 +2,7 @@
 
 They ship in the ``skimage.data`` package itself, so they load on a machine with no network (only
 files that scikit-image keeps in its wheel are offered; the ones it would download are not). Each
-comes back as a uint8 RGB array (H, W, 3), ready for :func:`kdviz.images.from_array`, which crops
+comes back as a uint8 RGB array (H, W, 3), ready for :func:`kdviz.data.images.from_array`, which crops
 and resizes it for a model exactly as an upload is.
 """
 

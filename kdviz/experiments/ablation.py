@@ -12,7 +12,7 @@ A study folder holds everything it needs and made, so the dashboard and the CLI 
                             state), plus metrics.json and probe_maps.npy once it is finished
 
 Interrupted, a study resumes where it stopped: a run with ``metrics.json`` is never redone, an
-unfinished run resumes from its last finished epoch (kdviz.train's resume), the IG cache from its
+unfinished run resumes from its last finished epoch (kdviz.training's resume), the IG cache from its
 last finished chunk.
 """
 

@@ -32,7 +32,7 @@ from .stats import model_stats
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
-RESUME = "resume.safetensors"  # kdviz.train's resume state; a run stopped early may hold only this
+RESUME = "resume.safetensors"  # kdviz.training's resume state; a run stopped early may hold only this
 FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt", ".safetensors")
 STRIP_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
 

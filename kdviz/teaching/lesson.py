@@ -214,7 +214,7 @@ class KDTerms:
 
 
 def kd_terms(student_logits: np.ndarray, teacher_logits: np.ndarray, label: int, temperature: float) -> KDTerms:
-    """The training loss (:func:`kdviz.distill.kd_loss`) on one image, taken apart: α = 1 and α = 0."""
+    """The training loss (:func:`kdviz.training.kd_loss`) on one image, taken apart: α = 1 and α = 0."""
     from ..training.losses import kd_loss
 
     s = torch.as_tensor(np.asarray(student_logits, dtype=np.float32)).view(1, -1)
@@ -232,7 +232,7 @@ def overlay_examples(images: np.ndarray, maps: np.ndarray, probability: float, s
     """The IG-overlay augmentation on a few training images, uint8 (N, H, W, 3) and maps (N, H, W).
 
     Returns the images after augmentation (uint8) and which were overlaid. It calls
-    :func:`kdviz.augment.overlay` itself, so what the lesson shows is what the student is trained on;
+    :func:`kdviz.training.ig_overlay.overlay` itself, so what the lesson shows is what the student is trained on;
     the same ``seed`` draws the same images and powers whatever p and λ are.
     """
     from ..training.ig_overlay import OverlayConfig, overlay

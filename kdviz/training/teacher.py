@@ -36,7 +36,7 @@ def load_teacher(path: str | Path, data: Dataset, arch: str | None = None) -> Lo
 def teacher_view(teacher: LoadedModel, mean: Sequence[float], std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
     """The teacher's logits for a batch normalised with ``mean``/``std`` (re-normalised when its own differ).
 
-    The teacher only runs forward, so it runs fused and channels-last (:mod:`kdviz.speedups`): its
+    The teacher only runs forward, so it runs fused and channels-last (:mod:`kdviz.models.speedups`): its
     pass is most of a KD step's extra cost. Its parameters are the checkpoint's, untouched.
     """
     device = next(iter(teacher.model.parameters()), torch.empty(0)).device

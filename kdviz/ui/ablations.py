@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from kdviz.attribution import render as render
+from kdviz.attribution import render
 from kdviz.experiments.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
 from kdviz.attribution import AttributionOptions, attribute
 from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay

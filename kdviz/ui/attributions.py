@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz.attribution import render as overlay
+from kdviz.attribution import render
 from kdviz.attribution import (
     BASELINES,
     DEFAULT_IG_STEPS,
@@ -52,7 +52,7 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
     if target_kind == "choose…":
         target = c2.selectbox("Class", list(range(num_classes)), format_func=lambda k: f"{k}: {class_names[k]}",
                               key=f"{key}_target_class")
-    sign = c3.selectbox("Sign", list(overlay.SIGNS), format_func=lambda s: f"{s}: {overlay.SIGNS[s]}", key=f"{key}_sign")
+    sign = c3.selectbox("Sign", list(render.SIGNS), format_func=lambda s: f"{s}: {render.SIGNS[s]}", key=f"{key}_sign")
     urlstate.bind_float(f"{key}_strength", 0.6, 0.0, 1.0, param="strength")
     strength = c4.slider("Overlay strength", 0.0, 1.0, step=0.05, key=f"{key}_strength")
     with st.expander("Method settings and colours"):
@@ -62,7 +62,7 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
         rule = e2.selectbox("IG rule", list(IG_RULES), format_func=IG_RULES.get, key=f"{key}_rule", disabled=method != "ig")
         baseline = e3.selectbox("IG baseline", list(BASELINES), format_func=lambda b: f"{b}: {BASELINES[b]}",
                                 key=f"{key}_baseline", disabled=method != "ig")
-        cmap = e4.selectbox("Colour map", ["auto", *overlay.COLORMAPS], key=f"{key}_cmap")
+        cmap = e4.selectbox("Colour map", ["auto", *render.COLORMAPS], key=f"{key}_cmap")
         shared = st.toggle("One colour scale for teacher and student", value=True, key=f"{key}_shared",
                            help="On: both maps are divided by one scale, so colours compare. Off: each map uses its own 99th percentile.")
     options = AttributionOptions(method=method, steps=steps, rule=rule, baseline=baseline, target=target)
@@ -105,7 +105,7 @@ def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: Attributio
           scale: float | None, class_names, true_label: int | None, key: str) -> None:
     """Image, map, overlay, prediction and the completeness check of one model."""
     st.subheader(title)
-    m2d = overlay.reduce_channels(result.maps[0], view.sign)
+    m2d = render.reduce_channels(result.maps[0], view.sign)
     pred = int(result.predicted[0])
     target = int(result.target[0])
     verdict = "" if true_label is None else (" ✓" if pred == true_label else f" ✗ (true: {class_names[true_label]})")
@@ -115,12 +115,12 @@ def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: Attributio
     up = max(1, 160 // image.shape[0])
     big = lambda a: np.kron(a, np.ones((up, up, 1), dtype=np.uint8))  # noqa: E731 - crisp pixels
     cols[0].image(big(image), caption="input", width="stretch")
-    cols[1].image(big(overlay.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
+    cols[1].image(big(render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
                   caption=f"{METHODS[result.options.method]}", width="stretch")
-    cols[2].image(big(overlay.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap,
+    cols[2].image(big(render.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap,
                                     scale=scale)), caption="overlay", width="stretch")
     with st.expander("Map with values (hover)"):
-        st.plotly_chart(overlay.figure(m2d, sign=view.sign, cmap=view.cmap, scale=scale), key=f"{key}_fig")
+        st.plotly_chart(render.figure(m2d, sign=view.sign, cmap=view.cmap, scale=scale), key=f"{key}_fig")
     st.plotly_chart(top5_chart(result.probs[0], class_names, pred), key=f"{key}_top5")
     if result.delta is not None:
         rel = float(result.relative_delta[0])
@@ -137,13 +137,13 @@ def figure_png(rows: list[tuple[str, np.ndarray, AttributionResult]], view: View
     """The side-by-side figure as one PNG: a row per model, image | map | overlay."""
     tiles = []
     for _, image, result in rows:
-        heat = overlay.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)
-        over = overlay.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap, scale=scale)
+        heat = render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)
+        over = render.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap, scale=scale)
         gap = np.full((image.shape[0], 2, 3), 255, np.uint8)
         tiles.append(np.concatenate([image, gap, heat, gap, over], axis=1))
     sep = np.full((2, tiles[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([t if i == 0 else np.concatenate([sep, t]) for i, t in enumerate(tiles)])
-    return overlay.to_png(grid, upscale=max(1, 256 // rows[0][1].shape[0]))
+    return render.to_png(grid, upscale=max(1, 256 // rows[0][1].shape[0]))
 
 
 @st.cache_data(show_spinner="Predicting the gallery images…", max_entries=8)

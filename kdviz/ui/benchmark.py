@@ -1,7 +1,7 @@
 """Streamlit side of the Benchmark page: its controls, the measurements kept per session, its sections.
 
-The page composes the sections; the numbers come from the library (``kdviz.latency``,
-``kdviz.export``, ``kdviz.scorecard``), so ``benchmarks/bench_latency.py`` and ``python -m kdviz eval``
+The page composes the sections; the numbers come from the library (``kdviz.bench.latency``,
+``kdviz.bench.export``, ``kdviz.bench.scorecard``), so ``benchmarks/bench_latency.py`` and ``python -m kdviz eval``
 reproduce them headless.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from kdviz.attribution import comparison as compare
+from kdviz.attribution import comparison
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.data.base import ImageSplit
 from kdviz.attribution.faithfulness import Curves
@@ -20,7 +20,7 @@ from .attributions import fingerprint
 
 def faithfulness(loaded: LoadedModel, split: ImageSplit, where: str, indices: np.ndarray, maps: np.ndarray,
                  labels: np.ndarray) -> Curves:
-    """:func:`kdviz.compare.faithfulness`, computed once per weights, split (``where``: the data
+    """:func:`kdviz.attribution.comparison.faithfulness`, computed once per weights, split (``where``: the data
     set's source and the split's name), images and maps."""
     return _faithfulness(loaded, split, fingerprint(loaded), where, np.asarray(indices), maps, labels)
 
@@ -28,4 +28,4 @@ def faithfulness(loaded: LoadedModel, split: ImageSplit, where: str, indices: np
 @st.cache_data(show_spinner="Deletion and insertion curves…", max_entries=32)
 def _faithfulness(_loaded: LoadedModel, _split: ImageSplit, weights: str, where: str, indices: np.ndarray,
                   maps: np.ndarray, labels: np.ndarray) -> Curves:
-    return compare.faithfulness(_loaded, _split, indices, maps, labels)
+    return comparison.faithfulness(_loaded, _split, indices, maps, labels)
