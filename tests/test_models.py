@@ -17,6 +17,7 @@ from kdviz.models import (
     get_spec,
     list_models,
     model_stats,
+    register_model,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -44,6 +45,50 @@ def test_every_model_builds_and_classifies(name):
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
+
+
+def test_every_model_is_a_function_of_its_own_name():
+    """As in timm: ``@register_model def resnet56(...)``, so the name is found where the model is defined."""
+    for spec in list_models():
+        assert spec.builder.__name__ == spec.name, spec.name
+
+
+def test_register_model_takes_the_name_from_the_function(monkeypatch):
+    from kdviz.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model
+    def tiny_net(num_classes: int = 10) -> nn.Module:
+        """A linear layer on the mean colour.
+
+        Longer text stays out of the description."""
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))
+
+    @register_model(family="toys", description="two layers", pretrained_file="toy.th", hidden=4)
+    def toy_mlp(num_classes: int = 10, hidden: int = 8) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, hidden), nn.Linear(hidden, num_classes))
+
+    tiny, toy = get_spec("tiny_net"), get_spec("toy_mlp")
+    assert (tiny.family, tiny.description) == ("test_models", "A linear layer on the mean colour.")
+    assert (toy.family, toy.description, toy.pretrained_file, toy.defaults) == ("toys", "two layers", "toy.th", {"hidden": 4})
+    assert create_model("toy_mlp", num_classes=3)[1].out_features == 4  # registered defaults apply
+    assert create_model("tiny_net", num_classes=5)(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(tiny_net)
+
+
+def test_register_model_still_accepts_a_name_first(monkeypatch):
+    """The older form, ``@register_model("name", family=..., description=...)``, keeps working."""
+    from kdviz.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model("toy_named", family="toys", description="named explicitly")
+    def build(num_classes: int = 10) -> nn.Module:
+        return nn.Linear(3, num_classes)
+
+    assert get_spec("toy_named").builder is build and "build" not in {s.name for s in list_models()}
 
 
 def test_num_classes_is_honoured():

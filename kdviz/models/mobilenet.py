@@ -48,7 +48,6 @@ class CutMobileNetV2(nn.Module):
 
 
 @register_model(
-    "mobilenetv2_cifar",
     family="mobilenetv2",
     description="Teacher: MobileNet-V2, CIFAR strides (2.24 M parameters at width 1.0)",
 )
@@ -59,7 +58,6 @@ def mobilenetv2_cifar(num_classes: int = 10, width_mult: float = 1.0, dropout: f
 
 
 @register_model(
-    "mobilenetv2_cifar_cut",
     family="mobilenetv2",
     description="Student: the teacher's features minus the last `cut` modules, pooled, linear",
 )
@@ -78,21 +76,12 @@ def mobilenetv2_cifar_cut(
     return _no_inplace(CutMobileNetV2(features, channels, num_classes))
 
 
-def _named_student(name: str, cut: int, note: str) -> None:
-    ratio = CUT_RATIOS[cut]
-
-    @register_model(
-        name, family="mobilenetv2", description=f"Student: teacher cut by {cut} modules, {ratio}× smaller{note}"
-    )
-    def build(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
-        return mobilenetv2_cifar_cut(num_classes=num_classes, cut=cut, width_mult=width_mult)
-
-    build.__name__ = name
-    build.__doc__ = f"MobileNet-V2 CIFAR student, cut={cut} ({ratio}× fewer parameters than the teacher)."
+def _cut_student(cut: int, note: str = "") -> str:
+    """The registry's description of the student that drops the teacher's last ``cut`` modules."""
+    return f"Student: teacher cut by {cut} modules, {CUT_RATIOS[cut]}× smaller{note}"
 
 
 @register_model(
-    "mnv2_student_4x_fast",
     family="mobilenetv2",
     description="Student for CPUs: the paper's cut-by-5 student (4.12× smaller) with a stride-2 stem, 4× fewer MACs",
 )
@@ -107,7 +96,6 @@ EDGE_SETTING = [[1, 16, 1, 1], [6, 32, 1, 2], [6, 64, 1, 2], [6, 280, 1, 1]]
 
 
 @register_model(
-    "mnv2_student_4x_edge",
     family="mobilenetv2",
     description="Student for CPUs: 4 MobileNet-V2 blocks, downsampled early; 4.14× smaller, ≥4× faster at batch 1",
 )
@@ -121,7 +109,25 @@ def mnv2_student_4x_edge(num_classes: int = 10, width_mult: float = 1.0, dropout
     return _no_inplace(net)
 
 
-_named_student("mnv2_student_2x", 3, "")
-_named_student("mnv2_student_4x", 5, " (the paper's student)")
-_named_student("mnv2_student_7x", 7, "")
-_named_student("mnv2_student_12x", 9, "")
+@register_model(family="mobilenetv2", description=_cut_student(3))
+def mnv2_student_2x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=3 (2.19× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=3, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(5, " (the paper's student)"))
+def mnv2_student_4x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=5 (4.12× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=5, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(7))
+def mnv2_student_7x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=7 (7.29× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=7, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(9))
+def mnv2_student_12x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=9 (12.04× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=9, width_mult=width_mult)
