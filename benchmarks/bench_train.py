@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results  # noqa: E402
-from kdviz.data import load_dataset  # noqa: E402
-from kdviz.bench.latency import torch_threads  # noqa: E402
-from kdviz.models import count_params, create_model, list_models  # noqa: E402
-from kdviz.training.loop import TrainConfig, train  # noqa: E402
+from benchmarks.common import ROOT, machine, write_results
+from kdviz.bench.latency import torch_threads
+from kdviz.data import load_dataset
+from kdviz.models import count_params, create_model, list_models
+from kdviz.training.loop import TrainConfig, train
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TEACHER = "mobilenetv2_cifar"
@@ -65,9 +65,17 @@ def main(argv=None) -> int:
     with torch_threads(args.threads):
         for name in models(args.quick):
             rate, seconds = images_per_second(name, data, warmup, steps)
-            rows.append({"model": name, "parameters": count_params(create_model(name)), "data": data.name,
-                         "batch": BATCH, "timed steps": steps, "seconds": round(seconds, 2),
-                         "images/s": round(rate, 1)})
+            rows.append(
+                {
+                    "model": name,
+                    "parameters": count_params(create_model(name)),
+                    "data": data.name,
+                    "batch": BATCH,
+                    "timed steps": steps,
+                    "seconds": round(seconds, 2),
+                    "images/s": round(rate, 1),
+                }
+            )
             print(rows[-1], flush=True)
     teacher = next(r for r in rows if r["model"] == TEACHER)["images/s"]
     for r in rows:

@@ -122,8 +122,10 @@ def layer_violations(imports: list[Import], root: Path) -> list[str]:
         if is_compat(imp.target) and not is_compat(imp.source):
             problems.append(f"{imp.file}:{imp.line}: imports {imp.target}, an old path kept only for users")
         elif src_pkg is not None and src_pkg != dst_pkg and layer_of(imp.target) >= layer_of(imp.source):
-            problems.append(f"{imp.file}:{imp.line}: {src_pkg} (layer {layer_of(imp.source)}) imports {imp.target} "
-                            f"({dst_pkg or 'the top'}, layer {layer_of(imp.target)}): imports must point down")
+            problems.append(
+                f"{imp.file}:{imp.line}: {src_pkg} (layer {layer_of(imp.source)}) imports {imp.target} "
+                f"({dst_pkg or 'the top'}, layer {layer_of(imp.target)}): imports must point down"
+            )
     return problems
 
 
@@ -166,9 +168,11 @@ def package_cycles(imports: list[Import]) -> list[list[str]]:
 
 
 def streamlit_violations(imports: list[Import]) -> list[str]:
-    return [f"{imp.file}:{imp.line}: imports {imp.target} outside the dashboard"
-            for imp in imports
-            if imp.target.split(".")[0] == "streamlit" and not imp.file.startswith(STREAMLIT_ALLOWED)]
+    return [
+        f"{imp.file}:{imp.line}: imports {imp.target} outside the dashboard"
+        for imp in imports
+        if imp.target.split(".")[0] == "streamlit" and not imp.file.startswith(STREAMLIT_ALLOWED)
+    ]
 
 
 def check(root: Path) -> list[str]:
@@ -187,7 +191,9 @@ def test_the_project_keeps_its_layers():
 
 def test_every_kdviz_package_has_a_layer():
     packages = {p.name for p in (ROOT / "kdviz").iterdir() if (p / "__init__.py").is_file()}
-    assert packages - set(LAYERS) <= COMPAT, f"packages without a layer: {sorted(packages - set(LAYERS) - COMPAT)}"
+    assert packages - set(LAYERS) <= COMPAT, (
+        f"packages without a layer: {sorted(packages - set(LAYERS) - COMPAT)}"
+    )
     assert set(LAYERS) <= packages, f"LAYERS names missing packages: {sorted(set(LAYERS) - packages)}"
 
 
@@ -215,69 +221,95 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_checker_accepts_imports_that_point_down(tmp_path):
-    root = _tree(tmp_path, {
-        "kdviz/core/atomic.py": "import os\n",
-        "kdviz/data/folder.py": "from ..core import atomic\nfrom . import base\n",
-        "kdviz/data/base.py": "",
-        "kdviz/ui/page.py": "import streamlit as st\nfrom kdviz.data import folder\n",
-        "pages/p.py": "import streamlit\nfrom kdviz.ui import page\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "kdviz/core/atomic.py": "import os\n",
+            "kdviz/data/folder.py": "from ..core import atomic\nfrom . import base\n",
+            "kdviz/data/base.py": "",
+            "kdviz/ui/page.py": "import streamlit as st\nfrom kdviz.data import folder\n",
+            "pages/p.py": "import streamlit\nfrom kdviz.ui import page\n",
+        },
+    )
     assert check(root) == []
 
 
 def test_checker_refuses_an_upward_import(tmp_path):
-    root = _tree(tmp_path, {"kdviz/core/settings.py": "from ..training import loop\n", "kdviz/training/loop.py": ""})
+    root = _tree(
+        tmp_path, {"kdviz/core/settings.py": "from ..training import loop\n", "kdviz/training/loop.py": ""}
+    )
     (problem,) = check(root)
     assert problem.startswith("kdviz/core/settings.py:1: core (layer 0) imports kdviz.training.loop")
 
 
 def test_checker_refuses_a_lazy_upward_import(tmp_path):
-    root = _tree(tmp_path, {
-        "kdviz/models/evaluate.py": "def predict():\n    from kdviz.ui.cache import loaded\n    return loaded\n",
-        "kdviz/ui/cache.py": "loaded = 1\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "kdviz/models/evaluate.py": (
+                "def predict():\n    from kdviz.ui.cache import loaded\n    return loaded\n"
+            ),
+            "kdviz/ui/cache.py": "loaded = 1\n",
+        },
+    )
     (problem,) = check(root)
     assert "kdviz/models/evaluate.py:2: models" in problem and "kdviz.ui.cache" in problem
 
 
 def test_checker_refuses_a_sideways_import_and_names_the_cycle(tmp_path):
-    root = _tree(tmp_path, {
-        "kdviz/experiments/ablation.py": "from ..teaching import lesson\n",
-        "kdviz/teaching/lesson.py": "from kdviz.experiments import ablation\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "kdviz/experiments/ablation.py": "from ..teaching import lesson\n",
+            "kdviz/teaching/lesson.py": "from kdviz.experiments import ablation\n",
+        },
+    )
     problems = check(root)
     assert "import cycle between packages: experiments <-> teaching" in problems
     assert sum("imports must point down" in p for p in problems) == 2
 
 
 def test_checker_finds_a_cycle_on_its_own():
-    imports = [Import("a.py", 1, "kdviz.data.a", "kdviz.models.b"), Import("b.py", 1, "kdviz.models.b", "kdviz.core.c"),
-               Import("c.py", 1, "kdviz.core.c", "kdviz.data.a")]
+    imports = [
+        Import("a.py", 1, "kdviz.data.a", "kdviz.models.b"),
+        Import("b.py", 1, "kdviz.models.b", "kdviz.core.c"),
+        Import("c.py", 1, "kdviz.core.c", "kdviz.data.a"),
+    ]
     assert package_cycles(imports) == [["core", "data", "models"]]
     assert package_cycles(imports[:2]) == []
 
 
 def test_checker_refuses_streamlit_in_the_library(tmp_path):
-    root = _tree(tmp_path, {
-        "kdviz/data/images.py": "def show():\n    import streamlit.components.v1 as c\n    return c\n",
-        "kdviz/ui/ok.py": "import streamlit\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "kdviz/data/images.py": "def show():\n    import streamlit.components.v1 as c\n    return c\n",
+            "kdviz/ui/ok.py": "import streamlit\n",
+        },
+    )
     (problem,) = check(root)
     assert problem == "kdviz/data/images.py:2: imports streamlit.components.v1 outside the dashboard"
 
 
 def test_checker_refuses_the_root_package_and_the_old_paths(tmp_path):
-    root = _tree(tmp_path, {
-        "kdviz/overlay.py": "from .attribution.render import *  # the old path, kept for users\n",
-        "kdviz/attribution/render.py": "from kdviz import __version__\n",
-        "pages/p.py": "from kdviz import overlay\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "kdviz/overlay.py": "from .attribution.render import *  # the old path, kept for users\n",
+            "kdviz/attribution/render.py": "from kdviz import __version__\n",
+            "pages/p.py": "from kdviz import overlay\n",
+        },
+    )
     problems = check(root)
-    assert any(p.startswith("kdviz/attribution/render.py:1: attribution (layer 3) imports kdviz ") for p in problems)
+    assert any(
+        p.startswith("kdviz/attribution/render.py:1: attribution (layer 3) imports kdviz ") for p in problems
+    )
     assert "pages/p.py:1: imports kdviz.overlay, an old path kept only for users" in problems
     assert len(problems) == 2  # the compatibility module itself may import the new path
 
 
 def test_checker_refuses_a_package_without_a_layer(tmp_path):
-    root = _tree(tmp_path, {"kdviz/plugins/extra.py": "from ..core import atomic\n", "kdviz/core/atomic.py": ""})
+    root = _tree(
+        tmp_path, {"kdviz/plugins/extra.py": "from ..core import atomic\n", "kdviz/core/atomic.py": ""}
+    )
     assert "kdviz/plugins/__init__.py: package 'plugins' has no layer in LAYERS" in check(root)

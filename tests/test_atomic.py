@@ -32,7 +32,7 @@ def test_write_bytes_and_text_replace_and_leave_no_temp(tmp_path):
     atomic.write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
     atomic.write_text(tmp_path / "t.txt", "héllo")
-    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode("utf-8")
+    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode()
     assert _names(tmp_path) == ["blob.bin", "t.txt"]
 
 

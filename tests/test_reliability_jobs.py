@@ -79,7 +79,11 @@ def stop_buttons(at: AppTest) -> list[str]:
 
 
 def panels(at: AppTest) -> set[str]:
-    return {c.subheader[0].value for c in at.columns if len(c.subheader) and c.subheader[0].value in ("Teacher", "Student")}
+    return {
+        c.subheader[0].value
+        for c in at.columns
+        if len(c.subheader) and c.subheader[0].value in ("Teacher", "Student")
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -163,12 +167,18 @@ def test_two_sessions_one_training_one_browsing_share_no_state():
 
     browser = open_page("pages/attributions.py")  # a second person, while the first one trains
     assert panels(browser) == {"Teacher", "Student"}
-    shown = [int(b.key.removeprefix("attr_pick_")) for b in browser.button if (b.key or "").startswith("attr_pick_")]
+    shown = [
+        int(b.key.removeprefix("attr_pick_"))
+        for b in browser.button
+        if (b.key or "").startswith("attr_pick_")
+    ]
     browser.slider(key="attr_steps").set_value(8)
     browser.button(key=f"attr_pick_{shown[3]}").click().run()
     assert_clean(browser)
-    assert re.fullmatch(rf"Test image #{shown[3]}, true class \*\*.+\*\*\.",
-                        next(c.value for c in browser.caption if c.value.startswith("Test image #")))
+    assert re.fullmatch(
+        rf"Test image #{shown[3]}, true class \*\*.+\*\*\.",
+        next(c.value for c in browser.caption if c.value.startswith("Test image #")),
+    )
     assert panels(browser) == {"Teacher", "Student"}
     assert job.running, "the browsing session had to wait for the training to end"
 

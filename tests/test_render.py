@@ -1,4 +1,5 @@
-"""kdviz.attribution.render: maps to pictures (heat maps, blends, masks, PNG, Plotly) without losing the numbers."""
+"""kdviz.attribution.render: maps to pictures (heat maps, blends, masks, PNG, Plotly) without losing
+the numbers."""
 
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def test_shared_scale_is_one_scale_for_both_maps():
     a = np.ones((8, 8), np.float32)
     b = 4 * np.ones((8, 8), np.float32)
     s = render.shared_scale([a, b])
-    assert isinstance(s, float) and s == pytest.approx(np.percentile(np.concatenate([a.ravel(), b.ravel()]), 99))
+    assert isinstance(s, float) and s == pytest.approx(
+        np.percentile(np.concatenate([a.ravel(), b.ravel()]), 99)
+    )
     ha, hb = render.heatmap(a, scale=s), render.heatmap(b, scale=s)
     assert not np.array_equal(ha, hb), "on one scale the weaker map is drawn fainter"
     # Each on its own scale they look the same.

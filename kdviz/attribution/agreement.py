@@ -69,4 +69,4 @@ def compare_batches(a: np.ndarray, b: np.ndarray, percent: float = 10.0) -> list
     """Pairwise agreement of two stacks (N, H, W)."""
     if a.shape != b.shape:
         raise ValueError(f"map stacks differ in shape: {a.shape} and {b.shape}")
-    return [compare_maps(x, y, percent) for x, y in zip(a, b)]
+    return [compare_maps(x, y, percent) for x, y in zip(a, b, strict=True)]

@@ -17,7 +17,12 @@ BASELINES = {
 
 
 def make_baseline(
-    x: torch.Tensor, name: str, mean: Sequence[float], std: Sequence[float], *, seed: int = 0,
+    x: torch.Tensor,
+    name: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seed: int = 0,
     data_mean: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """A baseline for normalised images ``x`` (N, C, H, W), built in pixel space and normalised."""

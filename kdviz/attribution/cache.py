@@ -28,7 +28,9 @@ def image_hash(x: torch.Tensor) -> str:
 class AttributionCache:
     """Per-image results, in memory (bounded LRU) and on disk (one ``.npz`` per key)."""
 
-    def __init__(self, directory: str | Path | None = None, *, memory_items: int = 512, disk: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path | None = None, *, memory_items: int = 512, disk: bool = True
+    ) -> None:
         self.directory = Path(directory) if directory is not None else settings.cache_dir() / "attributions"
         self.disk = disk
         self.memory_items = memory_items

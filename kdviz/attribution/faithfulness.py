@@ -36,8 +36,13 @@ class Curves:
 
 @torch.no_grad()
 def deletion_insertion(
-    model: nn.Module, x: torch.Tensor, maps2d: np.ndarray, target: np.ndarray, *,
-    baseline: torch.Tensor | None = None, steps: int = 16,
+    model: nn.Module,
+    x: torch.Tensor,
+    maps2d: np.ndarray,
+    target: np.ndarray,
+    *,
+    baseline: torch.Tensor | None = None,
+    steps: int = 16,
 ) -> Curves:
     """Curves for images ``x`` (N, C, H, W, normalised) ranked by ``maps2d`` (N, H, W)."""
     model.eval()
@@ -66,8 +71,9 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     clone = copy.deepcopy(model)
     for module in clone.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
     return clone.eval()

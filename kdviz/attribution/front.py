@@ -53,7 +53,9 @@ def _compute(model, x, labels, opts: AttributionOptions, mean, std, data_mean, i
     inputs = MethodInput(x, targets, opts, mean, std, data_mean, internal_batch_size)
     maps, base_score = METHOD_TABLE[opts.method].compute(model, inputs)
     if base_score is not None:  # IG: the completeness check comes with the map
-        out.update(score=score, baseline_score=base_score, delta=maps.flatten(1).sum(1) - (score - base_score))
+        out.update(
+            score=score, baseline_score=base_score, delta=maps.flatten(1).sum(1) - (score - base_score)
+        )
     out["maps"] = maps.detach()
     return out
 
@@ -79,7 +81,11 @@ def attribute(
     the process-wide cache. Keyword ``overrides`` replace fields of ``options``
     (``attribute(m, x, method="saliency", mean=..., std=...)``).
     """
-    opts = replace(options or AttributionOptions(), **overrides) if overrides else (options or AttributionOptions())
+    opts = (
+        replace(options or AttributionOptions(), **overrides)
+        if overrides
+        else (options or AttributionOptions())
+    )
     model.eval()
     device = next(model.parameters()).device
     x = x.to(device, torch.float32)
@@ -103,23 +109,29 @@ def attribute(
         ibs = internal_batch_size or DEFAULT_INTERNAL_BATCH
         out = _compute(model, x[todo], sub_labels, opts, mean, std, data_mean, ibs)
         for j, i in enumerate(todo):
-            entry = {k: v[j].detach().float().cpu().numpy() if v.dtype.is_floating_point else v[j].cpu().numpy()
-                     for k, v in out.items()}
+            entry = {
+                k: v[j].detach().float().cpu().numpy() if v.dtype.is_floating_point else v[j].cpu().numpy()
+                for k, v in out.items()
+            }
             entries[i] = entry
             if store is not None:
                 store.put(keys[i], entry)
 
-    def stack(k: str) -> np.ndarray | None:
-        return np.stack([e[k] for e in done]) if k in done[0] else None
-
     done = [e for e in entries if e is not None]  # every entry is filled by now
+
+    def stack(k: str) -> np.ndarray:
+        return np.stack([e[k] for e in done])
+
+    def stack_ig(k: str) -> np.ndarray | None:  # IG's scores; the other methods have none
+        return stack(k) if k in done[0] else None
+
     return AttributionResult(
         maps=stack("maps").astype(np.float32),
         target=stack("target").astype(np.int64),
         logits=stack("logits").astype(np.float32),
         options=opts,
-        score=stack("score"),
-        baseline_score=stack("baseline_score"),
-        delta=stack("delta"),
+        score=stack_ig("score"),
+        baseline_score=stack_ig("baseline_score"),
+        delta=stack_ig("delta"),
         cached=cached,
     )

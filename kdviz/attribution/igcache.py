@@ -21,23 +21,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..core.version import __version__
 from ..core import atomic
+from ..core.version import __version__
+from ..data.base import Dataset
+from ..data.loader import normalize, to_float
 from ..models.fingerprint import model_fingerprint
+from ..models.speedups import fused_for_inference
 from .front import attribute
 from .options import AttributionOptions
 from .throughput import fastest_batch_size
-from ..data.base import Dataset
-from ..data.loader import normalize, to_float
-from ..models.speedups import fused_for_inference
 
 INDEX = "index.json"
 MAPS = "maps.npy"
@@ -75,12 +75,17 @@ class IGMapStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         if not (self.folder / INDEX).is_file():
-            raise IGCacheError(f"{self.folder} is not an IG cache (no {INDEX}); make one with `python -m kdviz ig-precompute`")
+            raise IGCacheError(
+                f"{self.folder} is not an IG cache (no {INDEX}); "
+                "make one with `python -m kdviz ig-precompute`"
+            )
         self.spec = IGCacheSpec(**json.loads((self.folder / INDEX).read_text()))
         self.maps = np.load(self.folder / MAPS, mmap_mode="r")
         if self.maps.shape != (self.spec.n, self.spec.height, self.spec.width):
-            raise IGCacheError(f"{self.folder / MAPS} has shape {self.maps.shape}, the index says "
-                               f"{(self.spec.n, self.spec.height, self.spec.width)}")
+            raise IGCacheError(
+                f"{self.folder / MAPS} has shape {self.maps.shape}, the index says "
+                f"{(self.spec.n, self.spec.height, self.spec.width)}"
+            )
 
     @property
     def done(self) -> np.ndarray:
@@ -116,7 +121,8 @@ def precompute(
     data: Dataset,
     out_dir: str | Path,
     *,
-    mean, std,
+    mean,
+    std,
     split: str = "train",
     steps: int = 32,
     rule: str = "gausslegendre",
@@ -144,18 +150,26 @@ def precompute(
     n = min(limit, len(split_data)) if limit else len(split_data)
     h = w = data.image_size
     teacher.eval()
-    spec = IGCacheSpec(model_fingerprint(teacher), teacher_name, data.source, split, n, h, w, steps, rule, baseline)
+    spec = IGCacheSpec(
+        model_fingerprint(teacher), teacher_name, data.source, split, n, h, w, steps, rule, baseline
+    )
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
         if (out / INDEX).is_file():
             old = json.loads((out / INDEX).read_text())
-            mismatch = {k: (old.get(k), v) for k, v in asdict(spec).items()
-                        if k not in ("teacher_name", "kdviz_version") and old.get(k) != v}
+            mismatch = {
+                k: (old.get(k), v)
+                for k, v in asdict(spec).items()
+                if k not in ("teacher_name", "kdviz_version") and old.get(k) != v
+            }
             if mismatch:
-                raise IGCacheError(f"{out} holds a cache made differently ({', '.join(f'{k}: {a} ≠ {b}' for k, (a, b) in mismatch.items())}); "
-                                   "choose another folder or delete it")
+                differences = ", ".join(f"{k}: {a} ≠ {b}" for k, (a, b) in mismatch.items())
+                raise IGCacheError(
+                    f"{out} holds a cache made differently ({differences}); "
+                    "choose another folder or delete it"
+                )
         if not (out / MAPS).is_file():
             with atomic.atomic_path(out / MAPS) as tmp:
                 np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, h, w)).flush()
@@ -182,8 +196,17 @@ def precompute(
     for start in range(0, len(todo), batch_size):
         chunk = np.asarray(todo[start : start + batch_size])
         x = normalize(to_float(images[chunk]), mean, std)
-        result = attribute(teacher, x, opts, mean=mean, std=std, labels=labels[chunk], cache=False,
-                           internal_batch_size=internal_batch_size, fingerprint=spec.teacher)
+        result = attribute(
+            teacher,
+            x,
+            opts,
+            mean=mean,
+            std=std,
+            labels=labels[chunk],
+            cache=False,
+            internal_batch_size=internal_batch_size,
+            fingerprint=spec.teacher,
+        )
         maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
         maps.flush()  # the rows are on disk before they are marked done
         mine[chunk] = True

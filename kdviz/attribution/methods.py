@@ -19,8 +19,13 @@ from .baselines import make_baseline
 if TYPE_CHECKING:
     from .options import AttributionOptions
 
-IG_RULES = {"gausslegendre": "Gauss–Legendre", "riemann_trapezoid": "Riemann (trapezoid)",
-            "riemann_middle": "Riemann (midpoint)", "riemann_left": "Riemann (left)", "riemann_right": "Riemann (right)"}
+IG_RULES = {
+    "gausslegendre": "Gauss–Legendre",
+    "riemann_trapezoid": "Riemann (trapezoid)",
+    "riemann_middle": "Riemann (midpoint)",
+    "riemann_left": "Riemann (left)",
+    "riemann_right": "Riemann (right)",
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,14 @@ def _integrated_gradients(model: nn.Module, inp: MethodInput) -> tuple[torch.Ten
     maps, base_scores = [], []
     for name in names:
         base = make_baseline(x, name, inp.mean, inp.std, seed=opts.seed, data_mean=inp.data_mean)
-        attr = ig.attribute(x, baselines=base, target=targets, n_steps=opts.steps, method=opts.rule,
-                            internal_batch_size=inp.internal_batch_size)
+        attr = ig.attribute(
+            x,
+            baselines=base,
+            target=targets,
+            n_steps=opts.steps,
+            method=opts.rule,
+            internal_batch_size=inp.internal_batch_size,
+        )
         maps.append(attr.detach() * rule_correction(opts.steps, opts.rule))
         with torch.no_grad():
             base_scores.append(model(base).gather(1, targets[:, None])[:, 0])
@@ -96,15 +107,23 @@ def _smoothgrad(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch
     torch.manual_seed(opts.seed)
     spread = float((x.amax() - x.amin()).item()) or 1.0
     maps = NoiseTunnel(Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=opts.samples, nt_samples_batch_size=inp.internal_batch_size,
-        stdevs=opts.noise * spread, target=inp.targets, abs=False)
+        x,
+        nt_type="smoothgrad",
+        nt_samples=opts.samples,
+        nt_samples_batch_size=inp.internal_batch_size,
+        stdevs=opts.noise * spread,
+        target=inp.targets,
+        abs=False,
+    )
     return maps, None
 
 
 def _gradcam(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch.Tensor | None]:
     from captum.attr import LayerAttribution, LayerGradCam
 
-    cam = LayerGradCam(model, last_conv_layer(model)).attribute(inp.x, target=inp.targets, relu_attributions=True)
+    cam = LayerGradCam(model, last_conv_layer(model)).attribute(
+        inp.x, target=inp.targets, relu_attributions=True
+    )
     return LayerAttribution.interpolate(cam, tuple(inp.x.shape[-2:]), interpolate_mode="bilinear"), None
 
 
@@ -112,15 +131,24 @@ def _occlusion(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch.
     from captum.attr import Occlusion
 
     opts, c = inp.options, inp.x.shape[1]
-    maps = Occlusion(model).attribute(inp.x, sliding_window_shapes=(c, opts.window, opts.window),
-                                      strides=(c, opts.stride, opts.stride), baselines=0.0, target=inp.targets,
-                                      perturbations_per_eval=64)
+    maps = Occlusion(model).attribute(
+        inp.x,
+        sliding_window_shapes=(c, opts.window, opts.window),
+        strides=(c, opts.stride, opts.stride),
+        baselines=0.0,
+        target=inp.targets,
+        perturbations_per_eval=64,
+    )
     return maps, None
 
 
 def _ig_fields(o: AttributionOptions) -> dict[str, Any]:
-    return {"steps": o.steps, "rule": o.rule, "baseline": o.baseline,
-            "seed": o.seed if o.baseline in ("noise", "multi") else 0}
+    return {
+        "steps": o.steps,
+        "rule": o.rule,
+        "baseline": o.baseline,
+        "seed": o.seed if o.baseline in ("noise", "multi") else 0,
+    }
 
 
 def _no_fields(o: AttributionOptions) -> dict[str, Any]:
@@ -130,11 +158,15 @@ def _no_fields(o: AttributionOptions) -> dict[str, Any]:
 METHOD_TABLE: dict[str, AttributionMethod] = {
     "ig": AttributionMethod("Integrated Gradients", _integrated_gradients, _ig_fields),
     "saliency": AttributionMethod("Saliency (gradient)", _saliency, _no_fields),
-    "smoothgrad": AttributionMethod("SmoothGrad (noise tunnel over the gradient)", _smoothgrad,
-                                    lambda o: {"samples": o.samples, "noise": o.noise, "seed": o.seed}),
+    "smoothgrad": AttributionMethod(
+        "SmoothGrad (noise tunnel over the gradient)",
+        _smoothgrad,
+        lambda o: {"samples": o.samples, "noise": o.noise, "seed": o.seed},
+    ),
     "gradcam": AttributionMethod("Grad-CAM (last convolution, upsampled)", _gradcam, _no_fields),
-    "occlusion": AttributionMethod("Occlusion (sliding grey patch)", _occlusion,
-                                   lambda o: {"window": o.window, "stride": o.stride}),
+    "occlusion": AttributionMethod(
+        "Occlusion (sliding grey patch)", _occlusion, lambda o: {"window": o.window, "stride": o.stride}
+    ),
 }
 #: Method name -> what the pages and the CLI call it.
 METHODS = {name: method.label for name, method in METHOD_TABLE.items()}

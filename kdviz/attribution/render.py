@@ -12,7 +12,7 @@ it to both: the teacher and the student are then drawn on one colour scale.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,8 +46,14 @@ def reduce_channels(attr: np.ndarray, sign: str = "absolute") -> np.ndarray:
 
 
 def percentile_scale(maps: np.ndarray | Sequence[np.ndarray], percentile: float = 99.0) -> float:
-    """The value that maps to full colour: a high percentile of |map|, so a few outliers do not wash it out."""
-    values = np.concatenate([np.abs(np.asarray(m, dtype=np.float32)).ravel() for m in (maps if isinstance(maps, (list, tuple)) else [maps])])
+    """The value that maps to full colour: a high percentile of |map|, so a few outliers do not wash
+    it out."""
+    values = np.concatenate(
+        [
+            np.abs(np.asarray(m, dtype=np.float32)).ravel()
+            for m in (maps if isinstance(maps, (list, tuple)) else [maps])
+        ]
+    )
     scale = float(np.percentile(values, percentile)) if values.size else 0.0
     return scale if scale > 0 else float(values.max() or 1.0)
 
@@ -57,8 +63,9 @@ def shared_scale(maps: Sequence[np.ndarray], percentile: float = 99.0) -> float:
     return percentile_scale(list(maps), percentile)
 
 
-def normalise(map2d: np.ndarray, *, sign: str = "absolute", scale: float | None = None,
-              percentile: float = 99.0) -> np.ndarray:
+def normalise(
+    map2d: np.ndarray, *, sign: str = "absolute", scale: float | None = None, percentile: float = 99.0
+) -> np.ndarray:
     """To [0, 1] (or [-1, 1] for ``sign="both"``), clipped at ``scale``."""
     scale = scale if scale and scale > 0 else percentile_scale(map2d, percentile)
     lo = -1.0 if sign == "both" else 0.0
@@ -74,16 +81,30 @@ def colorize(unit: np.ndarray, cmap: str = "inferno", *, signed: bool = False) -
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
-def heatmap(attr: np.ndarray, *, sign: str = "absolute", cmap: str | None = None, scale: float | None = None,
-            percentile: float = 99.0) -> np.ndarray:
+def heatmap(
+    attr: np.ndarray,
+    *,
+    sign: str = "absolute",
+    cmap: str | None = None,
+    scale: float | None = None,
+    percentile: float = 99.0,
+) -> np.ndarray:
     """A map as a uint8 RGB picture. Signed maps default to a diverging colour map (red +, blue −)."""
     m = reduce_channels(attr, sign)
     unit = normalise(m, sign=sign, scale=scale, percentile=percentile)
     return colorize(unit, cmap or ("RdBu_r" if sign == "both" else "inferno"), signed=sign == "both")
 
 
-def blend(image: np.ndarray, attr: np.ndarray, *, strength: float = 0.6, sign: str = "absolute",
-          cmap: str | None = None, scale: float | None = None, percentile: float = 99.0) -> np.ndarray:
+def blend(
+    image: np.ndarray,
+    attr: np.ndarray,
+    *,
+    strength: float = 0.6,
+    sign: str = "absolute",
+    cmap: str | None = None,
+    scale: float | None = None,
+    percentile: float = 99.0,
+) -> np.ndarray:
     """The heat map laid over the image; ``strength`` 0 shows the image, 1 the heat map alone.
 
     The heat map is weighted by its own intensity, so unattributed pixels keep the image visible.
@@ -91,7 +112,9 @@ def blend(image: np.ndarray, attr: np.ndarray, *, strength: float = 0.6, sign: s
     image = np.asarray(image, dtype=np.float32)
     m = reduce_channels(attr, sign)
     unit = normalise(m, sign=sign, scale=scale, percentile=percentile)
-    heat = colorize(unit, cmap or ("RdBu_r" if sign == "both" else "inferno"), signed=sign == "both").astype(np.float32)
+    heat = colorize(unit, cmap or ("RdBu_r" if sign == "both" else "inferno"), signed=sign == "both").astype(
+        np.float32
+    )
     weight = strength * np.abs(unit)[..., None]
     out = (1.0 - weight) * image + weight * heat
     return np.clip(out, 0, 255).round().astype(np.uint8)
@@ -107,8 +130,9 @@ def top_k_mask(map2d: np.ndarray, percent: float) -> np.ndarray:
     return mask.reshape(map2d.shape)
 
 
-def masked(image: np.ndarray, attr: np.ndarray, *, percent: float = 20.0, sign: str = "absolute",
-           fill: int = 0) -> np.ndarray:
+def masked(
+    image: np.ndarray, attr: np.ndarray, *, percent: float = 20.0, sign: str = "absolute", fill: int = 0
+) -> np.ndarray:
     """The image with only its top ``percent`` % attributed pixels kept, the rest filled."""
     mask = top_k_mask(reduce_channels(attr, sign), percent)
     out = np.full_like(np.asarray(image), fill)
@@ -122,7 +146,7 @@ def to_png(array: np.ndarray, *, upscale: int = 1) -> bytes:
 
     im = Image.fromarray(np.asarray(array, dtype=np.uint8))
     if upscale > 1:
-        im = im.resize((im.width * upscale, im.height * upscale), Image.NEAREST)
+        im = im.resize((im.width * upscale, im.height * upscale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
@@ -134,17 +158,31 @@ def to_pil(array: np.ndarray):
     return Image.fromarray(np.asarray(array, dtype=np.uint8))
 
 
-def figure(map2d: np.ndarray, *, title: str = "", sign: str = "absolute", cmap: str | None = None,
-           scale: float | None = None, height: int = 260):
+def figure(
+    map2d: np.ndarray,
+    *,
+    title: str = "",
+    sign: str = "absolute",
+    cmap: str | None = None,
+    scale: float | None = None,
+    height: int = 260,
+):
     """A Plotly heat map whose hover shows the attribution value at each pixel."""
     import plotly.graph_objects as go
 
     scale = scale if scale and scale > 0 else percentile_scale(map2d)
     signed = sign == "both"
     colours = cmap or ("RdBu_r" if signed else "inferno")
-    fig = go.Figure(go.Heatmap(z=map2d, zmin=-scale if signed else 0.0, zmax=scale,
-                               colorscale=_plotly_scale(colours), zmid=0 if signed else None,
-                               hovertemplate="x %{x}, y %{y}<br>attribution %{z:.4g}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=map2d,
+            zmin=-scale if signed else 0.0,
+            zmax=scale,
+            colorscale=_plotly_scale(colours),
+            zmid=0 if signed else None,
+            hovertemplate="x %{x}, y %{y}<br>attribution %{z:.4g}<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed", scaleanchor="x", visible=False)
     fig.update_xaxes(visible=False)
     fig.update_layout(title=title or None, height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0))
@@ -156,5 +194,8 @@ def _plotly_scale(cmap: str):
     from matplotlib import colormaps
 
     cm = colormaps[cmap]
-    return [[t, f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"] for t in np.linspace(0, 1, 11)
-            for r, g, b, _ in [cm(t)]]
+    return [
+        [t, f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"]
+        for t in np.linspace(0, 1, 11)
+        for r, g, b, _ in [cm(t)]
+    ]

@@ -47,5 +47,13 @@ class AttributionResult:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[i : i + 1]
 
-        return AttributionResult(self.maps[i : i + 1], self.target[i : i + 1], self.logits[i : i + 1], self.options,
-                                 pick(self.score), pick(self.baseline_score), pick(self.delta), self.cached[i : i + 1])
+        return AttributionResult(
+            self.maps[i : i + 1],
+            self.target[i : i + 1],
+            self.logits[i : i + 1],
+            self.options,
+            pick(self.score),
+            pick(self.baseline_score),
+            pick(self.delta),
+            self.cached[i : i + 1],
+        )

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 
-def throughput(model: nn.Module, batch: int, image_size: int = 32, *, repeats: int = 3, channels: int = 3) -> float:
+def throughput(
+    model: nn.Module, batch: int, image_size: int = 32, *, repeats: int = 3, channels: int = 3
+) -> float:
     """Forward-and-backward (input gradient) images per second at one batch size: IG's inner work."""
     device = next(model.parameters()).device
     x = torch.randn(batch, channels, image_size, image_size, device=device, requires_grad=True)
@@ -28,7 +30,9 @@ def throughput(model: nn.Module, batch: int, image_size: int = 32, *, repeats: i
 _FASTEST: dict[tuple, int] = {}
 
 
-def fastest_batch_size(model: nn.Module, image_size: int = 32, candidates: Sequence[int] = (32, 64, 128, 256)) -> int:
+def fastest_batch_size(
+    model: nn.Module, image_size: int = 32, candidates: Sequence[int] = (32, 64, 128, 256)
+) -> int:
     """Measure, once per architecture and device, which batch size runs IG's passes fastest."""
     device = next(model.parameters()).device
     key = (type(model).__name__, sum(p.numel() for p in model.parameters()), image_size, str(device))

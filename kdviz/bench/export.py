@@ -7,12 +7,11 @@ import io
 import logging
 import re
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
-
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -32,10 +31,19 @@ def to_onnx(model: nn.Module, image_size: int = 32, channels: int = 3) -> bytes:
     try:
         with _quiet(), torch.no_grad():
             batch = torch.export.Dim("batch", min=1, max=4096)
-            program = torch.onnx.export(model, (x,), dynamo=True, verbose=False, input_names=["images"],
-                                        output_names=["logits"], dynamic_shapes=({0: batch},))
-    except Exception as exc:  # noqa: BLE001 - exporter errors are many and long; one line says enough
+            program = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                verbose=False,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+            )
+    except Exception as exc:  # exporter errors are many and long; one line says enough
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {_root_cause(exc)}") from exc
+    if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise ExportError(f"ONNX export of {type(model).__name__} returned no program")
     return program.model_proto.SerializeToString()
 
 
@@ -50,18 +58,23 @@ def _root_cause(exc: BaseException) -> str:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter: it narrates its passes on stdout and logs graphs through ``torch`` loggers."""
-    loggers = [logging.getLogger(name) for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo",
-                                                    "torch.fx", "onnxscript")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -54,8 +54,12 @@ class Latency:
 
     def summary(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "samples_ms"}
-        out.update(median_ms=round(self.median_ms, 3), p90_ms=round(self.p90_ms, 3),
-                   per_image_ms=round(self.per_image_ms, 4), samples=len(self.samples_ms))
+        out.update(
+            median_ms=round(self.median_ms, 3),
+            p90_ms=round(self.p90_ms, 3),
+            per_image_ms=round(self.per_image_ms, 4),
+            samples=len(self.samples_ms),
+        )
         return out
 
 
@@ -71,9 +75,15 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REPEATS,
-           max_seconds: float = MAX_SECONDS, should_stop: Callable[[], bool] | None = None,
-           clock: Callable[[], float] = time.perf_counter) -> list[float]:
+def sample(
+    fn: Callable[[], object],
+    *,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    max_seconds: float = MAX_SECONDS,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     """Milliseconds per call of ``fn``: up to ``warmup`` untimed calls (stopping early once they
     have used a quarter of ``max_seconds``), then timed calls until ``repeats``, or until the next
     call (as long as the last) would end past the budget (at least :data:`MIN_SAMPLES` are taken),
@@ -94,9 +104,14 @@ def sample(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REP
     return samples
 
 
-def sample_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = WARMUP, repeats: int = REPEATS,
-                       max_seconds: float = MAX_SECONDS,
-                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+def sample_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    max_seconds: float = MAX_SECONDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
     """Milliseconds per call of each function, taking turns call by call.
 
     On a shared machine the load drifts; measured in turns, every model sees the same drift, so a
@@ -135,8 +150,10 @@ def busy_message() -> str | None:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load <= cores:
         return None
-    return (f"This machine is busy (load {load:.1f} on {cores} cores): timings will swing, most with more "
-            "than one thread. Measure again when it is quiet, or use 1 thread; ratios of medians hold up best.")
+    return (
+        f"This machine is busy (load {load:.1f} on {cores} cores): timings will swing, most with more "
+        "than one thread. Measure again when it is quiet, or use 1 thread; ratios of medians hold up best."
+    )
 
 
 def relative_spread(a: float, b: float) -> float:
@@ -144,8 +161,9 @@ def relative_spread(a: float, b: float) -> float:
     return abs(a - b) / min(a, b)
 
 
-def eager(model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None,
-          **kw) -> Latency:
+def eager(
+    model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw
+) -> Latency:
     """Latency of ``model`` in eager PyTorch (inference mode, CPU) on random ``batch`` images."""
     model = model.eval().cpu()
     x = torch.randn(batch, 3, image_size, image_size)
@@ -155,8 +173,11 @@ def eager(model: nn.Module, name: str, *, batch: int = 1, image_size: int = 32, 
     return Latency(name, "eager", batch, used, samples)
 
 
-def onnxruntime(sess, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw) -> Latency:
-    """Latency of an ONNX Runtime session (see :func:`kdviz.bench.export.session`; its threads are set there)."""
+def onnxruntime(
+    sess, name: str, *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw
+) -> Latency:
+    """Latency of an ONNX Runtime session (its threads are set where it is made:
+    :func:`kdviz.bench.export.session`)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}
     samples = sample(lambda: sess.run(None, feed), **kw)

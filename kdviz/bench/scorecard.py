@@ -7,25 +7,31 @@ Also the cached evaluation it needs (predictions per model and data, on disk und
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core import atomic, settings
-from ..models.fingerprint import model_fingerprint
-from ..models.checkpoints import LoadedModel
 from ..data.base import Dataset
+from ..models.checkpoints import LoadedModel
 from ..models.evaluate import Predictions, predict
+from ..models.fingerprint import model_fingerprint
 
 
-def cached_predictions(loaded: LoadedModel, data: Dataset, split: str = "test", limit: int | None = None,
-                       progress: Callable[[int, int], None] | None = None,
-                       fingerprint: str | None = None) -> Predictions:
+def cached_predictions(
+    loaded: LoadedModel,
+    data: Dataset,
+    split: str = "test",
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    fingerprint: str | None = None,
+) -> Predictions:
     """Predictions of ``loaded`` on ``data``'s split, computed once per weights, data and slice."""
     fp = fingerprint or model_fingerprint(loaded.model)
-    key = hashlib.blake2b(f"{fp}|{data.source}|{split}|{limit}|{loaded.card.mean}|{loaded.card.std}".encode(),
-                          digest_size=16).hexdigest()
+    key = hashlib.blake2b(
+        f"{fp}|{data.source}|{split}|{limit}|{loaded.card.mean}|{loaded.card.std}".encode(), digest_size=16
+    ).hexdigest()
     path = settings.cache_dir() / "eval" / f"{key}.npz"
     if path.is_file():
         try:
@@ -33,8 +39,14 @@ def cached_predictions(loaded: LoadedModel, data: Dataset, split: str = "test", 
                 return Predictions(npz["logits"], npz["labels"])
         except (OSError, ValueError, KeyError):
             pass
-    preds = predict(loaded.model, data.split(split), mean=loaded.card.mean, std=loaded.card.std, limit=limit,
-                    progress=progress)
+    preds = predict(
+        loaded.model,
+        data.split(split),
+        mean=loaded.card.mean,
+        std=loaded.card.std,
+        limit=limit,
+        progress=progress,
+    )
     try:
         with atomic.atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -71,19 +83,25 @@ def headline(entries: Sequence[Entry], batch: int | None = None) -> list[dict]:
     b = f"batch {batch}" if batch else "batch"
     rows = []
     for e in entries:
-        rows.append({
-            "model": e.name, "role": e.role, "parameters": e.params, "size MB": round(e.size_bytes / 2**20, 2),
-            "MMACs": round(e.macs / 1e6, 1), "compression ×": round(teacher.params / max(e.params, 1), 2),
-            "accuracy": e.accuracy,
-            "teacher's accuracy kept": _ratio(e.accuracy, teacher.accuracy),
-            "latency ms (batch 1)": e.latency_ms,
-            "speed-up × (batch 1)": _ratio(teacher.latency_ms, e.latency_ms),
-            f"latency ms ({b})": e.latency_batch_ms,
-            f"speed-up × ({b})": _ratio(teacher.latency_batch_ms, e.latency_batch_ms),
-            "ONNX Runtime ms (batch 1)": e.onnx_ms,
-            "ONNX speed-up × (batch 1)": _ratio(teacher.onnx_ms, e.onnx_ms),
-            "ONNX Runtime over eager ×": _ratio(e.latency_ms, e.onnx_ms),
-        })
+        rows.append(
+            {
+                "model": e.name,
+                "role": e.role,
+                "parameters": e.params,
+                "size MB": round(e.size_bytes / 2**20, 2),
+                "MMACs": round(e.macs / 1e6, 1),
+                "compression ×": round(teacher.params / max(e.params, 1), 2),
+                "accuracy": e.accuracy,
+                "teacher's accuracy kept": _ratio(e.accuracy, teacher.accuracy),
+                "latency ms (batch 1)": e.latency_ms,
+                "speed-up × (batch 1)": _ratio(teacher.latency_ms, e.latency_ms),
+                f"latency ms ({b})": e.latency_batch_ms,
+                f"speed-up × ({b})": _ratio(teacher.latency_batch_ms, e.latency_batch_ms),
+                "ONNX Runtime ms (batch 1)": e.onnx_ms,
+                "ONNX speed-up × (batch 1)": _ratio(teacher.onnx_ms, e.onnx_ms),
+                "ONNX Runtime over eager ×": _ratio(e.latency_ms, e.onnx_ms),
+            }
+        )
     return rows
 
 

@@ -13,8 +13,8 @@ from .common import CLIError, emit, floats, load_data, resolve_weights
 
 def _load_for_attribution(args: argparse.Namespace):
     """Model, card and normalisation for attribute / ig-precompute."""
-    from ..models.checkpoints import load_any
     from ..data import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.checkpoints import load_any
 
     weights = resolve_weights(args.weights)
     data = load_data(args.data) if getattr(args, "data", None) else None
@@ -33,13 +33,18 @@ def _load_for_attribution(args: argparse.Namespace):
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..core import atomic
     from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
-    from ..data.loader import normalize, to_float
+    from ..core import atomic
     from ..data.images import read_image
+    from ..data.loader import normalize, to_float
 
-    options = AttributionOptions(method=args.method, steps=DEFAULT_IG_STEPS if args.steps is None else args.steps, rule=args.rule, baseline=args.baseline,
-                                 target=int(args.target) if args.target.isdigit() else args.target)
+    options = AttributionOptions(
+        method=args.method,
+        steps=DEFAULT_IG_STEPS if args.steps is None else args.steps,
+        rule=args.rule,
+        baseline=args.baseline,
+        target=int(args.target) if args.target.isdigit() else args.target,
+    )
     if options.target == "true":
         raise CLIError("--target true needs a label; give a class index or 'pred'")
     image_path = Path(args.image)
@@ -61,9 +66,15 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         "baseline_score": None if result.baseline_score is None else float(result.baseline_score[0]),
         "delta": None if result.delta is None else float(result.delta[0]),
         "relative_delta": None if result.relative_delta is None else float(result.relative_delta[0]),
-        "method": options.method, "steps": options.steps, "rule": options.rule, "baseline": options.baseline,
+        "method": options.method,
+        "steps": options.steps,
+        "rule": options.rule,
+        "baseline": options.baseline,
         "shape": list(result.maps.shape[1:]),
-        "top5": [{"class": int(k), "label": names[k] if k < len(names) else str(k), "probability": float(probs[k])} for k in top],
+        "top5": [
+            {"class": int(k), "label": names[k] if k < len(names) else str(k), "probability": float(probs[k])}
+            for k in top
+        ],
         "image_notes": image.notes,
         "cached": bool(result.cached[0]),
     }
@@ -101,32 +112,70 @@ def cmd_ig_precompute(args: argparse.Namespace) -> int:
         bar.refresh()
 
     started = __import__("time").perf_counter()
-    store = precompute(loaded.model, data, args.out, mean=mean, std=std, split=args.split, steps=args.steps,
-                       rule=args.rule, baseline=args.baseline, batch_size=args.batch_size, limit=args.limit,
-                       teacher_name=str(args.weights), progress=progress, should_stop=lambda: stop["asked"],
-                       rank=rank, world=world, barrier=ctx.barrier, internal_batch_size=args.internal_batch_size)
+    store = precompute(
+        loaded.model,
+        data,
+        args.out,
+        mean=mean,
+        std=std,
+        split=args.split,
+        steps=args.steps,
+        rule=args.rule,
+        baseline=args.baseline,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        teacher_name=str(args.weights),
+        progress=progress,
+        should_stop=lambda: stop["asked"],
+        rank=rank,
+        world=world,
+        barrier=ctx.barrier,
+        internal_batch_size=args.internal_batch_size,
+    )
     bar.close()
     seconds = __import__("time").perf_counter() - started
     done = store.done
     ddp.shutdown(ctx)
     if rank == 0:
         size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
-        emit({"out": str(args.out), "images": int(len(store)), "done": int(done.sum()), "complete": bool(done.all()),
-               "seconds": round(seconds, 2), "bytes": size, "world_size": world}, args.json)
+        emit(
+            {
+                "out": str(args.out),
+                "images": int(len(store)),
+                "done": int(done.sum()),
+                "complete": bool(done.all()),
+                "seconds": round(seconds, 2),
+                "bytes": size,
+                "world_size": world,
+            },
+            args.json,
+        )
     return 0 if done.all() else 130
 
 
 def add_attribute(sub: argparse._SubParsersAction) -> None:
-    at = sub.add_parser("attribute", help="attribution map of one image (IG, Saliency, SmoothGrad, Grad-CAM, Occlusion)")
-    at.add_argument("--weights", required=True, help="checkpoint folder or file, a run name, or an asset name")
+    at = sub.add_parser(
+        "attribute", help="attribution map of one image (IG, Saliency, SmoothGrad, Grad-CAM, Occlusion)"
+    )
+    at.add_argument(
+        "--weights", required=True, help="checkpoint folder or file, a run name, or an asset name"
+    )
     at.add_argument("--arch", help="architecture, for a foreign file without a card")
     at.add_argument("--image", required=True, help="PNG, JPEG, WebP, BMP, GIF, TIFF; any size")
-    at.add_argument("--method", default="ig", choices=["ig", "saliency", "smoothgrad", "gradcam", "occlusion"])
-    at.add_argument("--steps", type=int,
-                    help="IG steps (default: the fewest that keep the median completeness gap under 1 %%, "
-                         "see kdviz.attribution.DEFAULT_IG_STEPS)")
-    at.add_argument("--rule", default="gausslegendre",
-                    choices=["gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right"])
+    at.add_argument(
+        "--method", default="ig", choices=["ig", "saliency", "smoothgrad", "gradcam", "occlusion"]
+    )
+    at.add_argument(
+        "--steps",
+        type=int,
+        help="IG steps (default: the fewest that keep the median completeness gap under 1 %%, "
+        "see kdviz.attribution.DEFAULT_IG_STEPS)",
+    )
+    at.add_argument(
+        "--rule",
+        default="gausslegendre",
+        choices=["gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right"],
+    )
     at.add_argument("--baseline", default="zero", choices=["zero", "black", "blur", "noise", "mean", "multi"])
     at.add_argument("--target", default="pred", help="'pred' or a class index")
     at.add_argument("--data", help="data set whose normalisation a foreign file uses (default: ImageNet's)")
@@ -140,8 +189,12 @@ def add_attribute(sub: argparse._SubParsersAction) -> None:
 
 
 def add_ig_precompute(sub: argparse._SubParsersAction) -> None:
-    ig = sub.add_parser("ig-precompute", help="the teacher's IG map of every image of a split (resumable; torchrun shards it)")
-    ig.add_argument("--weights", required=True, help="the teacher: checkpoint folder or file, run or asset name")
+    ig = sub.add_parser(
+        "ig-precompute", help="the teacher's IG map of every image of a split (resumable; torchrun shards it)"
+    )
+    ig.add_argument(
+        "--weights", required=True, help="the teacher: checkpoint folder or file, run or asset name"
+    )
     ig.add_argument("--arch")
     ig.add_argument("--data", default="digits")
     ig.add_argument("--split", choices=["train", "test"], default="train")
@@ -149,7 +202,9 @@ def add_ig_precompute(sub: argparse._SubParsersAction) -> None:
     ig.add_argument("--steps", type=int, default=32)
     ig.add_argument("--rule", default="gausslegendre")
     ig.add_argument("--baseline", default="zero", choices=["zero", "black", "blur", "noise", "mean"])
-    ig.add_argument("--batch-size", type=int, default=16, help="images per chunk (a chunk is the unit of resume)")
+    ig.add_argument(
+        "--batch-size", type=int, default=16, help="images per chunk (a chunk is the unit of resume)"
+    )
     ig.add_argument("--internal-batch-size", type=int, help="IG's expanded inputs per forward pass")
     ig.add_argument("--limit", type=int, help="only the first N images of the split")
     ig.add_argument("--mean")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..core import settings
 from .common import emit, load_data
@@ -31,12 +32,20 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models import create_model, list_models, model_stats
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in list_models():
         stats = model_stats(create_model(spec.name, num_classes=args.num_classes))
-        rows.append({"name": spec.name, "family": spec.family, "params": stats.params,
-                     "macs": stats.macs, "size_bytes": stats.size_bytes, "description": spec.description,
-                     "arguments": spec.signature()})
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "params": stats.params,
+                "macs": stats.macs,
+                "size_bytes": stats.size_bytes,
+                "description": spec.description,
+                "arguments": spec.signature(),
+            }
+        )
     if args.json:
         print(json.dumps(rows))
     else:
@@ -49,7 +58,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="list data sources, or load one and summarise it")
     d.add_argument("source", nargs="?", help="digits, cifar10, cifar10:PATH or an image folder")
-    d.add_argument("--download", action="store_true", help="download CIFAR-10 through torchvision if not found")
+    d.add_argument(
+        "--download", action="store_true", help="download CIFAR-10 through torchvision if not found"
+    )
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_data)
 

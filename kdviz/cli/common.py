@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 
-
 class CLIError(Exception):
     """A mistake in the command line or its inputs: printed as one line."""
 
@@ -79,7 +78,10 @@ def stop_on_sigint() -> dict:
 
     def on_sigint(signum, frame):
         stop["asked"] = True
-        print("\nstopping after this step; finished work is kept (run the same command to resume)", file=sys.stderr)
+        print(
+            "\nstopping after this step; finished work is kept (run the same command to resume)",
+            file=sys.stderr,
+        )
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -104,9 +106,26 @@ def list_arg(text: str | None, cast=str) -> list | None:
         raise CLIError(f"cannot read the list {text!r}") from None
 
 
-DISTILL_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "seed", "crop_padding",
-                  "train_limit", "eval_limit", "temperature", "alpha", "overlay_p", "overlay_lambda", "overlay_mode",
-                  "subset", "subset_seed", "ig_steps")
+DISTILL_FIELDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "seed",
+    "crop_padding",
+    "train_limit",
+    "eval_limit",
+    "temperature",
+    "alpha",
+    "overlay_p",
+    "overlay_lambda",
+    "overlay_mode",
+    "subset",
+    "subset_seed",
+    "ig_steps",
+)
 
 
 def add_schedule_settings(s: argparse.ArgumentParser) -> None:
@@ -120,7 +139,9 @@ def add_schedule_settings(s: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int)
     s.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crop)")
     s.add_argument("--train-limit", type=int, help="train on a fixed random subset of N training images")
-    s.add_argument("--eval-limit", type=int, help="evaluate each epoch on N test images spread evenly over the split")
+    s.add_argument(
+        "--eval-limit", type=int, help="evaluate each epoch on N test images spread evenly over the split"
+    )
 
 
 def add_distill_settings(s: argparse.ArgumentParser) -> None:
@@ -128,8 +149,14 @@ def add_distill_settings(s: argparse.ArgumentParser) -> None:
     s.add_argument("--temperature", "-T", type=float, help="KD temperature T")
     s.add_argument("--alpha", type=float, help="weight of the KD term against the cross-entropy")
     s.add_argument("--overlay-p", "-p", type=float, help="probability of the IG overlay per image")
-    s.add_argument("--overlay-lambda", "--lam", type=float, help="overlay strength λ (0.5: the paper's half-and-half)")
-    s.add_argument("--overlay-mode", choices=["blend", "emphasis"], help="blend (the paper's) or multiplicative emphasis")
-    s.add_argument("--subset", type=int, help="a fixed random subset of N training images (the IG cache covers them)")
+    s.add_argument(
+        "--overlay-lambda", "--lam", type=float, help="overlay strength λ (0.5: the paper's half-and-half)"
+    )
+    s.add_argument(
+        "--overlay-mode", choices=["blend", "emphasis"], help="blend (the paper's) or multiplicative emphasis"
+    )
+    s.add_argument(
+        "--subset", type=int, help="a fixed random subset of N training images (the IG cache covers them)"
+    )
     s.add_argument("--subset-seed", type=int)
     s.add_argument("--ig-steps", type=int, help="IG steps of a teacher IG cache made on the way")

@@ -18,7 +18,9 @@ from . import attributions, catalog, distilling, runs, studies
 
 def build_parser() -> argparse.ArgumentParser:
     """The commands in the order ``--help`` lists them; each group module adds its own."""
-    p = argparse.ArgumentParser(prog="python -m kdviz", description="kdviz: knowledge distillation made visible.")
+    p = argparse.ArgumentParser(
+        prog="python -m kdviz", description="kdviz: knowledge distillation made visible."
+    )
     p.add_argument("--version", action="version", version=f"kdviz {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     catalog.add_data(sub)
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdviz: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - one line for a person; KDVIZ_DEBUG=1 for the traceback
+    except Exception as exc:  # one line for a person; KDVIZ_DEBUG=1 for the traceback
         if os.environ.get("KDVIZ_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

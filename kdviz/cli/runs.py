@@ -26,8 +26,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             arch_kwargs.update(json.loads(args.arch_kwargs))
         except json.JSONDecodeError as exc:
             raise CLIError(f"--arch-kwargs is not JSON ({exc}); example: '{{\"width_mult\": 0.5}}'") from None
-    for field_name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_epochs",
-                       "label_smoothing", "seed", "crop_padding", "train_limit", "eval_limit"):
+    for field_name in (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
+        "seed",
+        "crop_padding",
+        "train_limit",
+        "eval_limit",
+    ):
         value = getattr(args, field_name)
         if value is not None:
             setattr(cfg, field_name, value)
@@ -38,14 +50,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     ws = Workspace()
     name = args.name or ws.unique_name(f"{args.role}-{arch}-{now()}")
     data = load_data(args.data)
-    request = TrainRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs,
-                           role=args.role, config=cfg)
+    request = TrainRequest(
+        name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, role=args.role, config=cfg
+    )
 
     stop = {"asked": False}
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish cleanly; second: default behaviour
         stop["asked"] = True
-        print("\nstopping after this step; the last finished epoch is kept (run again to resume)", file=sys.stderr)
+        print(
+            "\nstopping after this step; the last finished epoch is kept (run again to resume)",
+            file=sys.stderr,
+        )
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -55,8 +71,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     def callback(event) -> None:
         if event.kind == "step":
             if "steps" not in bars:
-                bars["steps"] = tqdm(total=event.steps, desc=f"epoch {event.epoch}", leave=False, file=sys.stderr,
-                                     disable=args.json)
+                bars["steps"] = tqdm(
+                    total=event.steps,
+                    desc=f"epoch {event.epoch}",
+                    leave=False,
+                    file=sys.stderr,
+                    disable=args.json,
+                )
             bars["steps"].update(1)
             bars["steps"].set_postfix(loss=f"{event.loss:.3f}")
         elif event.kind == "epoch":
@@ -66,14 +87,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(test_acc=f"{r.test_acc:.4f}", loss=f"{r.train_loss:.3f}")
             bar.refresh()
 
-    run_dir, result = train_run(request, workspace=ws, data=data, callback=callback,
-                                should_stop=lambda: stop["asked"], device=args.device or settings.device(),
-                                resume=not args.no_resume)
+    run_dir, result = train_run(
+        request,
+        workspace=ws,
+        data=data,
+        callback=callback,
+        should_stop=lambda: stop["asked"],
+        device=args.device or settings.device(),
+        resume=not args.no_resume,
+    )
     bar.close()
     last = result.history[-1] if result.history else None
-    out = {"run": name, "path": str(run_dir), "epochs_done": len(result.history), "stopped": result.stopped,
-           "resumed_from": result.resumed_from, "test_accuracy": last.test_acc if last else None,
-           "train_seconds": sum(r.seconds for r in result.history)}
+    out = {
+        "run": name,
+        "path": str(run_dir),
+        "epochs_done": len(result.history),
+        "stopped": result.stopped,
+        "resumed_from": result.resumed_from,
+        "test_accuracy": last.test_acc if last else None,
+        "train_seconds": sum(r.seconds for r in result.history),
+    }
     emit(out, args.json)
     return 130 if result.stopped else 0
 
@@ -89,18 +122,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loaded = load_any(weights, args.arch, num_classes=data.num_classes)
     card = loaded.card
     if card.num_classes != data.num_classes:
-        raise CLIError(f"{weights} predicts {card.num_classes} classes but {args.data} has {data.num_classes}")
+        raise CLIError(
+            f"{weights} predicts {card.num_classes} classes but {args.data} has {data.num_classes}"
+        )
     from_card = card.source_file is None  # a kdviz checkpoint knows its normalisation
     mean = floats(args.mean, "--mean") or (card.mean if from_card else list(data.mean))
     std = floats(args.std, "--std") or (card.std if from_card else list(data.std))
     split = data.split(args.split)
-    preds = predict(loaded.model, split, mean=mean, std=std, batch_size=args.batch_size, limit=args.limit,
-                    device=args.device or settings.device(), progress=None if args.json else tqdm_progress("eval"))
-    out = {"accuracy": preds.accuracy, "n": int(len(preds.labels)), "correct": int((preds.predicted == preds.labels).sum()),
-           "weights": str(weights), "arch": card.arch, "data": args.data, "split": args.split,
-           "mean": list(mean), "std": list(std),
-           "per_class_accuracy": {name: (None if np.isnan(a) else round(float(a), 4))
-                                  for name, a in zip(data.class_names, preds.per_class_accuracy(data.num_classes))}}
+    preds = predict(
+        loaded.model,
+        split,
+        mean=mean,
+        std=std,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device or settings.device(),
+        progress=None if args.json else tqdm_progress("eval"),
+    )
+    out = {
+        "accuracy": preds.accuracy,
+        "n": int(len(preds.labels)),
+        "correct": int((preds.predicted == preds.labels).sum()),
+        "weights": str(weights),
+        "arch": card.arch,
+        "data": args.data,
+        "split": args.split,
+        "mean": list(mean),
+        "std": list(std),
+        "per_class_accuracy": {
+            name: (None if np.isnan(a) else round(float(a), 4))
+            for name, a in zip(data.class_names, preds.per_class_accuracy(data.num_classes), strict=True)
+        },
+    }
     emit(out, args.json)
     return 0
 
@@ -110,10 +163,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     ws = Workspace()
     if args.action == "list":
-        rows = [{"name": r.name, "arch": r.card.arch if r.card else None, "status": r.status,
-                 "dataset": r.card.dataset if r.card else None,
-                 "test_accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None}
-                for r in ws.list()]
+        rows = [
+            {
+                "name": r.name,
+                "arch": r.card.arch if r.card else None,
+                "status": r.status,
+                "dataset": r.card.dataset if r.card else None,
+                "test_accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
+            }
+            for r in ws.list()
+        ]
         if args.json:
             print(json.dumps(rows))
         else:
@@ -150,11 +209,15 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
             arch, kwargs, cfg = defaults_for("digits", role)
             cfg.seed = args.seed
             name = f"digits_{role}"
-            request = TrainRequest(name=name, arch=arch, dataset="digits", arch_kwargs=kwargs, role=role,
-                                   config=cfg)
+            request = TrainRequest(
+                name=name, arch=arch, dataset="digits", arch_kwargs=kwargs, role=role, config=cfg
+            )
             run_dir, result = train_run(request, workspace=ws, data=data, resume=False)
-            print(f"{name}: {arch} {kwargs} test accuracy {result.history[-1].test_acc:.4f} "
-                  f"in {sum(r.seconds for r in result.history):.0f} s", file=sys.stderr)
+            print(
+                f"{name}: {arch} {kwargs} test accuracy {result.history[-1].test_acc:.4f} "
+                f"in {sum(r.seconds for r in result.history):.0f} s",
+                file=sys.stderr,
+            )
             target = out / name
             if target.exists():
                 shutil.rmtree(target)
@@ -170,7 +233,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default="digits", help="data source (default: digits)")
     t.add_argument("--role", choices=["teacher", "student"], default="teacher")
     t.add_argument("--arch", help="registered architecture (default: the data set's default for the role)")
-    t.add_argument("--arch-kwargs", help='JSON, e.g. \'{"width_mult": 0.5}\'')
+    t.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
     t.add_argument("--name", help="run name (default: made from role, arch and time)")
     add_schedule_settings(t)
     t.add_argument("--momentum", type=float)
@@ -189,7 +252,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--arch", help="architecture, for a foreign file without a card")
     e.add_argument("--data", default="digits")
     e.add_argument("--split", choices=["train", "test"], default="test")
-    e.add_argument("--mean", help="normalisation mean, three numbers (foreign files default to the data set's)")
+    e.add_argument(
+        "--mean", help="normalisation mean, three numbers (foreign files default to the data set's)"
+    )
     e.add_argument("--std", help="normalisation std, three numbers")
     e.add_argument("--limit", type=int, help="evaluate N images spread evenly over the split (every class)")
     e.add_argument("--batch-size", type=int, default=256)

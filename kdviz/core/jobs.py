@@ -9,12 +9,14 @@ each other's work.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -99,12 +101,12 @@ class JobManager:
             return None
         return job
 
-    def list(self, owner: str | None = None, kind: str | None = None) -> list[Job]:
+    def list(self, owner: str | None = None, kind: str | None = None) -> builtins.list[Job]:
         with self._lock:
             jobs = list(self._jobs.values())
         return [j for j in jobs if (owner is None or j.owner == owner) and (kind is None or j.kind == kind)]
 
-    def running(self, owner: str | None = None, kind: str | None = None) -> list[Job]:
+    def running(self, owner: str | None = None, kind: str | None = None) -> builtins.list[Job]:
         return [j for j in self.list(owner, kind) if j.running]
 
 

@@ -14,7 +14,7 @@ def home() -> Path:
     return Path(os.environ.get("KDVIZ_HOME", "runs")).expanduser().resolve()
 
 
-def data_root() -> Path | None:
+def data_root() -> Path:
     """Where data sets such as CIFAR-10 are looked for.
 
     ``KDVIZ_DATA`` when set; otherwise ``../shared/data`` beside the project when it exists

@@ -9,8 +9,8 @@ for a given place), or the path of any image folder with ``train/<class>/`` and 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, Dataset, ImageSplit, channel_stats
 from .cifar import CLASSES as CIFAR10_CLASSES
@@ -66,7 +66,9 @@ def load_dataset(
     if find_cifar10(path) is not None:  # CIFAR-10 folders and batches keep their standard names and stats
         return load_cifar10(path, image_size=image_size or 32, progress=progress)
     if not is_image_folder(path):
-        raise DataError(f"{path} is not an image folder: it needs train/<class>/ and test/<class>/ sub-folders")
+        raise DataError(
+            f"{path} is not an image folder: it needs train/<class>/ and test/<class>/ sub-folders"
+        )
     return load_image_folder(path, image_size=image_size or 32, progress=progress)
 
 

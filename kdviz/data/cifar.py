@@ -8,9 +8,9 @@ true does torchvision fetch the archive (with its progress bar) into the data ro
 
 from __future__ import annotations
 
-import pickle  # noqa: S403 - only for torchvision's own CIFAR batches, see _read_batch
+import pickle  # only for torchvision's own CIFAR batches, see _read_batch
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: D401
+    def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")

@@ -57,7 +57,9 @@ def read_image(data: bytes, *, size: int = 32, name: str = "the file") -> Loaded
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image kdviz can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} declares too many pixels (more than {MAX_PIXELS:,}); refused unopened") from None
+        raise ImageError(
+            f"{name} declares too many pixels (more than {MAX_PIXELS:,}); refused unopened"
+        ) from None
     except Exception as exc:  # noqa: BLE001
         raise ImageError(f"{name} could not be opened ({exc})") from None
     width, height = im.size
@@ -67,15 +69,15 @@ def read_image(data: bytes, *, size: int = 32, name: str = "the file") -> Loaded
         raise ImageError(f"{name} has no pixels")
     fmt, mode, notes = im.format or "?", im.mode, []
     try:
-        if getattr(im, "n_frames", 1) > 1:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
             im.seek(0)
-            notes.append(f"first frame of {im.n_frames}")
+            notes.append(f"first frame of {frames}")
         im.load()
         rotated = ImageOps.exif_transpose(im)
         if rotated is not None and rotated.size != im.size or _orientation(im) not in (None, 1):
             notes.append("rotated as its EXIF orientation says")
-        im = rotated if rotated is not None else im
-        rgb = _to_rgb(im, notes)
+        rgb = _to_rgb(rotated if rotated is not None else im, notes)
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
@@ -138,5 +140,7 @@ def _fit(im, size: int, notes: list[str]) -> np.ndarray:
         notes.append(f"cropped to its central {side}×{side} square")
     if im.size != (size, size):
         notes.append(f"resized from {im.width}×{im.height} to {size}×{size}")
-        im = im.resize((size, size), Image.LANCZOS if im.width > size else Image.BILINEAR)
+        im = im.resize(
+            (size, size), Image.Resampling.LANCZOS if im.width > size else Image.Resampling.BILINEAR
+        )
     return np.asarray(im, dtype=np.uint8)

@@ -8,8 +8,8 @@ and resizes it for a model exactly as an upload is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -44,17 +44,34 @@ def _horse() -> np.ndarray:
     return np.where(skimage.data.horse(), 255, 0).astype(np.uint8)  # a black silhouette on white
 
 
-SAMPLES: dict[str, Sample] = {s.name: s for s in (
-    Sample("cat", "Chelsea the cat", "a tabby cat (CIFAR-10: cat)", _skimage("chelsea")),
-    Sample("astronaut", "Astronaut", "Eileen Collins, NASA portrait (no CIFAR-10 class)", _skimage("astronaut")),
-    Sample("rocket", "Rocket", "a rocket on its launch pad (CIFAR-10 has no rocket; airplane is closest)",
-           _skimage("rocket")),
-    Sample("coffee", "Coffee", "a cup of coffee on a saucer (no CIFAR-10 class)", _skimage("coffee")),
-    Sample("motorcycle", "Motorcycle", "a motorcycle in a studio (CIFAR-10: automobile is closest)", _motorcycle),
-    Sample("horse", "Horse silhouette", "a horse drawn as a black silhouette (CIFAR-10: horse)", _horse),
-    Sample("cameraman", "Cameraman", "a man with a camera on a tripod, in grey", _skimage("camera")),
-    Sample("coins", "Coins", "old Greek coins on a dark cloth, in grey", _skimage("coins")),
-)}
+SAMPLES: dict[str, Sample] = {
+    s.name: s
+    for s in (
+        Sample("cat", "Chelsea the cat", "a tabby cat (CIFAR-10: cat)", _skimage("chelsea")),
+        Sample(
+            "astronaut",
+            "Astronaut",
+            "Eileen Collins, NASA portrait (no CIFAR-10 class)",
+            _skimage("astronaut"),
+        ),
+        Sample(
+            "rocket",
+            "Rocket",
+            "a rocket on its launch pad (CIFAR-10 has no rocket; airplane is closest)",
+            _skimage("rocket"),
+        ),
+        Sample("coffee", "Coffee", "a cup of coffee on a saucer (no CIFAR-10 class)", _skimage("coffee")),
+        Sample(
+            "motorcycle",
+            "Motorcycle",
+            "a motorcycle in a studio (CIFAR-10: automobile is closest)",
+            _motorcycle,
+        ),
+        Sample("horse", "Horse silhouette", "a horse drawn as a black silhouette (CIFAR-10: horse)", _horse),
+        Sample("cameraman", "Cameraman", "a man with a camera on a tripod, in grey", _skimage("camera")),
+        Sample("coins", "Coins", "old Greek coins on a dark cloth, in grey", _skimage("coins")),
+    )
+}
 
 
 def sample_names() -> list[str]:

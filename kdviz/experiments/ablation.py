@@ -20,19 +20,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..core.version import __version__
-from ..core import atomic, settings
 from ..attribution import AttributionOptions
-from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
 from ..attribution.comparison import compare
+from ..attribution.igcache import IGMapStore
+from ..core import atomic, settings
+from ..core.version import __version__
 from ..data import Dataset, load_dataset
+from ..models import create_model, model_stats
+from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
+from ..models.evaluate import predict, spread_indices
 from ..training import (
     ARMS,
     DistillConfig,
@@ -42,11 +46,8 @@ from ..training import (
     load_teacher,
     subset_dataset,
 )
-from ..models.evaluate import predict, spread_indices
-from ..attribution.igcache import IGMapStore
-from ..models import create_model, model_stats
-from ..training.workflows import TrainRequest, card_for
 from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
+from ..training.workflows import TrainRequest, card_for
 
 STUDY = "study.json"
 METRICS = "metrics.json"
@@ -88,11 +89,15 @@ class StudyConfig:
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
-            raise ValueError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}")
+            raise ValueError(
+                f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}"
+            )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         if not self.teacher and not self.teacher_arch:
-            raise ValueError("a study needs a teacher: a checkpoint (teacher) or an architecture to train (teacher_arch)")
+            raise ValueError(
+                "a study needs a teacher: a checkpoint (teacher) or an architecture to train (teacher_arch)"
+            )
         self.run_config("baseline", self.seeds[0])  # checks the shared training settings now, not mid-study
 
     def run_config(self, arm: str, seed: int) -> DistillConfig:
@@ -106,7 +111,7 @@ class StudyConfig:
         return json.loads(json.dumps(asdict(self)))  # plain JSON types, so a stored config compares equal
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "StudyConfig":
+    def from_dict(cls, obj: dict) -> StudyConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
 
@@ -148,23 +153,37 @@ def open_or_create(folder: str | Path, config: StudyConfig | None) -> tuple[Path
         stored = StudyConfig.from_dict(state["config"])
         if config is not None and config.as_dict() != stored.as_dict():
             diff = [k for k, v in config.as_dict().items() if state["config"].get(k) != v]
-            raise StudyError(f"{folder} holds a study with other settings ({', '.join(diff)}); "
-                             "choose another name or delete it")
+            raise StudyError(
+                f"{folder} holds a study with other settings ({', '.join(diff)}); "
+                "choose another name or delete it"
+            )
         return folder, stored, state
     if config is None:
         raise StudyError(f"no study in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"config": config.as_dict(), "status": "created", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             "kdviz_version": __version__,
-             "runs": [{"name": run_name(a, s), "arm": a, "seed": s, "status": "pending"}
-                      for s in config.seeds for a in config.arms]}
+    state = {
+        "config": config.as_dict(),
+        "status": "created",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "kdviz_version": __version__,
+        "runs": [
+            {"name": run_name(a, s), "arm": a, "seed": s, "status": "pending"}
+            for s in config.seeds
+            for a in config.arms
+        ],
+    }
     _write_state(folder, state)
     return folder, config, state
 
 
 def prepare_teacher(
-    folder: Path, config: StudyConfig, data: Dataset, *, callback: Callable[[TrainEvent], None] | None = None,
-    should_stop: Callable[[], bool] | None = None, device: str = "cpu",
+    folder: Path,
+    config: StudyConfig,
+    data: Dataset,
+    *,
+    callback: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
 ) -> LoadedModel | None:
     """The study's teacher: the given checkpoint, or one trained or fine-tuned into ``folder/teacher``.
 
@@ -181,17 +200,29 @@ def prepare_teacher(
         model, arch, kwargs = base.model, base.card.arch, dict(base.card.arch_kwargs)
     else:
         torch.manual_seed(tcfg.seed)
+        assert config.teacher_arch is not None  # StudyConfig asks for a teacher or an architecture
         arch, kwargs = config.teacher_arch, dict(config.teacher_arch_kwargs)
         model = create_model(arch, num_classes=data.num_classes, **kwargs)
-    card = card_for(TrainRequest(name="teacher", arch=arch, dataset=data.source, arch_kwargs=kwargs, role="teacher",
-                                 config=tcfg), data, model)
-    result = train(model, data, tcfg, run_dir=tdir, card=card, callback=callback, should_stop=should_stop, device=device)
+    card = card_for(
+        TrainRequest(
+            name="teacher", arch=arch, dataset=data.source, arch_kwargs=kwargs, role="teacher", config=tcfg
+        ),
+        data,
+        model,
+    )
+    result = train(
+        model, data, tcfg, run_dir=tdir, card=card, callback=callback, should_stop=should_stop, device=device
+    )
     return None if result.stopped else load_checkpoint(tdir)
 
 
 def prepare_inputs(
-    folder: Path, config: StudyConfig, *, data: Dataset | None = None,
-    report: Callable[[StudyEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    folder: Path,
+    config: StudyConfig,
+    *,
+    data: Dataset | None = None,
+    report: Callable[[StudyEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
 ) -> tuple[LoadedModel, Dataset, Dataset, IGMapStore | None] | None:
     """Teacher, full data, training data (the subset) and IG cache of a study or a search (None: stopped)."""
@@ -199,44 +230,72 @@ def prepare_inputs(
     data = data or load_dataset(config.dataset)
 
     def teacher_event(e: TrainEvent) -> None:
-        report(StudyEvent("teacher", f"teacher: epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}", 0.0, "teacher",
-                          list(e.history)))
+        report(
+            StudyEvent(
+                "teacher",
+                f"teacher: epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                0.0,
+                "teacher",
+                list(e.history),
+            )
+        )
 
     report(StudyEvent("teacher", "preparing the teacher…", 0.0))
-    teacher = prepare_teacher(folder, config, data, callback=teacher_event, should_stop=should_stop, device=device)
+    teacher = prepare_teacher(
+        folder, config, data, callback=teacher_event, should_stop=should_stop, device=device
+    )
     if teacher is None:
         return None
     shared = config.run_config(config.arms[0], config.seeds[0])
     train_data = subset_dataset(data, shared.subset, shared.subset_seed)
     store = None
     if any(DistillConfig(arm=a).uses_ig for a in config.arms):
+
         def ig_progress(done: int, total: int, rate: float) -> None:
             report(StudyEvent("igcache", f"teacher IG maps: {done}/{total} ({rate:.0f} images/s)", 0.0))
 
-        store = ensure_ig_cache(teacher, train_data, folder / "igcache", steps=shared.ig_steps,
-                                progress=ig_progress, should_stop=should_stop)
+        store = ensure_ig_cache(
+            teacher,
+            train_data,
+            folder / "igcache",
+            steps=shared.ig_steps,
+            progress=ig_progress,
+            should_stop=should_stop,
+        )
         if not store.complete:
             return None
     return teacher, data, train_data, store
 
 
-def _reference(folder: Path, config: StudyConfig, state: dict, teacher: LoadedModel, data: Dataset, device: str) -> np.ndarray:
+def _reference(
+    folder: Path, config: StudyConfig, state: dict, teacher: LoadedModel, data: Dataset, device: str
+) -> np.ndarray:
     """Teacher predictions, probe images and model costs: computed once per study, then read."""
     pred_file = folder / "teacher_predictions.npy"
     if pred_file.is_file():
         return np.load(pred_file, allow_pickle=False)
-    preds = predict(teacher.model, data.test, mean=teacher.card.mean, std=teacher.card.std,
-                    limit=config.test_limit, device=device)
+    preds = predict(
+        teacher.model,
+        data.test,
+        mean=teacher.card.mean,
+        std=teacher.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
     t_stats, s_stats = model_stats(teacher.model, data.image_size), model_stats(student, data.image_size)
-    state["teacher"] = {"path": str(teacher.path), "arch": teacher.card.arch, "test_accuracy": preds.accuracy,
-                        **t_stats.as_dict()}
+    state["teacher"] = {
+        "path": str(teacher.path),
+        "arch": teacher.card.arch,
+        "test_accuracy": preds.accuracy,
+        **t_stats.as_dict(),
+    }
     state["student"] = {"arch": config.student, "arch_kwargs": config.student_kwargs, **s_stats.as_dict()}
     state["compression"] = t_stats.params / max(s_stats.params, 1)
     if config.latency_seconds > 0:
         from ..bench.latency import eager
 
-        kw = dict(warmup=2, repeats=30, max_seconds=config.latency_seconds)
+        kw: dict[str, Any] = dict(warmup=2, repeats=30, max_seconds=config.latency_seconds)
         t_ms = eager(teacher.model, "teacher", image_size=data.image_size, **kw).median_ms
         s_ms = eager(student, "student", image_size=data.image_size, **kw).median_ms
         state["teacher"]["latency_ms"], state["student"]["latency_ms"] = t_ms, s_ms
@@ -254,13 +313,24 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def evaluate_run(
-    folder: Path, run_dir: Path, config: StudyConfig, teacher: LoadedModel, data: Dataset,
-    teacher_pred: np.ndarray, device: str = "cpu",
+    folder: Path,
+    run_dir: Path,
+    config: StudyConfig,
+    teacher: LoadedModel,
+    data: Dataset,
+    teacher_pred: np.ndarray,
+    device: str = "cpu",
 ) -> dict:
     """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
     student = load_checkpoint(run_dir, map_location=device)
-    preds = predict(student.model, data.test, mean=student.card.mean, std=student.card.std, limit=config.test_limit,
-                    device=device)
+    preds = predict(
+        student.model,
+        data.test,
+        mean=student.card.mean,
+        std=student.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
     probe = np.load(folder / "probe_indices.npy", allow_pickle=False)
     options = AttributionOptions(method="ig", steps=config.probe_steps, target="true")
     student.model.cpu()
@@ -274,14 +344,18 @@ def evaluate_run(
     history = read_history(run_dir)
     card = student.card
     metrics = {
-        "arm": card.train_config.get("arm"), "seed": card.train_config.get("seed"),
-        "test_accuracy": preds.accuracy, "test_images": int(len(preds.labels)),
+        "arm": card.train_config.get("arm"),
+        "seed": card.train_config.get("seed"),
+        "test_accuracy": preds.accuracy,
+        "test_images": int(len(preds.labels)),
         "teacher_agreement": float((preds.predicted == teacher_pred).mean()),
         "attribution": {k: float(np.nanmean(v)) for k, v in cmp.agreement.items()},
         "attribution_per_image": {k: [float(x) for x in v] for k, v in cmp.agreement.items()},
         "probe_predictions": [int(p) for p in cmp.student_pred],
-        "epochs": len(history), "train_seconds": sum(r.seconds for r in history),
-        "params": card.stats.get("params"), "macs": card.stats.get("macs"),
+        "epochs": len(history),
+        "train_seconds": sum(r.seconds for r in history),
+        "params": card.stats.get("params"),
+        "macs": card.stats.get("macs"),
     }
     atomic.write_json(run_dir / METRICS, metrics)
     return metrics
@@ -295,7 +369,7 @@ def run_study(
     report: Callable[[StudyEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
-) -> "StudyView":
+) -> StudyView:
     """Run (or resume) the study in ``folder``; returns what it holds when it ends or is stopped."""
     folder, config, state = open_or_create(folder, config)
     report = report or (lambda e: None)
@@ -322,21 +396,47 @@ def run_study(
             _write_state(folder, state)
 
             def on_event(e: TrainEvent, i: int = i, name: str = entry["name"]) -> None:
-                report(StudyEvent("run", f"{name} ({i + 1}/{len(runs)}): epoch {e.epoch}/{e.epochs}, "
-                                  f"step {e.step}/{e.steps}", (i + e.fraction) / len(runs), name, list(e.history)))
+                report(
+                    StudyEvent(
+                        "run",
+                        f"{name} ({i + 1}/{len(runs)}): epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                        (i + e.fraction) / len(runs),
+                        name,
+                        list(e.history),
+                    )
+                )
 
             cfg = config.run_config(entry["arm"], entry["seed"])
             cfg.teacher = str(teacher.path)
             cfg.ig_cache = str(store.folder) if (store is not None and cfg.uses_ig) else ""
-            request = DistillRequest(name=entry["name"], arch=config.student, dataset=config.dataset,
-                                     arch_kwargs=dict(config.student_kwargs), config=cfg)
-            _, result = distill_run(request, teacher, train_data, run_dir, store=store, callback=on_event,
-                                    should_stop=stop, device=device)
+            request = DistillRequest(
+                name=entry["name"],
+                arch=config.student,
+                dataset=config.dataset,
+                arch_kwargs=dict(config.student_kwargs),
+                config=cfg,
+            )
+            _, result = distill_run(
+                request,
+                teacher,
+                train_data,
+                run_dir,
+                store=store,
+                callback=on_event,
+                should_stop=stop,
+                device=device,
+            )
             if result.stopped:
                 entry["status"] = "stopped"
                 return _stopped(folder, state, report)
-            report(StudyEvent("metrics", f"{entry['name']}: accuracy and attribution agreement…", (i + 1) / len(runs),
-                              entry["name"]))
+            report(
+                StudyEvent(
+                    "metrics",
+                    f"{entry['name']}: accuracy and attribution agreement…",
+                    (i + 1) / len(runs),
+                    entry["name"],
+                )
+            )
             evaluate_run(folder, run_dir, config, teacher, data, teacher_pred, device)
             entry["status"] = "done"
             _write_state(folder, state)
@@ -353,10 +453,16 @@ def run_study(
     return load_study(folder)
 
 
-def _stopped(folder: Path, state: dict, report: Callable[[StudyEvent], None]) -> "StudyView":
+def _stopped(folder: Path, state: dict, report: Callable[[StudyEvent], None]) -> StudyView:
     state["status"] = "stopped"
     _write_state(folder, state)
-    report(StudyEvent("stopped", "stopped; run it again to resume", sum(r["status"] == "done" for r in state["runs"]) / len(state["runs"])))
+    report(
+        StudyEvent(
+            "stopped",
+            "stopped; run it again to resume",
+            sum(r["status"] == "done" for r in state["runs"]) / len(state["runs"]),
+        )
+    )
     return load_study(folder)
 
 
@@ -421,8 +527,17 @@ def load_study(folder: str | Path) -> StudyView:
         run_dir = folder / "runs" / entry["name"]
         metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else None
         status = "done" if metrics is not None else entry.get("status", "pending")
-        runs.append(RunView(entry["name"], entry["arm"], int(entry["seed"]), run_dir, status, metrics,
-                            read_history(run_dir)))
+        runs.append(
+            RunView(
+                entry["name"],
+                entry["arm"],
+                int(entry["seed"]),
+                run_dir,
+                status,
+                metrics,
+                read_history(run_dir),
+            )
+        )
     return StudyView(folder, config, state, runs)
 
 
@@ -475,22 +590,36 @@ def summarise(study: StudyView) -> list[dict]:
     for arm, done in by_arm.items():
         acc = [m["test_accuracy"] for m in done]
         mean, std = _mean_std(acc)
-        row = {"arm": arm, "what": ARMS[arm], "seeds done": len(done), "of": len(study.config.seeds),
-               "accuracy": mean, "accuracy std": std}
+        row = {
+            "arm": arm,
+            "what": ARMS[arm],
+            "seeds done": len(done),
+            "of": len(study.config.seeds),
+            "accuracy": mean,
+            "accuracy std": std,
+        }
         if base and arm != "baseline" and acc:
             row["Δ vs baseline"] = mean - float(np.mean(base))
             row["p vs baseline"] = _welch_p(acc, base)
         else:
-            row["Δ vs baseline"], row["p vs baseline"] = (0.0 if arm == "baseline" and acc else float("nan")), float("nan")
+            row["Δ vs baseline"], row["p vs baseline"] = (
+                (0.0 if arm == "baseline" and acc else float("nan")),
+                float("nan"),
+            )
         t_acc = teacher.get("test_accuracy")
         row["teacher's accuracy kept"] = mean / t_acc if t_acc and acc else float("nan")
-        row["agreement with teacher"], row["agreement std"] = _mean_std([m["teacher_agreement"] for m in done])
+        row["agreement with teacher"], row["agreement std"] = _mean_std(
+            [m["teacher_agreement"] for m in done]
+        )
         for k in AGREEMENT_METRICS:
             row[f"IG {k}"] = _mean_std([m["attribution"][k] for m in done])[0]
         row["compression ×"] = study.state.get("compression", float("nan"))
         row["latency ms"] = student.get("latency_ms", float("nan"))
-        row["speed-up ×"] = (teacher["latency_ms"] / student["latency_ms"]
-                             if teacher.get("latency_ms") and student.get("latency_ms") else float("nan"))
+        row["speed-up ×"] = (
+            teacher["latency_ms"] / student["latency_ms"]
+            if teacher.get("latency_ms") and student.get("latency_ms")
+            else float("nan")
+        )
         rows.append(row)
     return rows
 
@@ -501,14 +630,24 @@ def markdown_table(rows: list[dict]) -> str:
     def num(v: float, fmt: str, scale: float = 1.0) -> str:
         return "–" if v is None or v != v else format(scale * v, fmt)
 
-    head = ("| arm | seeds | accuracy % (mean ± std) | Δ vs baseline (points) | p (Welch) | teacher's accuracy kept % "
-            "| agreement with teacher % | IG Spearman with teacher | compression × | latency ms (batch 1) |")
+    head = (
+        "| arm | seeds | accuracy % (mean ± std) | Δ vs baseline (points) | p (Welch) "
+        "| teacher's accuracy kept % | agreement with teacher % | IG Spearman with teacher "
+        "| compression × | latency ms (batch 1) |"
+    )
     lines = [head, "|" + " --- |" * 10]
     for r in rows:
-        cells = [r["arm"], f"{r['seeds done']}/{r['of']}",
-                 f"{num(r['accuracy'], '.2f', 100)} ± {num(r['accuracy std'], '.2f', 100)}",
-                 num(r["Δ vs baseline"], "+.2f", 100), num(r["p vs baseline"], ".3f"),
-                 num(r["teacher's accuracy kept"], ".2f", 100), num(r["agreement with teacher"], ".2f", 100),
-                 num(r["IG spearman"], ".3f"), num(r["compression ×"], ".2f"), num(r["latency ms"], ".2f")]
+        cells = [
+            r["arm"],
+            f"{r['seeds done']}/{r['of']}",
+            f"{num(r['accuracy'], '.2f', 100)} ± {num(r['accuracy std'], '.2f', 100)}",
+            num(r["Δ vs baseline"], "+.2f", 100),
+            num(r["p vs baseline"], ".3f"),
+            num(r["teacher's accuracy kept"], ".2f", 100),
+            num(r["agreement with teacher"], ".2f", 100),
+            num(r["IG spearman"], ".3f"),
+            num(r["compression ×"], ".2f"),
+            num(r["latency ms"], ".2f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

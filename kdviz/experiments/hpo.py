@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..core import atomic
-from .ablation import StudyConfig, StudyError, StudyEvent, prepare_inputs
 from ..data import Dataset
 from ..training import DistillConfig, DistillRequest, distill_run
 from ..training.loop import TrainEvent
+from .ablation import StudyConfig, StudyError, StudyEvent, prepare_inputs
 
 SEARCH = "search.json"
 STUDY_NAME = "kdviz"
@@ -48,8 +48,10 @@ class SearchSpace:
 
     def suggest(self, trial, base: DistillConfig) -> dict:
         """The trial's values, as DistillConfig fields."""
-        values = {name: trial.suggest_float(name, *getattr(self, name), log=name in self.LOG)
-                  for name in ("temperature", "alpha", "overlay_p", "overlay_lambda", "lr_factor", "weight_decay")}
+        values = {
+            name: trial.suggest_float(name, *getattr(self, name), log=name in self.LOG)
+            for name in ("temperature", "alpha", "overlay_p", "overlay_lambda", "lr_factor", "weight_decay")
+        }
         values["lr"] = base.lr * values.pop("lr_factor")
         return values
 
@@ -73,7 +75,7 @@ class SearchConfig:
         return json.loads(json.dumps(out))
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "SearchConfig":
+    def from_dict(cls, obj: dict) -> SearchConfig:
         space = SearchSpace(**{k: tuple(v) for k, v in obj.get("space", {}).items()})
         rest = {k: v for k, v in obj.items() if k not in ("base", "space")}
         return cls(base=StudyConfig.from_dict(obj["base"]), space=space, **rest)
@@ -89,7 +91,8 @@ def default_storage(folder: str | Path) -> str:
 
 
 def hide_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db`` (for search.json and the page)."""
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db`` (for search.json and
+    the page)."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
@@ -99,9 +102,17 @@ def open_study(storage: str, *, seed: int = 0, startup_trials: int = 3, warmup_e
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
-    return optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    pruner = pruner or optuna.pruners.MedianPruner(
+        n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
+    )
+    return optuna.create_study(
+        storage=storage,
+        study_name=STUDY_NAME,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+    )
 
 
 class _Stopped(Exception):
@@ -132,8 +143,13 @@ def run_search(
     report = report or (lambda e: None)
     stop = should_stop or (lambda: False)
     prepared = prepare_inputs(folder, config.base, data=data, report=report, should_stop=stop, device=device)
-    study = open_study(storage, seed=config.seed, startup_trials=config.startup_trials,
-                       warmup_epochs=config.warmup_epochs, pruner=pruner)
+    study = open_study(
+        storage,
+        seed=config.seed,
+        startup_trials=config.startup_trials,
+        warmup_epochs=config.warmup_epochs,
+        pruner=pruner,
+    )
     if prepared is None:
         _set_status(folder, "stopped")
         return study
@@ -153,17 +169,39 @@ def run_search(
         done_before = finished()
 
         def on_event(e: TrainEvent) -> None:
-            report(StudyEvent("run", f"{name}: epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
-                              (done_before + e.fraction) / config.trials, name, list(e.history)))
-            if e.kind == "epoch":
+            report(
+                StudyEvent(
+                    "run",
+                    f"{name}: epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                    (done_before + e.fraction) / config.trials,
+                    name,
+                    list(e.history),
+                )
+            )
+            if e.kind == "epoch" and e.record is not None:  # an epoch's event carries its record
                 trial.report(e.record.test_acc, e.epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation accuracy {e.record.test_acc:.4f} after epoch {e.epoch}")
+                    raise optuna.TrialPruned(
+                        f"validation accuracy {e.record.test_acc:.4f} after epoch {e.epoch}"
+                    )
 
-        request = DistillRequest(name=name, arch=config.base.student, dataset=config.base.dataset,
-                                 arch_kwargs=dict(config.base.student_kwargs), config=cfg)
-        _, result = distill_run(request, teacher, train_data, folder / "trials" / name, store=store,
-                                callback=on_event, should_stop=stop, device=device)
+        request = DistillRequest(
+            name=name,
+            arch=config.base.student,
+            dataset=config.base.dataset,
+            arch_kwargs=dict(config.base.student_kwargs),
+            config=cfg,
+        )
+        _, result = distill_run(
+            request,
+            teacher,
+            train_data,
+            folder / "trials" / name,
+            store=store,
+            callback=on_event,
+            should_stop=stop,
+            device=device,
+        )
         if result.stopped:
             raise _Stopped()
         trial.set_user_attr("run_dir", str(folder / "trials" / name))
@@ -176,8 +214,13 @@ def run_search(
         pass
     status = "done" if finished() >= config.trials else "stopped"
     _set_status(folder, status)
-    report(StudyEvent("done" if status == "done" else "stopped", f"{finished()} of {config.trials} trials finished",
-                      min(1.0, finished() / max(config.trials, 1))))
+    report(
+        StudyEvent(
+            "done" if status == "done" else "stopped",
+            f"{finished()} of {config.trials} trials finished",
+            min(1.0, finished() / max(config.trials, 1)),
+        )
+    )
     return study
 
 
@@ -188,7 +231,9 @@ def _open_or_create(folder: Path, config: SearchConfig | None, storage: str | No
         if config is not None and config.as_dict() != stored.as_dict():
             trials_only = {**config.as_dict(), "trials": stored.trials} == stored.as_dict()
             if not trials_only:
-                raise StudyError(f"{folder} holds a search with other settings; choose another name or delete it")
+                raise StudyError(
+                    f"{folder} holds a search with other settings; choose another name or delete it"
+                )
             state["config"] = config.as_dict()  # asking for more (or fewer) trials is allowed
             atomic.write_json(folder / SEARCH, state)
             return config
@@ -196,9 +241,15 @@ def _open_or_create(folder: Path, config: SearchConfig | None, storage: str | No
     if config is None:
         raise StudyError(f"no search in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(folder / SEARCH, {"config": config.as_dict(), "status": "created",
-                                        "storage": hide_password(storage) if storage else None,
-                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    atomic.write_json(
+        folder / SEARCH,
+        {
+            "config": config.as_dict(),
+            "status": "created",
+            "storage": hide_password(storage) if storage else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     return config
 
 
@@ -268,10 +319,12 @@ def figures(study) -> dict:
     import optuna.visualization as vis
 
     out = {}
-    for title, make in (("Optimisation history", vis.plot_optimization_history),
-                        ("Hyperparameter importances", vis.plot_param_importances),
-                        ("Parallel coordinates", vis.plot_parallel_coordinate),
-                        ("Validation accuracy per epoch (pruned trials stop early)", vis.plot_intermediate_values)):
+    for title, make in (
+        ("Optimisation history", vis.plot_optimization_history),
+        ("Hyperparameter importances", vis.plot_param_importances),
+        ("Parallel coordinates", vis.plot_parallel_coordinate),
+        ("Validation accuracy per epoch (pruned trials stop early)", vis.plot_intermediate_values),
+    ):
         try:
             out[title] = make(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
@@ -294,13 +347,28 @@ def train_best(
     cfg = best_config(view)
     if epochs:
         cfg.epochs = epochs
-    prepared = prepare_inputs(view.folder, view.config.base, data=data, should_stop=should_stop, device=device)
+    prepared = prepare_inputs(
+        view.folder, view.config.base, data=data, should_stop=should_stop, device=device
+    )
     if prepared is None:
         return None
     teacher, _, train_data, store = prepared
     cfg.teacher = str(teacher.path)
     cfg.ig_cache = str(store.folder) if store is not None else ""
-    request = DistillRequest(name=name, arch=view.config.base.student, dataset=view.config.base.dataset,
-                             arch_kwargs=dict(view.config.base.student_kwargs), config=cfg)
-    return distill_run(request, teacher, train_data, run_dir, store=store, callback=callback,
-                       should_stop=should_stop, device=device)
+    request = DistillRequest(
+        name=name,
+        arch=view.config.base.student,
+        dataset=view.config.base.dataset,
+        arch_kwargs=dict(view.config.base.student_kwargs),
+        config=cfg,
+    )
+    return distill_run(
+        request,
+        teacher,
+        train_data,
+        run_dir,
+        store=store,
+        callback=callback,
+        should_stop=should_stop,
+        device=device,
+    )

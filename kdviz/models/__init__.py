@@ -19,8 +19,9 @@ __all__ = [
     "size_on_disk",
 ]
 
-# A model's weights on disk, its predictions, its fingerprint and its fast inference copies.
-from .checkpoints import (  # noqa: E402 - after the registry's names, which stay as they are above
+# A model's weights on disk, its predictions, its fingerprint and its fast inference copies (after the
+# registry's names, which stay as they are above).
+from .checkpoints import (
     CheckpointError,
     LoadedModel,
     ModelCard,
@@ -32,9 +33,9 @@ from .checkpoints import (  # noqa: E402 - after the registry's names, which sta
     read_state_dict,
     save_checkpoint,
 )
-from .evaluate import Predictions, accuracy, predict, spread_indices  # noqa: E402
-from .fingerprint import model_fingerprint  # noqa: E402
-from .speedups import channels_last, fused_for_inference  # noqa: E402
+from .evaluate import Predictions, accuracy, predict, spread_indices
+from .fingerprint import model_fingerprint
+from .speedups import channels_last, fused_for_inference
 
 __all__ += [
     "CheckpointError",

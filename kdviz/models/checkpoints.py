@@ -18,17 +18,19 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..core.version import __version__
 from ..core import atomic
+from ..core.version import __version__
 from .registry import create_model, get_spec
 from .stats import model_stats
+
+V = TypeVar("V")  # tensors, or their shapes
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -67,7 +69,7 @@ class ModelCard:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict) -> "ModelCard":
+    def from_json(cls, obj: dict) -> ModelCard:
         if not isinstance(obj, dict) or "arch" not in obj:
             raise CheckpointError("the card has no 'arch': it is not a kdviz model card")
         problem = _card_problem(obj)
@@ -79,12 +81,16 @@ class ModelCard:
 
 def _card_problem(obj: dict) -> str | None:
     """What makes a card unusable, in words; caught on reading so a page never indexes past a list."""
+
     def whole(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
     def numbers(value) -> bool:
-        return isinstance(value, list) and bool(value) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        )
 
     if not isinstance(obj["arch"], str):
         return f"'arch' must be a name, not {obj['arch']!r}"
@@ -145,7 +151,9 @@ def read_card(path: str | Path) -> ModelCard:
     path = Path(path)
     card_file = card_path_for(path)
     if card_file is None:
-        raise CheckpointError(f"{path} has no card.json: pass the architecture (--arch) to load it as a foreign file")
+        raise CheckpointError(
+            f"{path} has no card.json: pass the architecture (--arch) to load it as a foreign file"
+        )
     try:
         return ModelCard.from_json(json.loads(card_file.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -166,7 +174,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
     try:
         load_into(model, state, source=str(weights))
     except CheckpointError as exc:
-        raise CheckpointError(f"the card does not match the weights{_saved_as(weights, card)}: {exc}") from None
+        raise CheckpointError(
+            f"the card does not match the weights{_saved_as(weights, card)}: {exc}"
+        ) from None
     if problem := _names_problem(card):
         raise CheckpointError(f"{path}: {problem}")
     model.to(map_location).eval()
@@ -191,8 +201,9 @@ def _build_from_card(card: ModelCard, path: Path, *, device: str | None = None) 
         with torch.device(device) if device else _no_context():
             return create_model(card.arch, num_classes=card.num_classes, **card.arch_kwargs)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the card's architecture cannot be built ({card.arch} "
-                              f"{card.arch_kwargs}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: the card's architecture cannot be built ({card.arch} {card.arch_kwargs}: {exc})"
+        ) from None
 
 
 class _no_context:
@@ -214,7 +225,11 @@ def _saved_as(weights: Path, card: ModelCard) -> str:
             arch = (fh.metadata() or {}).get("arch")
     except Exception:  # noqa: BLE001 - a hint only
         return ""
-    return f" (the weights were saved from {arch}, the card says {card.arch})" if arch and arch != card.arch else ""
+    return (
+        f" (the weights were saved from {arch}, the card says {card.arch})"
+        if arch and arch != card.arch
+        else ""
+    )
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -280,7 +295,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is truncated or damaged: not a readable safetensors file ({exc})") from None
+            raise CheckpointError(
+                f"{path} is truncated or damaged: not a readable safetensors file ({exc})"
+            ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -320,14 +337,14 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+def strip_prefixes(state: dict[str, V], expected: set[str]) -> dict[str, V]:
     """Remove wrapper prefixes (``module.`` from DataParallel, ``_orig_mod.`` from compile...)."""
     changed = True
     while changed and not set(state) <= expected:
         changed = False
         for prefix in STRIP_PREFIXES:
             if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 changed = True
     return state
 
@@ -362,7 +379,8 @@ def misfit(model: nn.Module, shapes: dict[str, tuple], *, source: str = "the fil
         if items:
             shown = ", ".join(items[:6]) + (f" and {len(items) - 6} more" if len(items) > 6 else "")
             parts.append(f"{len(items)} {label}: {shown}")
-    return f"{source} does not fit {type(model).__name__}{_likely_cause(model, expected, shapes, missing, wrong)}: " + "; ".join(parts)
+    cause = _likely_cause(model, expected, shapes, missing, wrong)
+    return f"{source} does not fit {type(model).__name__}{cause}: " + "; ".join(parts)
 
 
 def _likely_cause(model: nn.Module, expected: dict, shapes: dict, missing: list, wrong: list) -> str:
@@ -374,7 +392,10 @@ def _likely_cause(model: nn.Module, expected: dict, shapes: dict, missing: list,
         return f" (it was made for {shapes[key][0]} classes, the model has {expected[key][0]})"
     matching = sum(1 for k, v in shapes.items() if expected.get(k) == v)
     if matching < len(expected) / 2:
-        return f" (another architecture or size: {matching} of the model's {len(expected)} tensors match the file)"
+        return (
+            f" (another architecture or size: {matching} of the model's {len(expected)} tensors "
+            "match the file)"
+        )
     return ""
 
 
@@ -395,8 +416,14 @@ def load_foreign(
     model = create_model(arch, num_classes=num_classes, **(arch_kwargs or {}))
     load_into(model, read_state_dict(path), source=str(path))
     model.eval()
-    card = ModelCard(arch=arch, arch_kwargs=dict(arch_kwargs or {}), num_classes=num_classes,
-                     name=path.stem, source_file=str(path), **(card_defaults or {}))
+    card = ModelCard(
+        arch=arch,
+        arch_kwargs=dict(arch_kwargs or {}),
+        num_classes=num_classes,
+        name=path.stem,
+        source_file=str(path),
+        **(card_defaults or {}),
+    )
     return LoadedModel(model, card, path)
 
 

@@ -7,8 +7,9 @@ never guesses.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, overload
+from typing import Any, overload
 
 from torch import nn
 
@@ -40,14 +41,24 @@ def register_model(builder: Builder, /) -> Builder: ...
 
 @overload
 def register_model(
-    name: str | None = None, /, *, family: str = "", description: str = "", pretrained_file: str | None = None,
+    name: str | None = None,
+    /,
+    *,
+    family: str = "",
+    description: str = "",
+    pretrained_file: str | None = None,
     **defaults: Any,
 ) -> Callable[[Builder], Builder]: ...
 
 
 def register_model(
-    name: str | Builder | None = None, /, *, family: str = "", description: str = "",
-    pretrained_file: str | None = None, **defaults: Any,
+    name: str | Builder | None = None,
+    /,
+    *,
+    family: str = "",
+    description: str = "",
+    pretrained_file: str | None = None,
+    **defaults: Any,
 ) -> Builder | Callable[[Builder], Builder]:
     """Decorator: make ``builder(num_classes=..., **kwargs)`` buildable as ``create_model(builder.__name__)``.
 
@@ -64,8 +75,14 @@ def register_model(
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[key] = ModelSpec(key, builder, family or builder.__module__.rpartition(".")[2],
-                                   description or (doc[0] if doc else ""), defaults, pretrained_file)
+        _REGISTRY[key] = ModelSpec(
+            key,
+            builder,
+            family or builder.__module__.rpartition(".")[2],
+            description or (doc[0] if doc else ""),
+            defaults,
+            pretrained_file,
+        )
         return builder
 
     return wrap

@@ -8,15 +8,15 @@ Baselines come from :func:`kdviz.attribution.make_baseline`, as everywhere else 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.loader import denormalize
 from ..attribution import rule_correction
+from ..data.loader import denormalize
 
 #: Steps of the reference map that smaller step counts are measured against.
 REFERENCE_STEPS = 256
@@ -29,10 +29,14 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------- the straight path
 
 
-def path_points(x: torch.Tensor, baseline: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
+def path_points(
+    x: torch.Tensor, baseline: torch.Tensor, alphas: Sequence[float] | np.ndarray
+) -> torch.Tensor:
     """The images x' + α(x − x') for each α: IG's straight line from the baseline x' to the image x."""
     x, baseline = _as_batch(x)[:1], _as_batch(baseline)[:1]
-    a = torch.as_tensor(np.asarray(alphas, dtype=np.float32), dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    a = torch.as_tensor(np.asarray(alphas, dtype=np.float32), dtype=x.dtype, device=x.device).view(
+        -1, 1, 1, 1
+    )
     return baseline + a * (x - baseline)
 
 
@@ -42,8 +46,9 @@ def to_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np
     return (pixels * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def path_strip(x: torch.Tensor, baseline: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-               frames: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def path_strip(
+    x: torch.Tensor, baseline: torch.Tensor, mean: Sequence[float], std: Sequence[float], frames: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """``frames`` images evenly along the path (α = 0 … 1) as uint8, with their α."""
     alphas = np.linspace(0.0, 1.0, max(2, frames))
     return alphas, to_uint8(path_points(x, baseline, alphas), mean, std)
@@ -57,8 +62,9 @@ class PathScores:
 
 
 @torch.no_grad()
-def path_scores(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: int,
-                points: int = 41) -> PathScores:
+def path_scores(
+    model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: int, points: int = 41
+) -> PathScores:
     """The model's score for ``target`` at ``points`` images evenly along the path."""
     model.eval()
     alphas = np.linspace(0.0, 1.0, max(2, points))
@@ -126,15 +132,22 @@ def rule_points(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np
     return a[order], w[order]
 
 
-def running_sum(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: int, steps: int,
-                rule: str = "gausslegendre", batch_size: int = 64) -> RunningSum:
+def running_sum(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: int,
+    steps: int,
+    rule: str = "gausslegendre",
+    batch_size: int = 64,
+) -> RunningSum:
     """The gradient at each of the rule's points, weighted and added up one point after another."""
     model.eval()
     x, baseline = _as_batch(x)[:1], _as_batch(baseline)[:1]
     alphas, weights = rule_points(steps, rule)
     grads = []
     for start in range(0, len(alphas), batch_size):
-        pts = path_points(x, baseline, alphas[start:start + batch_size]).requires_grad_(True)
+        pts = path_points(x, baseline, alphas[start : start + batch_size]).requires_grad_(True)
         (g,) = torch.autograd.grad(model(pts)[:, target].sum(), pts)
         grads.append(g.detach())
     grad = torch.cat(grads).double()
@@ -145,14 +158,26 @@ def running_sum(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, targe
     return RunningSum(alphas, weights, partial.float().cpu().numpy(), float(ends[0]), float(ends[1]), rule)
 
 
-def captum_map(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: int, steps: int = REFERENCE_STEPS,
-               rule: str = "gausslegendre") -> np.ndarray:
+def captum_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: int,
+    steps: int = REFERENCE_STEPS,
+    rule: str = "gausslegendre",
+) -> np.ndarray:
     """Captum's own IG map (C, H, W): the yardstick the running sum is compared with."""
     from captum.attr import IntegratedGradients
 
     model.eval()
-    attr = IntegratedGradients(model).attribute(_as_batch(x)[:1], baselines=_as_batch(baseline)[:1], target=target,
-                                                n_steps=steps, method=rule, internal_batch_size=64)
+    attr = IntegratedGradients(model).attribute(
+        _as_batch(x)[:1],
+        baselines=_as_batch(baseline)[:1],
+        target=target,
+        n_steps=steps,
+        method=rule,
+        internal_batch_size=64,
+    )
     return attr[0].detach().cpu().numpy()
 
 
@@ -168,8 +193,15 @@ class ConvergencePoint:
     gap: float  # completeness gap at this many steps
 
 
-def convergence(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: int, steps: Sequence[int],
-                rule: str = "gausslegendre", reference: np.ndarray | None = None) -> list[ConvergencePoint]:
+def convergence(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: int,
+    steps: Sequence[int],
+    rule: str = "gausslegendre",
+    reference: np.ndarray | None = None,
+) -> list[ConvergencePoint]:
     """How the map and its completeness gap settle as the step count grows.
 
     The reference is Captum's Gauss–Legendre map with ``REFERENCE_STEPS`` steps, whatever ``rule`` is
@@ -190,8 +222,10 @@ def soften(logits: np.ndarray | torch.Tensor, temperature: float) -> np.ndarray:
     """Hinton's soft targets, softmax(z / T): T = 1 is the usual softmax; a larger T flattens it."""
     if temperature <= 0:
         raise ValueError(f"the temperature must be positive, got {temperature}")
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64) if not isinstance(logits, torch.Tensor) else logits,
-                        dtype=torch.float64)
+    z = torch.as_tensor(
+        np.asarray(logits, dtype=np.float64) if not isinstance(logits, torch.Tensor) else logits,
+        dtype=torch.float64,
+    )
     return torch.softmax(z / temperature, dim=-1).numpy()
 
 
@@ -213,7 +247,9 @@ class KDTerms:
         return alpha * self.soft + (1.0 - alpha) * self.hard
 
 
-def kd_terms(student_logits: np.ndarray, teacher_logits: np.ndarray, label: int, temperature: float) -> KDTerms:
+def kd_terms(
+    student_logits: np.ndarray, teacher_logits: np.ndarray, label: int, temperature: float
+) -> KDTerms:
     """The training loss (:func:`kdviz.training.kd_loss`) on one image, taken apart: α = 1 and α = 0."""
     from ..training.losses import kd_loss
 
@@ -227,19 +263,29 @@ def kd_terms(student_logits: np.ndarray, teacher_logits: np.ndarray, label: int,
 # ----------------------------------------------------------------------------------- the paper's trick
 
 
-def overlay_examples(images: np.ndarray, maps: np.ndarray, probability: float, strength: float, *, seed: int = 0,
-                     mode: str = "blend") -> tuple[np.ndarray, np.ndarray]:
+def overlay_examples(
+    images: np.ndarray,
+    maps: np.ndarray,
+    probability: float,
+    strength: float,
+    *,
+    seed: int = 0,
+    mode: str = "blend",
+) -> tuple[np.ndarray, np.ndarray]:
     """The IG-overlay augmentation on a few training images, uint8 (N, H, W, 3) and maps (N, H, W).
 
     Returns the images after augmentation (uint8) and which were overlaid. It calls
-    :func:`kdviz.training.ig_overlay.overlay` itself, so what the lesson shows is what the student is trained on;
-    the same ``seed`` draws the same images and powers whatever p and λ are.
+    :func:`kdviz.training.ig_overlay.overlay` itself, so what the lesson shows is what the student is
+    trained on; the same ``seed`` draws the same images and powers whatever p and λ are.
     """
-    from ..training.ig_overlay import OverlayConfig, overlay
     from ..data.loader import to_float
+    from ..training.ig_overlay import OverlayConfig, overlay
 
-    out, applied = overlay(to_float(images), torch.as_tensor(np.asarray(maps, dtype=np.float32)),
-                           OverlayConfig(p=probability, lam=strength, mode=mode),
-                           torch.Generator().manual_seed(int(seed)))
+    out, applied = overlay(
+        to_float(images),
+        torch.as_tensor(np.asarray(maps, dtype=np.float32)),
+        OverlayConfig(p=probability, lam=strength, mode=mode),
+        torch.Generator().manual_seed(int(seed)),
+    )
     pixels = (out.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return pixels, applied.cpu().numpy()

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from .ig_overlay import OverlayConfig
 from .loop import TrainConfig
 
-
 #: The paper's ablation: what each arm adds to the student trained alone.
 ARMS: dict[str, str] = {
     "baseline": "student alone (cross-entropy on the labels)",

@@ -21,7 +21,9 @@ from .ig_overlay import overlay
 from .loop import BatchSource, TrainConfig, train_indices
 
 
-def shard_order(indices: np.ndarray, generator: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
+def shard_order(
+    indices: np.ndarray, generator: torch.Generator, rank: int = 0, world: int = 1
+) -> torch.Tensor:
     """This rank's share of one epoch's shuffle of ``indices``.
 
     Every rank draws the same permutation (same seeded generator), pads it to a multiple of
@@ -55,8 +57,9 @@ def distill_batches(
 
     The overlay works in pixel space before normalisation; each map is read by its image's data-set
     index (through ``store_index`` when the split is a part of the cached one: ``store_index[i]`` is
-    the cache row of image ``i``) and cropped and flipped with it. Under DDP each rank's batch is ``batch_size / world`` so
-    the global batch, and the number of steps per epoch, stay those of a single process.
+    the cache row of image ``i``) and cropped and flipped with it. Under DDP each rank's batch is
+    ``batch_size / world`` so the global batch, and the number of steps per epoch, stay those of a
+    single process.
     """
     augment = Augment(cfg.crop_padding, cfg.hflip)
     per_rank = max(1, -(-cfg.batch_size // world))
@@ -69,8 +72,16 @@ def distill_batches(
         if world > 1:  # every rank its own crops and overlays, still fixed by the seed
             gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)) + rank)
         if store is None:
-            yield from iterate_batches(split, per_rank, mean=mean, std=std, augment=augment, generator=gen,
-                                       device=device, indices=order.numpy())
+            yield from iterate_batches(
+                split,
+                per_rank,
+                mean=mean,
+                std=std,
+                augment=augment,
+                generator=gen,
+                device=device,
+                indices=order.numpy(),
+            )
             return
         for start in range(0, len(order), per_rank):
             idx = order[start : start + per_rank]
@@ -93,8 +104,9 @@ def subset_dataset(data: Dataset, n: int | None, seed: int = 0) -> Dataset:
     if not n or n >= len(data.train):
         return data
     keep = train_indices(len(data.train), TrainConfig(train_limit=n, seed=seed))
-    return replace(data, train=data.train.subset(keep),
-                   extra={**data.extra, "subset": n, "subset_seed": seed})
+    return replace(
+        data, train=data.train.subset(keep), extra={**data.extra, "subset": n, "subset_seed": seed}
+    )
 
 
 HOLDOUT_SEED = 12345  # fixed: every run of a search validates on the same images
@@ -110,5 +122,6 @@ def holdout_split(data: Dataset, n: int) -> tuple[Dataset, np.ndarray | None]:
         raise ValueError(f"holdout must be between 1 and {len(data.train) - 1} images, got {n}")
     val = np.sort(np.random.default_rng(HOLDOUT_SEED).permutation(len(data.train))[:n])
     keep = np.setdiff1d(np.arange(len(data.train)), val)
-    return replace(data, train=data.train.subset(keep), test=data.train.subset(val),
-                   extra={**data.extra, "holdout": n}), keep
+    return replace(
+        data, train=data.train.subset(keep), test=data.train.subset(val), extra={**data.extra, "holdout": n}
+    ), keep

@@ -74,7 +74,9 @@ def wrap(model: nn.Module, ctx: DistContext, device: str) -> nn.Module | None:
     return DistributedDataParallel(model, device_ids=[dev.index or 0] if dev.type == "cuda" else None)
 
 
-def synced_stop(should_stop: Callable[[], bool] | None, ctx: DistContext, device: str) -> Callable[[], bool] | None:
+def synced_stop(
+    should_stop: Callable[[], bool] | None, ctx: DistContext, device: str
+) -> Callable[[], bool] | None:
     """Under DDP a stop must be agreed by all ranks, or one would wait forever for the others."""
     if ctx.world <= 1:
         return should_stop
@@ -90,8 +92,11 @@ def synced_stop(should_stop: Callable[[], bool] | None, ctx: DistContext, device
 
 def replica_checksums(model: nn.Module, ctx: DistContext, device: str = "cpu") -> list[float]:
     """The sum of every weight on each rank: equal on all ranks when DDP kept the replicas in step."""
-    total = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())], dtype=torch.float64,
-                         device=device)
+    total = torch.tensor(
+        [sum(float(p.detach().double().sum()) for p in model.parameters())],
+        dtype=torch.float64,
+        device=device,
+    )
     if ctx.world <= 1:
         return [float(total.item())]
     import torch.distributed as dist

@@ -31,8 +31,8 @@ from . import ddp
 from .arms import DistillConfig
 from .batches import distill_batches, holdout_split, subset_dataset
 from .ddp import DistContext
-from .losses import distill_objective
 from .loop import TrainEvent, TrainResult, train, train_indices
+from .losses import distill_objective
 from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
 from .workflows import TrainRequest, card_for
 from .workspace import Workspace
@@ -70,25 +70,62 @@ def distill_run(
     cfg, ctx = request.config, ctx or DistContext()
     if cfg.uses_ig:
         if store is None:
-            raise ValueError(f"the {cfg.arm} arm needs the teacher's IG cache (make one with `python -m kdviz ig-precompute`)")
+            raise ValueError(
+                f"the {cfg.arm} arm needs the teacher's IG cache "
+                "(make one with `python -m kdviz ig-precompute`)"
+            )
         if len(store) != len(data.train):
-            raise IGCacheError(f"the IG cache holds {len(store)} maps but training uses {len(data.train)} images")
+            raise IGCacheError(
+                f"the IG cache holds {len(store)} maps but training uses {len(data.train)} images"
+            )
     data, store_index = holdout_split(data, cfg.holdout)
     cfg.world_size = ctx.world
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
     model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs).to(device)
-    card = card_for(TrainRequest(name=request.name, arch=request.arch, dataset=data.source,
-                                 arch_kwargs=request.arch_kwargs, role="student", config=cfg,
-                                 teacher=cfg.teacher or str(teacher.path)), data, model)
+    card = card_for(
+        TrainRequest(
+            name=request.name,
+            arch=request.arch,
+            dataset=data.source,
+            arch_kwargs=request.arch_kwargs,
+            role="student",
+            config=cfg,
+            teacher=cfg.teacher or str(teacher.path),
+        ),
+        data,
+        model,
+    )
     teacher.model.to(device)
     forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
-    objective = distill_objective(cfg, teacher_view(teacher, data.mean, data.std) if cfg.uses_kd else None, forward)
-    batches = distill_batches(data.train, cfg, mean=data.mean, std=data.std, indices=train_indices(len(data.train), cfg),
-                              store=store if cfg.uses_ig else None, store_index=store_index, rank=ctx.rank,
-                              world=ctx.world, device=device)
-    result = train(model, data, cfg, run_dir=run_dir, card=card, objective=objective, batches=batches,
-                   callback=callback if ctx.is_writer else None, should_stop=ddp.synced_stop(should_stop, ctx, device),
-                   device=device, resume=resume, write=ctx.is_writer)
+    objective = distill_objective(
+        cfg, teacher_view(teacher, data.mean, data.std) if cfg.uses_kd else None, forward
+    )
+    batches = distill_batches(
+        data.train,
+        cfg,
+        mean=data.mean,
+        std=data.std,
+        indices=train_indices(len(data.train), cfg),
+        store=store if cfg.uses_ig else None,
+        store_index=store_index,
+        rank=ctx.rank,
+        world=ctx.world,
+        device=device,
+    )
+    result = train(
+        model,
+        data,
+        cfg,
+        run_dir=run_dir,
+        card=card,
+        objective=objective,
+        batches=batches,
+        callback=callback if ctx.is_writer else None,
+        should_stop=ddp.synced_stop(should_stop, ctx, device),
+        device=device,
+        resume=resume,
+        write=ctx.is_writer,
+    )
     return model, result
 
 
@@ -140,13 +177,30 @@ def distill_student(
     store = None
     if cfg.uses_ig:
         folder = Path(ig_cache) if ig_cache else default_ig_cache(teacher, train_data, cfg)
-        store = ensure_ig_cache(teacher, train_data, folder, steps=cfg.ig_steps, progress=ig_progress,
-                                should_stop=should_stop, ctx=ctx)
+        store = ensure_ig_cache(
+            teacher,
+            train_data,
+            folder,
+            steps=cfg.ig_steps,
+            progress=ig_progress,
+            should_stop=should_stop,
+            ctx=ctx,
+        )
         if ig_done is not None:
             ig_done(store)
         if not store.complete:
             return DistillOutcome(run_dir, None, None, store)
         cfg.ig_cache = str(store.folder)
-    model, result = distill_run(request, teacher, train_data, run_dir, store=store, callback=callback,
-                                should_stop=should_stop, device=device, resume=resume, ctx=ctx)
+    model, result = distill_run(
+        request,
+        teacher,
+        train_data,
+        run_dir,
+        store=store,
+        callback=callback,
+        should_stop=should_stop,
+        device=device,
+        resume=resume,
+        ctx=ctx,
+    )
     return DistillOutcome(run_dir, model, result, store)

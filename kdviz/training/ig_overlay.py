@@ -47,7 +47,9 @@ class OverlayConfig:
         if self.mode not in MODES:
             raise ValueError(f"unknown overlay mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if not 0.0 < self.power_min <= self.power_max:
-            raise ValueError(f"the map's power range must satisfy 0 < min ≤ max, got [{self.power_min}, {self.power_max}]")
+            raise ValueError(
+                f"the map's power range must satisfy 0 < min ≤ max, got [{self.power_min}, {self.power_max}]"
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +82,9 @@ def overlay(
     """
     n = images.shape[0]
     if maps.shape != (n, *images.shape[2:]):
-        raise ValueError(f"maps must be (N, H, W) = {(n, *images.shape[2:])} to match the images, got {tuple(maps.shape)}")
+        raise ValueError(
+            f"maps must be (N, H, W) = {(n, *images.shape[2:])} to match the images, got {tuple(maps.shape)}"
+        )
     chosen = torch.rand(n, generator=generator) < cfg.p
     u = torch.rand(n, generator=generator)
     power = torch.exp(math.log(cfg.power_min) + u * (math.log(cfg.power_max) - math.log(cfg.power_min)))

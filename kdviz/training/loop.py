@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..core import atomic
-from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
 from ..data.base import Dataset
 from ..data.loader import Augment, iterate_batches, num_batches
+from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
 from ..models.evaluate import predict
 from ..models.speedups import channels_last
 

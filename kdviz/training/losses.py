@@ -13,22 +13,33 @@ from .loop import Objective
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-    temperature: float, alpha: float,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
 ) -> torch.Tensor:
     """α·T²·KL(teacher ‖ student at temperature T) + (1 − α)·CE(student, labels).
 
     T² keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton et al.).
     """
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                    reduction="batchmean", log_target=True) * (t * t)
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def distill_objective(cfg: DistillConfig, teacher: Callable[[torch.Tensor], torch.Tensor] | None,
-                      forward: nn.Module | None = None) -> Objective:
+def distill_objective(
+    cfg: DistillConfig,
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None,
+    forward: nn.Module | None = None,
+) -> Objective:
     """train()'s objective for an arm: cross-entropy, or the KD loss on the view the student sees.
 
     ``forward`` replaces the model in the forward pass (the DistributedDataParallel wrapper).

@@ -26,14 +26,19 @@ def load_teacher(path: str | Path, data: Dataset, arch: str | None = None) -> Lo
     """A teacher checkpoint, or a foreign file loaded into ``arch`` with the data set's normalisation."""
     loaded = load_any(path, arch, num_classes=data.num_classes)
     if loaded.card.num_classes != data.num_classes:
-        raise ValueError(f"the teacher {path} predicts {loaded.card.num_classes} classes but {data.name} has {data.num_classes}")
+        raise ValueError(
+            f"the teacher {path} predicts {loaded.card.num_classes} classes "
+            f"but {data.name} has {data.num_classes}"
+        )
     if loaded.card.source_file is not None:  # a foreign file knows no normalisation: the data set's
         loaded.card.mean, loaded.card.std = list(data.mean), list(data.std)
         loaded.card.dataset, loaded.card.class_names = data.source, list(data.class_names)
     return loaded
 
 
-def teacher_view(teacher: LoadedModel, mean: Sequence[float], std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+def teacher_view(
+    teacher: LoadedModel, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The teacher's logits for a batch normalised with ``mean``/``std`` (re-normalised when its own differ).
 
     The teacher only runs forward, so it runs fused and channels-last (:mod:`kdviz.models.speedups`): its
@@ -42,9 +47,12 @@ def teacher_view(teacher: LoadedModel, mean: Sequence[float], std: Sequence[floa
     device = next(iter(teacher.model.parameters()), torch.empty(0)).device
     size = teacher.card.image_size
     example = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    model = fused_for_inference(teacher.model.eval().requires_grad_(False), example)  # about 0.25 s, once per run
-    same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and \
-        list(map(float, teacher.card.std)) == list(map(float, std))
+    model = fused_for_inference(
+        teacher.model.eval().requires_grad_(False), example
+    )  # about 0.25 s, once per run
+    same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and list(
+        map(float, teacher.card.std)
+    ) == list(map(float, std))
 
     @torch.no_grad()
     def logits(x: torch.Tensor) -> torch.Tensor:
@@ -56,11 +64,17 @@ def teacher_view(teacher: LoadedModel, mean: Sequence[float], std: Sequence[floa
 
 
 def ensure_ig_cache(
-    teacher: LoadedModel, data: Dataset, folder: str | Path, *, steps: int = 32,
-    progress: Callable[[int, int, float], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    teacher: LoadedModel,
+    data: Dataset,
+    folder: str | Path,
+    *,
+    steps: int = 32,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     ctx: DistContext | None = None,
 ) -> IGMapStore:
-    """The teacher's IG cache of ``data``'s training split in ``folder``: reused when finished, else made or resumed.
+    """The teacher's IG cache of ``data``'s training split in ``folder``: reused when finished, else
+    made or resumed.
 
     A cache made by another teacher, or for other images, is refused with a message, never used.
     Under torchrun (``ctx``) the ranks share the work, each taking every ``world``-th image.
@@ -70,18 +84,43 @@ def ensure_ig_cache(
     rule, baseline = "gausslegendre", "zero"
     if (folder / INDEX).is_file():
         store = IGMapStore(folder)
-        if store.spec.n != len(data.train) or store.spec.dataset != data.source or store.spec.split != "train":
-            raise IGCacheError(f"{folder} holds {store.spec.n} maps of {store.spec.dataset}/{store.spec.split}, but "
-                               f"training uses {len(data.train)} images of {data.source}/train")
+        if (
+            store.spec.n != len(data.train)
+            or store.spec.dataset != data.source
+            or store.spec.split != "train"
+        ):
+            raise IGCacheError(
+                f"{folder} holds {store.spec.n} maps of {store.spec.dataset}/{store.spec.split}, but "
+                f"training uses {len(data.train)} images of {data.source}/train"
+            )
         if store.spec.teacher != model_fingerprint(teacher.model):
-            raise IGCacheError(f"{folder} was made with another teacher ({store.spec.teacher_name}); choose another folder")
+            raise IGCacheError(
+                f"{folder} was made with another teacher ({store.spec.teacher_name}); choose another folder"
+            )
         if store.complete:
             return store
-        steps, rule, baseline = store.spec.steps, store.spec.rule, store.spec.baseline  # finish it as it was begun
-    return precompute(teacher.model, data, folder, mean=teacher.card.mean, std=teacher.card.std, split="train",
-                      steps=steps, rule=rule, baseline=baseline, teacher_name=teacher.card.name or str(teacher.path),
-                      progress=progress, should_stop=should_stop, rank=ctx.rank, world=ctx.world,
-                      barrier=ctx.barrier)
+        steps, rule, baseline = (
+            store.spec.steps,
+            store.spec.rule,
+            store.spec.baseline,
+        )  # finish it as it was begun
+    return precompute(
+        teacher.model,
+        data,
+        folder,
+        mean=teacher.card.mean,
+        std=teacher.card.std,
+        split="train",
+        steps=steps,
+        rule=rule,
+        baseline=baseline,
+        teacher_name=teacher.card.name or str(teacher.path),
+        progress=progress,
+        should_stop=should_stop,
+        rank=ctx.rank,
+        world=ctx.world,
+        barrier=ctx.barrier,
+    )
 
 
 def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) -> Path:
@@ -90,4 +129,8 @@ def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) ->
 
     source = re.sub(r"[^A-Za-z0-9._-]+", "-", data.source).strip("-")[-40:]
     part = f"subset{cfg.subset}-{cfg.subset_seed}" if cfg.subset else "all"
-    return settings.cache_dir() / "igcache" / f"{model_fingerprint(teacher.model)[:16]}-{source}-{part}-{cfg.ig_steps}steps"
+    return (
+        settings.cache_dir()
+        / "igcache"
+        / f"{model_fingerprint(teacher.model)[:16]}-{source}-{part}-{cfg.ig_steps}steps"
+    )

@@ -4,17 +4,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from ..models.checkpoints import ModelCard
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
-from .workspace import Workspace
+from ..models.checkpoints import ModelCard
 from .loop import TrainConfig, TrainEvent, TrainResult, train
+from .workspace import Workspace
 
 #: The default teacher and student per data set: (architecture, its arguments, training config).
 DEFAULTS: dict[str, dict[str, tuple[str, dict, TrainConfig]]] = {

@@ -29,10 +29,13 @@ def check_name(name: str) -> str:
     name = (name or "").strip()
     if not NAME_RE.match(name) or ".." in name:
         raise RunNameError(
-            f"invalid run name {name!r}: use 1–80 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"invalid run name {name!r}: use 1–80 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
         )
     if name in RESERVED:
-        raise RunNameError(f"{name!r} is reserved: the workspace keeps its studies there; choose another run name")
+        raise RunNameError(
+            f"{name!r} is reserved: the workspace keeps its studies there; choose another run name"
+        )
     return name
 
 
@@ -103,8 +106,11 @@ class Workspace:
     def list(self) -> list[RunInfo]:
         if not self.root.is_dir():
             return []
-        runs = [_info(p, "workspace") for p in self.root.iterdir()
-                if p.is_dir() and NAME_RE.match(p.name) and p.name not in RESERVED]
+        runs = [
+            _info(p, "workspace")
+            for p in self.root.iterdir()
+            if p.is_dir() and NAME_RE.match(p.name) and p.name not in RESERVED
+        ]
         return sorted(runs, key=lambda r: r.modified, reverse=True)
 
     def get(self, name: str) -> RunInfo:
@@ -172,12 +178,17 @@ def unusable_runs(workspace: Workspace, dataset_source: str | None = None) -> li
 
     A run whose card cannot be read is listed whatever the data set (its card cannot say which).
     """
-    return [r for r in workspace.list() + asset_models() if r.problem and (
-        dataset_source is None or r.card is None or same_dataset(r.card.dataset, dataset_source))]
+    return [
+        r
+        for r in workspace.list() + asset_models()
+        if r.problem
+        and (dataset_source is None or r.card is None or same_dataset(r.card.dataset, dataset_source))
+    ]
 
 
 def same_dataset(card_source: str, source: str) -> bool:
     """``cifar10`` matches ``cifar10:/any/path``: the card records where, the choice says what."""
+
     def key(s: str) -> str:
         return "cifar10" if s.startswith("cifar10") else s
 
