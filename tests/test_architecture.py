@@ -33,7 +33,7 @@ LAYERS = {
     "ui": 7,
 }
 #: The old import paths kept for one release (``CHANGELOG.md``): top-level modules that re-export.
-COMPAT = {"augment", "distill", "igcache", "overlay", "train"}
+COMPAT = {"augment", "distill", "igcache", "overlay", "samples", "train"}
 #: ``kdviz/__init__.py``, ``kdviz/__main__.py``, the old paths, ``pages/`` and ``app.py``.
 TOP = max(LAYERS.values()) + 1
 STREAMLIT_ALLOWED = ("kdviz/ui/", "pages/", "app.py")
