@@ -23,13 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, median_of, write_results  # noqa: E402
-from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, throughput  # noqa: E402
-from kdviz.checkpoints import load_any, load_checkpoint  # noqa: E402
-from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset  # noqa: E402
-from kdviz.data.loader import normalize, to_float  # noqa: E402
-from kdviz.igcache import precompute  # noqa: E402
-from kdviz.speedups import fused_for_inference  # noqa: E402
+from benchmarks.common import machine, median_of, write_results
+from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, throughput
+from kdviz.attribution.igcache import precompute
+from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from kdviz.data.loader import normalize, to_float
+from kdviz.models.checkpoints import load_any, load_checkpoint
+from kdviz.models.speedups import fused_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
@@ -62,7 +62,7 @@ def captum_loop_rate(model, data, mean, std, n: int, steps: int) -> float:
 
 
 def throughput_rows(name, model, data, mean, std, n: int) -> list[dict]:
-    """``ig-precompute`` runs the teacher folded and channels-last (kdviz.speedups), so its roofline is
+    """``ig-precompute`` runs the teacher folded and channels-last (kdviz.models.speedups), so its roofline is
     that network's; the model as loaded gives the plain roofline and the per-image Captum loop."""
     x = normalize(to_float(data.train.images[:8]), mean, std)
     fast = fused_for_inference(model, x)
@@ -71,13 +71,21 @@ def throughput_rows(name, model, data, mean, std, n: int) -> list[dict]:
     ig_roof = best / STEPS
     fastest = precompute_rate(model, data, mean, std, n, STEPS)
     loop = captum_loop_rate(model, data, mean, std, max(4, n // 4), STEPS)
-    return [{"model": name, "steps": STEPS, "fwd+bwd img/s (best, folded)": round(best, 1), "best batch": best_batch,
-             "roofline IG img/s": round(ig_roof, 2), "ig-precompute img/s": round(fastest, 2),
-             "share of roofline": round(fastest / ig_roof, 3),
-             "plain model's roofline IG img/s": round(plain_best / STEPS, 2),
-             "per-image Captum loop img/s (plain model)": round(loop, 2),
-             "speed-up over loop": round(fastest / loop, 2),
-             "fwd+bwd img/s by batch": {str(k): round(v, 1) for k, v in rates.items()}}]
+    return [
+        {
+            "model": name,
+            "steps": STEPS,
+            "fwd+bwd img/s (best, folded)": round(best, 1),
+            "best batch": best_batch,
+            "roofline IG img/s": round(ig_roof, 2),
+            "ig-precompute img/s": round(fastest, 2),
+            "share of roofline": round(fastest / ig_roof, 3),
+            "plain model's roofline IG img/s": round(plain_best / STEPS, 2),
+            "per-image Captum loop img/s (plain model)": round(loop, 2),
+            "speed-up over loop": round(fastest / loop, 2),
+            "fwd+bwd img/s by batch": {str(k): round(v, 1) for k, v in rates.items()},
+        }
+    ]
 
 
 def steps_rows(name, model, x, mean, std, steps_list) -> list[dict]:
@@ -87,8 +95,16 @@ def steps_rows(name, model, x, mean, std, steps_list) -> list[dict]:
             opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline="zero")
             r = attribute(model, x, opts, mean=mean, std=std, cache=False)
             rel = r.relative_delta
-            rows.append({"model": name, "rule": rule, "steps": steps, "median |delta| / |F(x)-F(b)|": round(float(np.median(rel)), 4),
-                         "p90": round(float(np.percentile(rel, 90)), 4), "images": len(rel)})
+            rows.append(
+                {
+                    "model": name,
+                    "rule": rule,
+                    "steps": steps,
+                    "median |delta| / |F(x)-F(b)|": round(float(np.median(rel)), 4),
+                    "p90": round(float(np.percentile(rel, 90)), 4),
+                    "images": len(rel),
+                }
+            )
     return rows
 
 
@@ -98,14 +114,22 @@ def fewest_steps(rows: list[dict], bar: float = 0.01) -> list[dict]:
     step by step (quadrature error oscillates), and one lucky count must not set the default."""
     out = []
     for key in sorted({(r["model"], r["rule"]) for r in rows}):
-        gaps = sorted((r["steps"], r["median |delta| / |F(x)-F(b)|"]) for r in rows if (r["model"], r["rule"]) == key)
+        gaps = sorted(
+            (r["steps"], r["median |delta| / |F(x)-F(b)|"]) for r in rows if (r["model"], r["rule"]) == key
+        )
         fewest = None
         for steps, gap in reversed(gaps):
             if gap >= bar:
                 break
             fewest = steps
-        out.append({"model": key[0], "rule": key[1], "fewest steps with median gap < 1 %": fewest,
-                    "kdviz default": DEFAULT_IG_STEPS})
+        out.append(
+            {
+                "model": key[0],
+                "rule": key[1],
+                "fewest steps with median gap < 1 %": fewest,
+                "kdviz default": DEFAULT_IG_STEPS,
+            }
+        )
     return out
 
 
@@ -115,7 +139,7 @@ def upload_rows(quick: bool) -> list[dict]:
 
     from PIL import Image
 
-    from kdviz.images import read_image
+    from kdviz.data.images import read_image
 
     teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
     student = load_checkpoint(ROOT / "assets" / "digits_student")
@@ -131,12 +155,20 @@ def upload_rows(quick: bool) -> list[dict]:
             attribute(lm.model, x, opts, mean=lm.card.mean, std=lm.card.std, cache=False)
 
     med, samples = median_of(once, repeats=3 if quick else 10, warmup=1)
-    return [{"what": "upload (640×480 JPEG) → teacher and student IG maps", "steps": opts.steps,
-             "median s": round(med, 3), "target s": 1.5, "runs": len(samples)}]
+    return [
+        {
+            "what": "upload (640×480 JPEG) → teacher and student IG maps",
+            "steps": opts.steps,
+            "median s": round(med, 3),
+            "target s": 1.5,
+            "runs": len(samples),
+        }
+    ]
 
 
 def cache_cost_rows(quick: bool) -> list[dict]:
-    """The whole CIFAR-10 training set through the ResNet-56 teacher: a slice measured, the rest extrapolated."""
+    """The whole CIFAR-10 training set through the ResNet-56 teacher: a slice measured, the rest
+    extrapolated."""
     path = PRETRAINED / "resnet56-4bfd9763.th"
     if not path.exists():
         print(f"skip IG-cache cost: {path} not found")
@@ -146,13 +178,23 @@ def cache_cost_rows(quick: bool) -> list[dict]:
     n = 32 if quick else 96
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        precompute(model, data, tmp, mean=IMAGENET_MEAN, std=IMAGENET_STD, limit=n, steps=STEPS, batch_size=16)
+        precompute(
+            model, data, tmp, mean=IMAGENET_MEAN, std=IMAGENET_STD, limit=n, steps=STEPS, batch_size=16
+        )
         seconds = time.perf_counter() - start
         per_map = (Path(tmp) / "maps.npy").stat().st_size / n
     total = len(data.train)
-    return [{"teacher": "resnet56 (pretrained)", "steps": STEPS, "slice": n, "slice s": round(seconds, 1),
-             "img/s": round(n / seconds, 2), "whole train set (50,000) hours on this machine": round(total / (n / seconds) / 3600, 2),
-             "disk MB": round(per_map * total / 1e6, 1)}]
+    return [
+        {
+            "teacher": "resnet56 (pretrained)",
+            "steps": STEPS,
+            "slice": n,
+            "slice s": round(seconds, 1),
+            "img/s": round(n / seconds, 2),
+            "whole train set (50,000) hours on this machine": round(total / (n / seconds) / 3600, 2),
+            "disk MB": round(per_map * total / 1e6, 1),
+        }
+    ]
 
 
 def main(argv=None) -> int:
@@ -163,13 +205,25 @@ def main(argv=None) -> int:
     digits = load_dataset("digits")
     teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
     n = 32 if args.quick else 96
-    rows = throughput_rows("digits teacher (mobilenetv2_cifar ×0.5)", teacher.model, digits, teacher.card.mean,
-                           teacher.card.std, n)
+    rows = throughput_rows(
+        "digits teacher (mobilenetv2_cifar ×0.5)",
+        teacher.model,
+        digits,
+        teacher.card.mean,
+        teacher.card.std,
+        n,
+    )
     r56 = PRETRAINED / "resnet56-4bfd9763.th"
     if r56.exists():
         cifar = load_dataset("cifar10")
-        rows += throughput_rows("resnet56 (pretrained)", load_any(r56, "resnet56").model.eval(), cifar, IMAGENET_MEAN,
-                                IMAGENET_STD, n // 2)
+        rows += throughput_rows(
+            "resnet56 (pretrained)",
+            load_any(r56, "resnet56").model.eval(),
+            cifar,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            n // 2,
+        )
     write_results("attribution_throughput", rows, machine())
 
     steps_list = [8, 16, 32, 64] if args.quick else [8, 16, 24, 32, 48, 64, 72, 80, 96, 128]
@@ -179,9 +233,19 @@ def main(argv=None) -> int:
         cifar = load_dataset("cifar10")
         idx = np.linspace(0, len(cifar.test) - 1, 16 if args.quick else 48).round().astype(int)
         x = normalize(to_float(cifar.test.images[idx]), IMAGENET_MEAN, IMAGENET_STD)
-        srows += steps_rows("resnet20 on CIFAR-10 test", load_any(r20, "resnet20").model.eval(), x, IMAGENET_MEAN,
-                            IMAGENET_STD, steps_list)
-    x = normalize(to_float(digits.test.images[:: max(1, len(digits.test) // 48)][:48]), teacher.card.mean, teacher.card.std)
+        srows += steps_rows(
+            "resnet20 on CIFAR-10 test",
+            load_any(r20, "resnet20").model.eval(),
+            x,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            steps_list,
+        )
+    x = normalize(
+        to_float(digits.test.images[:: max(1, len(digits.test) // 48)][:48]),
+        teacher.card.mean,
+        teacher.card.std,
+    )
     srows += steps_rows("digits teacher", teacher.model, x, teacher.card.mean, teacher.card.std, steps_list)
     write_results("attribution_steps", srows, machine())
     write_results("attribution_default_steps", fewest_steps(srows), machine())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results  # noqa: E402
+from benchmarks.common import ROOT, machine, write_results
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TIMED_LOAD = """
@@ -36,8 +36,14 @@ print(json.dumps({"s": time.perf_counter() - start, "train": len(data.train), "t
 def timed_load(source: str, cache: str) -> dict:
     """Seconds to load ``source`` in a fresh process whose ``KDVIZ_CACHE`` is ``cache``."""
     env = {**os.environ, "KDVIZ_CACHE": cache, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", TIMED_LOAD, source], env=env, cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", TIMED_LOAD, source],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -50,9 +56,15 @@ def rows_for(name: str, source: str, warm_repeats: int) -> dict:
         cold = timed_load(source, cache)
         warm = [timed_load(source, cache)["s"] for _ in range(warm_repeats)]
         size = cache_bytes(cache)
-    return {"data set": name, "images": cold["train"] + cold["test"], "cold s (empty cache)": round(cold["s"], 2),
-            "warm s (median)": round(statistics.median(warm), 3), "warm runs": len(warm),
-            "cold / warm ×": round(cold["s"] / statistics.median(warm), 1), "cache MB": round(size / 1e6, 1)}
+    return {
+        "data set": name,
+        "images": cold["train"] + cold["test"],
+        "cold s (empty cache)": round(cold["s"], 2),
+        "warm s (median)": round(statistics.median(warm), 3),
+        "warm runs": len(warm),
+        "cold / warm ×": round(cold["s"] / statistics.median(warm), 1),
+        "cache MB": round(size / 1e6, 1),
+    }
 
 
 def main(argv=None) -> int:

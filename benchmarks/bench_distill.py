@@ -21,25 +21,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, median_of, write_results  # noqa: E402
-from kdviz.checkpoints import load_checkpoint  # noqa: E402
-from kdviz.data import load_dataset  # noqa: E402
-from kdviz.distill import (ARMS, DistillConfig, DistillRequest, distill_batches, distill_run, ensure_ig_cache,  # noqa: E402
-                           load_teacher, subset_dataset)
-from kdviz.train import epoch_generator  # noqa: E402
+from benchmarks.common import machine, median_of, write_results
+from kdviz.data import load_dataset
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.training import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    distill_batches,
+    distill_run,
+    ensure_ig_cache,
+    load_teacher,
+    subset_dataset,
+)
+from kdviz.training.loop import epoch_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
 TARGET = 1.5
 
 
-def epoch_seconds(teacher, data, store, arm: str, student: tuple[str, dict], cfg: dict, repeats: int) -> list[float]:
+def epoch_seconds(
+    teacher, data, store, arm: str, student: tuple[str, dict], cfg: dict, repeats: int
+) -> list[float]:
     """Seconds of the training loop of one epoch (evaluation excluded), one fresh run per repeat."""
     out = []
     for r in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            request = DistillRequest(name="bench", arch=student[0], arch_kwargs=student[1],
-                                     config=DistillConfig(**{**cfg, "arm": arm, "epochs": 1, "seed": r, "eval_limit": 16}))
+            request = DistillRequest(
+                name="bench",
+                arch=student[0],
+                arch_kwargs=student[1],
+                config=DistillConfig(**{**cfg, "arm": arm, "epochs": 1, "seed": r, "eval_limit": 16}),
+            )
             _, result = distill_run(request, teacher, data, tmp, store=store)
             out.append(result.history[0].seconds)
     return out
@@ -52,11 +66,20 @@ def arm_rows(pair: str, teacher, data, store, student, cfg, repeats: int) -> lis
     rows = []
     for arm, samples in times.items():
         med = statistics.median(samples)
-        rows.append({"pair": pair, "arm": arm, "images": len(data.train), "epoch s (median)": round(med, 2),
-                     "epoch s (min)": round(min(samples), 2),
-                     "images/s": round(len(data.train) / med, 1), "× baseline": round(med / base, 3),
-                     "× KD": round(med / kd, 3) if arm in ("kd", "kd+ig") else None, "runs": len(samples),
-                     "meets ≤ 1.5× baseline": (med / base <= TARGET) if arm == "kd+ig" else None})
+        rows.append(
+            {
+                "pair": pair,
+                "arm": arm,
+                "images": len(data.train),
+                "epoch s (median)": round(med, 2),
+                "epoch s (min)": round(min(samples), 2),
+                "images/s": round(len(data.train) / med, 1),
+                "× baseline": round(med / base, 3),
+                "× KD": round(med / kd, 3) if arm in ("kd", "kd+ig") else None,
+                "runs": len(samples),
+                "meets ≤ 1.5× baseline": (med / base <= TARGET) if arm == "kd+ig" else None,
+            }
+        )
     return rows
 
 
@@ -71,7 +94,9 @@ def read_rows(pair: str, data, store, cfg: dict, repeats: int) -> list[dict]:
     indices = np.arange(len(data.train))
     for label, st in (("batch source with overlay (p = 0.1)", store), ("batch source without maps", None)):
         source = distill_batches(data.train, c, mean=data.mean, std=data.std, indices=indices, store=st)
-        med, _ = median_of(lambda: sum(1 for _ in source(1, epoch_generator(0, 1))), repeats=repeats, warmup=1)
+        med, _ = median_of(
+            lambda source=source: sum(1 for _ in source(1, epoch_generator(0, 1))), repeats=repeats, warmup=1
+        )
         rows.append({"pair": pair, "what": label, "images/s": round(len(indices) / med)})
     return rows
 
@@ -83,26 +108,41 @@ def cpu_preset_estimate(arms: list[dict], teacher, cifar, repeats: int) -> list[
     so the estimate is for the quiet machine the preset is meant for.
     """
     from kdviz.attribution import throughput
-    from kdviz.presets import cpu
+    from kdviz.experiments.presets import cpu
 
     preset = cpu()
     per_image = {r["arm"]: r["epoch s (min)"] / r["images"] for r in arms}
     tr, ft = preset.train, preset.teacher_train
     # the teacher's fine-tuning: a training step is about 3 forward passes
     with torch.no_grad():
-        fwd = min(median_of(lambda: teacher.model(torch.randn(64, 3, 32, 32)), repeats=2 * repeats, warmup=1)[1]) / 64
+        fwd = (
+            min(
+                median_of(lambda: teacher.model(torch.randn(64, 3, 32, 32)), repeats=2 * repeats, warmup=1)[1]
+            )
+            / 64
+        )
     fine_tune = ft["epochs"] * ft["train_limit"] * 3 * fwd
     ig_rate = max(throughput(teacher.model, 64, repeats=2) for _ in range(repeats)) / tr["ig_steps"]
     ig_cache = tr["subset"] / ig_rate
     runs = sum(per_image[a] for a in preset.arms) * tr["subset"] * tr["epochs"] * len(preset.seeds)
-    evals = len(preset.seeds) * len(preset.arms) * (tr["epochs"] * tr["eval_limit"] + len(cifar.test)) * fwd / 3
+    evals = (
+        len(preset.seeds) * len(preset.arms) * (tr["epochs"] * tr["eval_limit"] + len(cifar.test)) * fwd / 3
+    )
     total = fine_tune + ig_cache + runs + evals
-    return [{"part": "teacher fine-tuning", "minutes": round(fine_tune / 60, 1)},
-            {"part": f"IG cache ({tr['subset']:,} maps, {tr['ig_steps']} steps)", "minutes": round(ig_cache / 60, 1)},
-            {"part": f"{len(preset.arms)} arms × {len(preset.seeds)} seeds × {tr['epochs']} epochs × {tr['subset']:,} images",
-             "minutes": round(runs / 60, 1)},
-            {"part": "evaluation (per epoch and final)", "minutes": round(evals / 60, 1)},
-            {"part": "total (the cpu preset, estimated)", "minutes": round(total / 60, 1)}]
+    return [
+        {"part": "teacher fine-tuning", "minutes": round(fine_tune / 60, 1)},
+        {
+            "part": f"IG cache ({tr['subset']:,} maps, {tr['ig_steps']} steps)",
+            "minutes": round(ig_cache / 60, 1),
+        },
+        {
+            "part": f"{len(preset.arms)} arms × {len(preset.seeds)} seeds × {tr['epochs']} epochs × "
+            f"{tr['subset']:,} images",
+            "minutes": round(runs / 60, 1),
+        },
+        {"part": "evaluation (per epoch and final)", "minutes": round(evals / 60, 1)},
+        {"part": "total (the cpu preset, estimated)", "minutes": round(total / 60, 1)},
+    ]
 
 
 def main(argv=None) -> int:

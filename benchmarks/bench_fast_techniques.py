@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, machine, write_results  # noqa: E402
 from kdviz.data import load_dataset  # noqa: E402
-from kdviz.recipes import FAST_TECHNIQUES, TrainRequest, fast_config, train_run  # noqa: E402
-from kdviz.runs import Workspace  # noqa: E402
+from kdviz.training.workflows import FAST_TECHNIQUES, TrainRequest, fast_config, train_run  # noqa: E402
+from kdviz.training.workspace import Workspace  # noqa: E402
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 

@@ -1,12 +1,12 @@
 """Latency of the paper's teacher and each registered MobileNet student, eager PyTorch and ONNX Runtime.
 
-Batch 1 and batch 64 on the CPU, with the Benchmark page's defaults (``kdviz.latency``: warm-up,
+Batch 1 and batch 64 on the CPU, with the Benchmark page's defaults (``kdviz.bench.latency``: warm-up,
 repeats, and a budget of ``SECONDS_PER_MODEL`` shared by a model's four measurements). Everything
 is measured twice (run A, then run B), so the table shows:
 
 - each median and the spread between the two runs (target: under 10 %);
 - speed-ups over the teacher, computed within one run (both medians from the same run), and again
-  from interleaved runs (``kdviz.latency.sample_interleaved``: teacher and students take turns call
+  from interleaved runs (``kdviz.bench.latency.sample_interleaved``: teacher and students take turns call
   by call within one runtime, so a load that drifts on a shared machine hits them alike); the
   targets use those;
 - what ONNX Runtime adds over eager PyTorch for the same model and batch;
@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, write_results  # noqa: E402
-from kdviz import export, latency  # noqa: E402
-from kdviz.models import count_params, create_model, list_models  # noqa: E402
+from benchmarks.common import machine, write_results
+from kdviz.bench import export, latency
+from kdviz.models import count_params, create_model, list_models
 
 TEACHER = "mobilenetv2_cifar"
 EDGE = "mnv2_student_4x_edge"
@@ -54,9 +54,14 @@ def measure_model(name: str, model, sess, threads: int) -> tuple[dict, float]:
     start = time.perf_counter()
     for runtime in RUNTIMES:
         for b in BATCHES:
-            kw = dict(batch=b, threads=threads, warmup=latency.WARMUP, repeats=latency.REPEATS, max_seconds=per)
-            out[(runtime, b)] = (latency.eager(model, name, **kw) if runtime == "eager"
-                                 else latency.onnxruntime(sess, name, **kw))
+            kw = dict(
+                batch=b, threads=threads, warmup=latency.WARMUP, repeats=latency.REPEATS, max_seconds=per
+            )
+            out[(runtime, b)] = (
+                latency.eager(model, name, **kw)
+                if runtime == "eager"
+                else latency.onnxruntime(sess, name, **kw)
+            )
     return out, time.perf_counter() - start
 
 
@@ -92,21 +97,38 @@ def main(argv=None) -> int:
             for b in BATCHES:
                 a, bb = (r[0][name][(runtime, b)] for r in runs)
                 ta, tb = (r[0][TEACHER][(runtime, b)] for r in runs)
-                rows.append({
-                    "model": name, "runtime": runtime, "batch": b,
-                    "median ms (A)": round(a.median_ms, 3), "median ms (B)": round(bb.median_ms, 3),
-                    "spread A–B %": round(100 * latency.relative_spread(a.median_ms, bb.median_ms), 1),
-                    "p90 ms (A)": round(a.p90_ms, 3), "samples (A)": len(a.samples_ms),
-                    "speed-up (A)": round(ta.median_ms / a.median_ms, 2),
-                    "speed-up (B)": round(tb.median_ms / bb.median_ms, 2),
-                    "one model s (A)": round(runs[0][1][name], 2), "one model s (B)": round(runs[1][1][name], 2),
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "runtime": runtime,
+                        "batch": b,
+                        "median ms (A)": round(a.median_ms, 3),
+                        "median ms (B)": round(bb.median_ms, 3),
+                        "spread A–B %": round(100 * latency.relative_spread(a.median_ms, bb.median_ms), 1),
+                        "p90 ms (A)": round(a.p90_ms, 3),
+                        "samples (A)": len(a.samples_ms),
+                        "speed-up (A)": round(ta.median_ms / a.median_ms, 2),
+                        "speed-up (B)": round(tb.median_ms / bb.median_ms, 2),
+                        "one model s (A)": round(runs[0][1][name], 2),
+                        "one model s (B)": round(runs[1][1][name], 2),
+                    }
+                )
     teacher_params = count_params(models[TEACHER])
-    export_rows = [{"model": name, "parameters": count_params(models[name]),
-                    "compression ×": round(teacher_params / count_params(models[name]), 2), **exports[name]}
-                   for name in names]
-    info = machine() | {"threads used": args.threads, "seconds per model": latency.SECONDS_PER_MODEL,
-                        "warm-up": latency.WARMUP, "repeats": latency.REPEATS}
+    export_rows = [
+        {
+            "model": name,
+            "parameters": count_params(models[name]),
+            "compression ×": round(teacher_params / count_params(models[name]), 2),
+            **exports[name],
+        }
+        for name in names
+    ]
+    info = machine() | {
+        "threads used": args.threads,
+        "seconds per model": latency.SECONDS_PER_MODEL,
+        "warm-up": latency.WARMUP,
+        "repeats": latency.REPEATS,
+    }
     write_results("latency_models", export_rows, info)
     write_results("latency", rows, info)
 
@@ -132,31 +154,38 @@ def interleaved_rows(names, models, onnx: dict[str, bytes], threads: int) -> lis
         # after the other's runs on shared cores (measured: the teacher's eager batch-1 call took
         # 15 ms right after an ONNX call, 7 ms alone).
         by_runtime = {
-            "eager": {(name, "eager"): (lambda m=models[name]: m(x)) for name in names},
-            "onnxruntime": {(name, "onnxruntime"): (lambda s=sessions[name]: s.run(None, {"images": feed}))
-                            for name in names},
+            "eager": {(name, "eager"): (lambda m=models[name], x=x: m(x)) for name in names},
+            "onnxruntime": {
+                (name, "onnxruntime"): (lambda s=sessions[name], feed=feed: s.run(None, {"images": feed}))
+                for name in names
+            },
         }
         runs = []
         for run in ("A", "B"):
             medians = {}
             for runtime, fns in by_runtime.items():
                 with latency.torch_threads(threads), torch.inference_mode():
-                    samples = latency.sample_interleaved(fns, warmup=2, repeats=50 if b == 1 else 12,
-                                                         max_seconds=10 if b == 1 else 15)
+                    samples = latency.sample_interleaved(
+                        fns, warmup=2, repeats=50 if b == 1 else 12, max_seconds=10 if b == 1 else 15
+                    )
                 medians.update({k: float(np.median(v)) for k, v in samples.items()})
-                print(f"interleaved run {run}, {runtime}, batch {b}: {len(samples[(names[0], runtime)])} turns",
-                      flush=True)
+                print(
+                    f"interleaved run {run}, {runtime}, batch {b}: {len(samples[(names[0], runtime)])} turns",
+                    flush=True,
+                )
             runs.append(medians)
         for name in names:
             row = {"model": name, "batch": b}
-            for tag, med in zip("AB", runs):
+            for tag, med in zip("AB", runs, strict=False):
                 row[f"eager ms ({tag})"] = round(med[(name, "eager")], 3)
                 row[f"ONNX ms ({tag})"] = round(med[(name, "onnxruntime")], 3)
-            for tag, med in zip("AB", runs):
+            for tag, med in zip("AB", runs, strict=False):
                 row[f"eager speed-up ({tag})"] = round(med[(TEACHER, "eager")] / med[(name, "eager")], 2)
-            for tag, med in zip("AB", runs):
-                row[f"ONNX speed-up ({tag})"] = round(med[(TEACHER, "onnxruntime")] / med[(name, "onnxruntime")], 2)
-            for tag, med in zip("AB", runs):
+            for tag, med in zip("AB", runs, strict=False):
+                row[f"ONNX speed-up ({tag})"] = round(
+                    med[(TEACHER, "onnxruntime")] / med[(name, "onnxruntime")], 2
+                )
+            for tag, med in zip("AB", runs, strict=False):
                 row[f"ONNX over eager ({tag})"] = round(med[(name, "eager")] / med[(name, "onnxruntime")], 2)
             rows.append(row)
     return rows
@@ -167,14 +196,30 @@ def target_rows(rows: list[dict], ratios: list[dict]) -> list[dict]:
     slowest = max(max(r["one model s (A)"], r["one model s (B)"]) for r in rows)
     spreads = sorted(r["spread A–B %"] for r in rows)
     return [
-        {"target": f"{EDGE}: eager batch-1 speed-up ≥ 4× (interleaved)", "run A": edge["eager speed-up (A)"],
-         "run B": edge["eager speed-up (B)"], "met": min(edge["eager speed-up (A)"], edge["eager speed-up (B)"]) >= 4},
-        {"target": f"{EDGE}: what ONNX Runtime adds at batch 1 (× over eager)", "run A": edge["ONNX over eager (A)"],
-         "run B": edge["ONNX over eager (B)"], "met": None},
-        {"target": "one model measured in ≤ 10 s (page defaults)", "run A": slowest, "run B": None,
-         "met": slowest <= 10},
-        {"target": "two runs' medians within 10 %", "run A": f"median spread {spreads[len(spreads) // 2]} %",
-         "run B": f"largest {spreads[-1]} %", "met": spreads[-1] < 10},
+        {
+            "target": f"{EDGE}: eager batch-1 speed-up ≥ 4× (interleaved)",
+            "run A": edge["eager speed-up (A)"],
+            "run B": edge["eager speed-up (B)"],
+            "met": min(edge["eager speed-up (A)"], edge["eager speed-up (B)"]) >= 4,
+        },
+        {
+            "target": f"{EDGE}: what ONNX Runtime adds at batch 1 (× over eager)",
+            "run A": edge["ONNX over eager (A)"],
+            "run B": edge["ONNX over eager (B)"],
+            "met": None,
+        },
+        {
+            "target": "one model measured in ≤ 10 s (page defaults)",
+            "run A": slowest,
+            "run B": None,
+            "met": slowest <= 10,
+        },
+        {
+            "target": "two runs' medians within 10 %",
+            "run A": f"median spread {spreads[len(spreads) // 2]} %",
+            "run B": f"largest {spreads[-1]} %",
+            "met": spreads[-1] < 10,
+        },
     ]
 
 

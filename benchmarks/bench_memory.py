@@ -56,9 +56,9 @@ def main() -> int:
     from benchmarks.common import machine, write_results
     from kdviz import attribution
     from kdviz.attribution import AttributionOptions
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.core.settings import assets_dir
     from kdviz.data import load_dataset
-    from kdviz.settings import assets_dir
+    from kdviz.models.checkpoints import load_checkpoint
     from kdviz.ui.attributions import attribute_image
 
     data = load_dataset("digits")
@@ -77,24 +77,53 @@ def main() -> int:
     request(len(images) - 1)  # warm-up: an image the loop never asks for
     gc.collect()
     start_mb, t0 = rss_mb(), time.perf_counter()
-    rows = [{"requests": 0, "RSS MB": round(start_mb, 1), "growth MB": 0.0, "cache entries in memory": len(cache._memory)}]
+    rows = [
+        {
+            "requests": 0,
+            "RSS MB": round(start_mb, 1),
+            "growth MB": 0.0,
+            "cache entries in memory": len(cache._memory),
+        }
+    ]
     step = max(1, n // 10)
     for i in range(n):
         request(i)
         if (i + 1) % step == 0 or i + 1 == n:
             gc.collect()
             now = rss_mb()
-            rows.append({"requests": i + 1, "RSS MB": round(now, 1), "growth MB": round(now - start_mb, 1),
-                         "cache entries in memory": len(cache._memory)})
+            rows.append(
+                {
+                    "requests": i + 1,
+                    "RSS MB": round(now, 1),
+                    "growth MB": round(now - start_mb, 1),
+                    "cache entries in memory": len(cache._memory),
+                }
+            )
     growth = rows[-1]["growth MB"]
     verdict = "pass" if growth < LIMIT_MB else "FAIL"
-    summary = {"requests": n, "maps per request": len(models), "growth MB": growth, "limit MB": LIMIT_MB,
-               "peak RSS MB": round(peak_mb(), 1), "seconds": round(time.perf_counter() - t0, 1),
-               "cache memory_items": cache.memory_items, "verdict": verdict}
-    rows.append({"requests": f"total ({verdict})", "RSS MB": rows[-1]["RSS MB"], "growth MB": growth,
-                 "cache entries in memory": rows[-1]["cache entries in memory"]})
+    summary = {
+        "requests": n,
+        "maps per request": len(models),
+        "growth MB": growth,
+        "limit MB": LIMIT_MB,
+        "peak RSS MB": round(peak_mb(), 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cache memory_items": cache.memory_items,
+        "verdict": verdict,
+    }
+    rows.append(
+        {
+            "requests": f"total ({verdict})",
+            "RSS MB": rows[-1]["RSS MB"],
+            "growth MB": growth,
+            "cache entries in memory": rows[-1]["cache entries in memory"],
+        }
+    )
     write_results("memory", rows, {**machine(), **summary})
-    print(f"\n{n} requests ({n * len(models)} maps): RSS grew {growth:.1f} MB (limit {LIMIT_MB:.0f} MB): {verdict}")
+    print(
+        f"\n{n} requests ({n * len(models)} maps): RSS grew {growth:.1f} MB "
+        f"(limit {LIMIT_MB:.0f} MB): {verdict}"
+    )
     scratch.cleanup()
     return 0 if verdict == "pass" else 1
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, median_of, write_results  # noqa: E402
+from benchmarks.common import ROOT, machine, median_of, write_results
 
 APP = ROOT / "app.py"
 TARGET_S = 1.0
@@ -43,11 +43,11 @@ def clear_caches() -> None:
     """What a fresh server process starts without: Streamlit's caches and kdviz's in-memory maps."""
     import streamlit as st
 
-    import kdviz.attribution
+    import kdviz.attribution.cache
 
     st.cache_resource.clear()
     st.cache_data.clear()
-    kdviz.attribution._DEFAULT_CACHE = None
+    kdviz.attribution.cache._DEFAULT_CACHE = None
 
 
 def open_page(page: str):
@@ -72,8 +72,14 @@ def measure(page: str, repeats: int) -> dict:
     shown = problems(at)
     cached, _ = median_of(lambda: open_page(page), repeats=repeats, warmup=0)
     rerun, _ = median_of(lambda: at.run(), repeats=repeats, warmup=0)
-    return {"page": page, "cold s": round(cold, 2), "cached s": round(cached, 3), "rerun s": round(rerun, 3),
-            f"cached < {TARGET_S:g} s": cached < TARGET_S, "errors shown": shown}
+    return {
+        "page": page,
+        "cold s": round(cold, 2),
+        "cached s": round(cached, 3),
+        "rerun s": round(rerun, 3),
+        f"cached < {TARGET_S:g} s": cached < TARGET_S,
+        "errors shown": shown,
+    }
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Training throughput (images/s) of the paper's teacher and each registered MobileNet-V2 student.
 
-Each model is trained by kdviz's own loop (``kdviz.train.train``: augmentation, SGD, loss and
+Each model is trained by kdviz's own loop (``kdviz.training.train``: augmentation, SGD, loss and
 backward, the optimizer step) on CIFAR-10 from ``../shared/data`` where it exists (else the
 built-in digits, shown as 32×32 like CIFAR), batch 64. The first steps are warm-up; the rate is
 images over the time of the steps after them, read from the loop's own progress callback, and the
@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results  # noqa: E402
-from kdviz.data import load_dataset  # noqa: E402
-from kdviz.latency import torch_threads  # noqa: E402
-from kdviz.models import count_params, create_model, list_models  # noqa: E402
-from kdviz.train import TrainConfig, train  # noqa: E402
+from benchmarks.common import ROOT, machine, write_results
+from kdviz.bench.latency import torch_threads
+from kdviz.data import load_dataset
+from kdviz.models import count_params, create_model, list_models
+from kdviz.training.loop import TrainConfig, train
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TEACHER = "mobilenetv2_cifar"
@@ -65,9 +65,17 @@ def main(argv=None) -> int:
     with torch_threads(args.threads):
         for name in models(args.quick):
             rate, seconds = images_per_second(name, data, warmup, steps)
-            rows.append({"model": name, "parameters": count_params(create_model(name)), "data": data.name,
-                         "batch": BATCH, "timed steps": steps, "seconds": round(seconds, 2),
-                         "images/s": round(rate, 1)})
+            rows.append(
+                {
+                    "model": name,
+                    "parameters": count_params(create_model(name)),
+                    "data": data.name,
+                    "batch": BATCH,
+                    "timed steps": steps,
+                    "seconds": round(seconds, 2),
+                    "images/s": round(rate, 1),
+                }
+            )
             print(rows[-1], flush=True)
     teacher = next(r for r in rows if r["model"] == TEACHER)["images/s"]
     for r in rows:

@@ -11,15 +11,16 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kdviz.atomic import write_json  # noqa: E402
+from kdviz.core.atomic import write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -35,7 +36,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(terse=True),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         import onnxruntime
@@ -58,8 +59,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def median_of(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
-              time_cap: float | None = None) -> tuple[float, list[float]]:
+def median_of(
+    fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, time_cap: float | None = None
+) -> tuple[float, list[float]]:
     """Median seconds of ``fn()`` over ``repeats`` timed calls after ``warmup`` untimed ones.
 
     The median, not the mean, because a shared machine adds one-sided outliers. ``time_cap`` stops

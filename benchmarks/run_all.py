@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, ROOT, markdown_table  # noqa: E402
-from kdviz.atomic import write_text  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, markdown_table
+from kdviz.core.atomic import write_text
 
 HERE = ROOT / "benchmarks"
 #: The order of the report; benchmarks not named here follow in alphabetical order.
@@ -50,31 +50,53 @@ def report(ran: list[dict]) -> str:
     rank = {name: i for i, name in enumerate(ORDER)}
     files.sort(key=lambda f: (rank.get(f.stem.split("_")[0], len(ORDER)), f.stem))
     loaded = [json.loads(f.read_text()) for f in files]
-    lines = ["# Benchmark results", "",
-             "Written by `benchmarks/run_all.py`; each table comes from `benchmarks/results/<name>.json`, "
-             "written by the `bench_*.py` named in its file. Timings are medians after warm-up; ratios divide "
-             "medians of the same run.", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `benchmarks/run_all.py`; each table comes from `benchmarks/results/<name>.json`, "
+        "written by the `bench_*.py` named in its file. Timings are medians after warm-up; ratios divide "
+        "medians of the same run.",
+        "",
+    ]
     if loaded:
         m = loaded[0].get("machine", {})
-        lines += ["## Machine", "", "| " + " | ".join(k for k in MACHINE_KEYS if k in m) + " |",
-                  "|" + "|".join("---" for k in MACHINE_KEYS if k in m) + "|",
-                  "| " + " | ".join(str(m[k]) for k in MACHINE_KEYS if k in m) + " |", ""]
-    busy = [d["machine"]["load average (1 min)"] / d["machine"].get("cores", 1) for d in loaded
-            if d.get("machine", {}).get("load average (1 min)") is not None]
+        lines += [
+            "## Machine",
+            "",
+            "| " + " | ".join(k for k in MACHINE_KEYS if k in m) + " |",
+            "|" + "|".join("---" for k in MACHINE_KEYS if k in m) + "|",
+            "| " + " | ".join(str(m[k]) for k in MACHINE_KEYS if k in m) + " |",
+            "",
+        ]
+    busy = [
+        d["machine"]["load average (1 min)"] / d["machine"].get("cores", 1)
+        for d in loaded
+        if d.get("machine", {}).get("load average (1 min)") is not None
+    ]
     if busy and max(busy) > BUSY_LOAD_PER_CORE:
-        lines += [f"**Taken on a busy machine** (load average up to {max(busy):.1f}× the number of cores, from "
-                  "other work): timings swing by orders of magnitude, multi-threaded eager PyTorch most. "
-                  "Not numbers to quote: run `benchmarks/run_all.py` again on a quiet machine.", ""]
+        lines += [
+            f"**Taken on a busy machine** (load average up to {max(busy):.1f}× the number of cores, from "
+            "other work): timings swing by orders of magnitude, multi-threaded eager PyTorch most. "
+            "Not numbers to quote: run `benchmarks/run_all.py` again on a quiet machine.",
+            "",
+        ]
     if ran:
         lines += ["## This run", "", markdown_table(ran), ""]
-    for f, data in zip(files, loaded):
+    for f, data in zip(files, loaded, strict=False):
         m = data.get("machine", {})
         when = m.get("when", "?")
         load = m.get("load average (1 min)")
-        lines += [f"## {data.get('name', f.stem)}", "",
-                  f"`{f.name}` · {when}" + (f" · load average {load} on {m.get('cores')} cores" if load is not None else ""),
-                  "", markdown_table(data.get("rows", [])) if data.get("rows") else "(no rows: see the benchmark's output)",
-                  ""]
+        lines += [
+            f"## {data.get('name', f.stem)}",
+            "",
+            f"`{f.name}` · {when}"
+            + (f" · load average {load} on {m.get('cores')} cores" if load is not None else ""),
+            "",
+            markdown_table(data.get("rows", []))
+            if data.get("rows")
+            else "(no rows: see the benchmark's output)",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -88,8 +110,10 @@ def main(argv=None) -> int:
     if args.only:
         unknown = set(args.only) - {s.stem.removeprefix("bench_") for s in scripts}
         if unknown:
-            p.error(f"no benchmark named {sorted(unknown)}; there are: "
-                    f"{', '.join(s.stem.removeprefix('bench_') for s in scripts)}")
+            p.error(
+                f"no benchmark named {sorted(unknown)}; there are: "
+                f"{', '.join(s.stem.removeprefix('bench_') for s in scripts)}"
+            )
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
     ran = []
     for script in scripts:

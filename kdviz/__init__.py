@@ -4,4 +4,6 @@ The library knows nothing of Streamlit; the dashboard (``app.py``, ``pages/``) a
 (``python -m kdviz``) are thin layers over it, so every result can be reproduced headless.
 """
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
+__all__ = ["__version__"]

@@ -1,204 +1,23 @@
-"""The data-set IG cache: the teacher's map of every image, computed once, read at disk speed.
+"""The old path of :mod:`kdviz.attribution.igcache`, kept for one release (``CHANGELOG.md``).
 
-As in the paper, one map per image: the absolute Integrated Gradients of the *true* class, summed
-over the colour channels (H × W). Unlike the paper's code, maps are computed in data-set order,
-without augmentation, and stored *by index*: ``store[i]`` is the map of image ``i``, always.
-
-Layout of a cache folder::
-
-    index.json          what was computed: teacher fingerprint, data set, split, IG options
-    maps.npy            float16 (N, H, W), memory-mapped; written in place, chunk by chunk
-    done-R-of-W.npy     bool (N,): which maps rank R of W has finished (atomic rewrite per chunk)
-
-A killed run resumes: maps whose done flag is set are kept, the rest are recomputed. Under
-``torchrun`` every rank takes the indices ``rank::world`` into the same ``maps.npy`` (distinct
-rows) and its own done file; readers combine the flags of every done file.
+Import from :mod:`kdviz.attribution.igcache`; this module only re-exports it and warns.
 """
 
-from __future__ import annotations
+import warnings
 
-import json
-import os
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable
+from .attribution.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IGMapStore, precompute
 
-import numpy as np
-import torch
-from torch import nn
+__all__ = [
+    "INDEX",
+    "MAPS",
+    "IGCacheError",
+    "IGCacheSpec",
+    "IGMapStore",
+    "precompute",
+]
 
-from . import __version__, atomic
-from .attribution import AttributionOptions, attribute, fastest_batch_size, model_fingerprint
-from .data.base import Dataset
-from .data.loader import normalize, to_float
-from .speedups import fused_for_inference
-
-INDEX = "index.json"
-MAPS = "maps.npy"
-
-
-class IGCacheError(Exception):
-    pass
-
-
-@dataclass
-class IGCacheSpec:
-    teacher: str  # model fingerprint (weights hash)
-    teacher_name: str
-    dataset: str
-    split: str
-    n: int
-    height: int
-    width: int
-    steps: int
-    rule: str
-    baseline: str
-    target: str = "true"
-    reduction: str = "abs-sum-channels"
-    dtype: str = "float16"
-    kdviz_version: str = __version__
-
-
-def _done_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("done-*-of-*.npy"))
-
-
-class IGMapStore:
-    """Read side of a cache folder: ``store[i]``, ``store.read(indices)``, ``store.complete``."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        if not (self.folder / INDEX).is_file():
-            raise IGCacheError(f"{self.folder} is not an IG cache (no {INDEX}); make one with `python -m kdviz ig-precompute`")
-        self.spec = IGCacheSpec(**json.loads((self.folder / INDEX).read_text()))
-        self.maps = np.load(self.folder / MAPS, mmap_mode="r")
-        if self.maps.shape != (self.spec.n, self.spec.height, self.spec.width):
-            raise IGCacheError(f"{self.folder / MAPS} has shape {self.maps.shape}, the index says "
-                               f"{(self.spec.n, self.spec.height, self.spec.width)}")
-
-    @property
-    def done(self) -> np.ndarray:
-        done = np.zeros(self.spec.n, dtype=bool)
-        for f in _done_files(self.folder):
-            try:
-                done |= np.load(f)
-            except (OSError, ValueError):
-                pass
-        return done
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.done.all())
-
-    def __len__(self) -> int:
-        return self.spec.n
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return np.asarray(self.maps[index], dtype=np.float32)
-
-    def read(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Maps of the given data-set indices as float32 (B, H, W): what training reads per batch."""
-        idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx)  # sorted reads are sequential on disk
-        out = np.empty((len(idx), self.spec.height, self.spec.width), dtype=np.float32)
-        out[order] = self.maps[idx[order]]
-        return torch.from_numpy(out)
-
-
-def _dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _barrier(world: int) -> None:
-    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def precompute(
-    teacher: nn.Module,
-    data: Dataset,
-    out_dir: str | Path,
-    *,
-    mean, std,
-    split: str = "train",
-    steps: int = 32,
-    rule: str = "gausslegendre",
-    baseline: str = "zero",
-    batch_size: int = 16,
-    limit: int | None = None,
-    teacher_name: str = "teacher",
-    progress: Callable[[int, int, float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    rank: int | None = None,
-    world: int | None = None,
-    internal_batch_size: int | None = None,
-) -> IGMapStore:
-    """Compute (or finish) the IG cache of ``split`` in ``out_dir``; returns the store.
-
-    ``progress(done, total, images_per_second)`` is called after every chunk; ``should_stop``
-    ends the run after the current chunk, every finished map kept.
-    """
-    env_rank, env_world = _dist_info()
-    rank = env_rank if rank is None else rank
-    world = env_world if world is None else world
-    out = Path(out_dir)
-    split_data = data.split(split)
-    n = min(limit, len(split_data)) if limit else len(split_data)
-    h = w = data.image_size
-    teacher.eval()
-    spec = IGCacheSpec(model_fingerprint(teacher), teacher_name, data.source, split, n, h, w, steps, rule, baseline)
-
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
-        if (out / INDEX).is_file():
-            old = json.loads((out / INDEX).read_text())
-            mismatch = {k: (old.get(k), v) for k, v in asdict(spec).items()
-                        if k not in ("teacher_name", "kdviz_version") and old.get(k) != v}
-            if mismatch:
-                raise IGCacheError(f"{out} holds a cache made differently ({', '.join(f'{k}: {a} ≠ {b}' for k, (a, b) in mismatch.items())}); "
-                                   "choose another folder or delete it")
-        if not (out / MAPS).is_file():
-            with atomic.atomic_path(out / MAPS) as tmp:
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, h, w)).flush()
-        atomic.write_json(out / INDEX, asdict(spec))
-    _barrier(world)
-
-    maps = np.load(out / MAPS, mmap_mode="r+")
-    done_file = out / f"done-{rank}-of-{world}.npy"
-    store = IGMapStore(out)
-    mine = np.zeros(n, dtype=bool)
-    if done_file.is_file():
-        mine = np.load(done_file)
-    already = store.done
-    todo = [i for i in range(rank, n, world) if not already[i]]
-    total_mine = len(range(rank, n, world))
-    finished = total_mine - len(todo)
-    opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
-    images, labels = split_data.images, split_data.labels
-    if todo:  # folded and channels-last: about 1.5x faster IG, checked against the teacher first
-        teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
-    if internal_batch_size is None and len(todo) * steps >= 20_000:
-        internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed (worth it on long runs)
-    t0, computed = time.perf_counter(), 0
-    for start in range(0, len(todo), batch_size):
-        chunk = np.asarray(todo[start : start + batch_size])
-        x = normalize(to_float(images[chunk]), mean, std)
-        result = attribute(teacher, x, opts, mean=mean, std=std, labels=labels[chunk], cache=False,
-                           internal_batch_size=internal_batch_size, fingerprint=spec.teacher)
-        maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
-        maps.flush()  # the rows are on disk before they are marked done
-        mine[chunk] = True
-        with atomic.atomic_path(done_file) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, mine)
-        computed += len(chunk)
-        finished += len(chunk)
-        if progress:
-            progress(finished, total_mine, computed / max(time.perf_counter() - t0, 1e-9))
-        if should_stop and should_stop():
-            break
-    del maps
-    _barrier(world)
-    return IGMapStore(out)
+warnings.warn(
+    "kdviz.igcache moved to kdviz.attribution.igcache; this path goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,12 +1,13 @@
-"""Ablations: the paper's four arms side by side, where each student looks, the overlay itself, and the search."""
+"""Ablations: the paper's four arms side by side, where each student looks, the overlay itself, and
+the search."""
 
 import streamlit as st
 
-from kdviz.ablation import StudyError, list_studies, load_study, studies_root
-from kdviz.augment import MODES, OverlayConfig
-from kdviz.checkpoints import CheckpointError
-from kdviz.evaluate import spread_indices
-from kdviz.hpo import list_searches
+from kdviz.experiments.ablation import StudyError, list_studies, load_study, studies_root
+from kdviz.experiments.hpo import list_searches
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.models.evaluate import spread_indices
+from kdviz.training.ig_overlay import MODES, OverlayConfig
 from kdviz.ui import ablations as ui
 from kdviz.ui import cache, session
 from kdviz.ui.shell import require_app
@@ -15,10 +16,12 @@ from kdviz.ui.sidebar import safe_dataset
 require_app()
 
 st.title("Ablations")
-st.markdown("The paper's ablation: the student alone, **+ KD** (the teacher's softened outputs), **+ IG** "
-            "(the teacher's IG maps overlaid on training images) and **+ both**, each with several seeds. "
-            "Studies started here and with `python -m kdviz ablate` live in the same folder, "
-            f"`{studies_root()}`.")
+st.markdown(
+    "The paper's ablation: the student alone, **+ KD** (the teacher's softened outputs), **+ IG** "
+    "(the teacher's IG maps overlaid on training images) and **+ both**, each with several seeds. "
+    "Studies started here and with `python -m kdviz ablate` live in the same folder, "
+    f"`{studies_root()}`."
+)
 sel = session.selection()
 data = safe_dataset(sel.source)
 tab_study, tab_preview, tab_search = st.tabs(["Studies", "Overlay preview", "Hyperparameter search"])
@@ -31,10 +34,14 @@ with tab_study:
     with st.expander("Start a small study", expanded=not studies):
         ui.start_form(sel, data, busy=job is not None and job.running)
     if not studies:
-        st.info("No study yet: start one above, or run `python -m kdviz ablate --preset digits` "
-                "(see the README for the CIFAR-10 presets).")
+        st.info(
+            "No study yet: start one above, or run `python -m kdviz ablate --preset digits` "
+            "(see the README for the CIFAR-10 presets)."
+        )
     else:
-        labels = {str(s.folder): f"{s.name} · {s.status} · {s.finished_runs}/{len(s.runs)} runs" for s in studies}
+        labels = {
+            str(s.folder): f"{s.name} · {s.status} · {s.finished_runs}/{len(s.runs)} runs" for s in studies
+        }
         picked = st.selectbox("Study", list(labels), format_func=labels.get, key="abl_study")
         try:
             ui.render_study(load_study(picked), data)
@@ -42,9 +49,11 @@ with tab_study:
             st.error(str(exc))
 
 with tab_preview:
-    st.markdown("What the student is fed: with probability **p** an image is replaced by the image with its "
-                "teacher's IG map laid on at strength **λ** (the map raised to a random power in [1, 2] and "
-                "scaled to [0, 1] first, as in the paper).")
+    st.markdown(
+        "What the student is fed: with probability **p** an image is replaced by the image with its "
+        "teacher's IG map laid on at strength **λ** (the map raised to a random power in [1, 2] and "
+        "scaled to [0, 1] first, as in the paper)."
+    )
     if sel.teacher is None or data is None:
         st.info("Choose a data set and a teacher in the sidebar to preview the overlay on its maps.")
     else:
@@ -52,8 +61,16 @@ with tab_preview:
         p = c1.slider("Probability p", 0.0, 1.0, 0.5, 0.05, key="abl_prev_p")
         lam = c2.slider("Strength λ", 0.0, 1.0, 0.5, 0.05, key="abl_prev_lam")
         mode = c3.radio("Blend", list(MODES), format_func=ui.mode_label, key="abl_prev_mode")
-        draw = int(c4.number_input("Draw", 0, 10_000, 0, key="abl_prev_draw",
-                                   help="Another random draw of which images are overlaid."))
+        draw = int(
+            c4.number_input(
+                "Draw",
+                0,
+                10_000,
+                0,
+                key="abl_prev_draw",
+                help="Another random draw of which images are overlaid.",
+            )
+        )
         try:
             teacher = cache.model(sel.teacher)
         except CheckpointError as exc:
@@ -63,14 +80,18 @@ with tab_preview:
             with st.spinner("The teacher's IG maps of these images (computed once, then cached)…"):
                 maps = ui.teacher_maps(teacher, data, indices, steps=16)
             shown = ui.overlay_preview(data, indices, maps, OverlayConfig(p=p, lam=lam, mode=mode), draw)
-            st.caption(f"This draw overlays {shown} of {len(indices)} images (on average p × {len(indices)} = "
-                       f"{p * len(indices):.1f}). In training each map is also cropped and flipped with its image.")
+            st.caption(
+                f"This draw overlays {shown} of {len(indices)} images (on average p × {len(indices)} = "
+                f"{p * len(indices):.1f}). In training each map is also cropped and flipped with its image."
+            )
 
 with tab_search:
     searches = list_searches()
     if not searches:
-        st.info("No hyperparameter search yet. Start one with `python -m kdviz hpo --preset digits --trials 20` "
-                "(any Optuna storage with `--storage`); it shows up here.")
+        st.info(
+            "No hyperparameter search yet. Start one with `python -m kdviz hpo --preset digits --trials 20` "
+            "(any Optuna storage with `--storage`); it shows up here."
+        )
     else:
         labels = {str(s.folder): f"{s.name} · {s.state.get('status')}" for s in searches}
         picked = st.selectbox("Search", list(labels), format_func=labels.get, key="hpo_pick")

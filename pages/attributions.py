@@ -3,14 +3,14 @@
 import numpy as np
 import streamlit as st
 
-from kdviz import overlay
-from kdviz.checkpoints import CheckpointError
-from kdviz.evaluate import spread_indices
-from kdviz.images import MAX_BYTES, ImageError, read_image
+from kdviz.attribution import render
+from kdviz.data.images import MAX_BYTES, ImageError, read_image
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.models.evaluate import spread_indices
 from kdviz.ui import attributions as ui
 from kdviz.ui import cache, samples, session, urlstate
-from kdviz.ui.sidebar import safe_dataset
 from kdviz.ui.shell import require_app
+from kdviz.ui.sidebar import safe_dataset
 
 require_app()
 
@@ -41,17 +41,25 @@ if source == "From the data set":
     labels = data.test.labels[pool]
     f1, f2 = st.columns(2)
     urlstate.bind_choice("attr_class", "all", ["all", *range(len(class_names))], param="class")
-    cls = f1.selectbox("Class", ["all", *range(len(class_names))],
-                       format_func=lambda c: c if c == "all" else f"{c}: {class_names[c]}", key="attr_class")
+    cls = f1.selectbox(
+        "Class",
+        ["all", *range(len(class_names))],
+        format_func=lambda c: c if c == "all" else f"{c}: {class_names[c]}",
+        key="attr_class",
+    )
     filters = ["all", "teacher right", "teacher wrong"]
     if "student" in preds:
         filters += ["student wrong", "teacher and student disagree"]
     which = f2.selectbox("Show", filters, key="attr_filter")
     keep = np.ones(len(pool), bool) if cls == "all" else labels == cls
     t_pred = preds.get("teacher", next(iter(preds.values())))
-    keep &= {"all": np.ones(len(pool), bool), "teacher right": t_pred == labels, "teacher wrong": t_pred != labels,
-             "student wrong": preds.get("student", t_pred) != labels,
-             "teacher and student disagree": preds.get("student", t_pred) != t_pred}[which]
+    keep &= {
+        "all": np.ones(len(pool), bool),
+        "teacher right": t_pred == labels,
+        "teacher wrong": t_pred != labels,
+        "student wrong": preds.get("student", t_pred) != labels,
+        "teacher and student disagree": preds.get("student", t_pred) != t_pred,
+    }[which]
     candidates = pool[keep]
     st.caption(f"{len(candidates)} of {len(pool)} test images match.")
     if len(candidates) == 0:
@@ -65,7 +73,11 @@ if source == "From the data set":
     for i, idx in enumerate(shown):
         with thumbs[i % 12]:
             st.image(np.kron(data.test.images[idx], np.ones((2, 2, 1), np.uint8)), width="stretch")
-            if st.button(f"#{idx}", key=f"attr_pick_{idx}", type="primary" if idx == st.session_state["attr_index"] else "secondary"):
+            if st.button(
+                f"#{idx}",
+                key=f"attr_pick_{idx}",
+                type="primary" if idx == st.session_state["attr_index"] else "secondary",
+            ):
                 st.session_state["attr_index"] = int(idx)
                 st.rerun()
     index = st.session_state["attr_index"]
@@ -76,9 +88,12 @@ elif source == "Sample photo":
     samples.show(photo, name)
     image = photo.model_input
 else:
-    upload = st.file_uploader("An image of your own (PNG, JPEG, WebP, BMP, GIF, TIFF; any size)",
-                              type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="attr_upload",
-                              max_upload_size=MAX_BYTES // 2**20)  # the browser refuses a bigger file unsent
+    upload = st.file_uploader(
+        "An image of your own (PNG, JPEG, WebP, BMP, GIF, TIFF; any size)",
+        type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"],
+        key="attr_upload",
+        max_upload_size=MAX_BYTES // 2**20,
+    )  # the browser refuses a bigger file unsent
     if upload is None:
         st.info("Upload an image to see where the models look.")
         st.stop()
@@ -90,28 +105,55 @@ else:
         st.stop()
     image = loaded_image.model_input
     c1, c2 = st.columns([1, 3])
-    c1.image(loaded_image.original, caption=f"{upload.name}: {loaded_image.original_size[0]}×{loaded_image.original_size[1]} {loaded_image.format}")
+    c1.image(
+        loaded_image.original,
+        caption=f"{upload.name}: {loaded_image.original_size[0]}×{loaded_image.original_size[1]} "
+        f"{loaded_image.format}",
+    )
     c2.markdown("**What the models see:** " + ("; ".join(loaded_image.notes) or "the image as it is") + ".")
     c2.image(np.kron(image, np.ones((4, 4, 1), np.uint8)), caption=f"model input, {size}×{size}")
 
 view = ui.controls(len(class_names), class_names)
 results = {}
 with st.spinner("Computing attributions…"):
-    for role, (path, loaded) in models.items():
+    for role, (_path, loaded) in models.items():
         results[role] = ui.attribute_image(loaded, image, view.options, true_label)
-reduced = [overlay.reduce_channels(r.maps[0], view.sign) for r in results.values()]
-scale = overlay.shared_scale(reduced) if view.shared_scale else None
-st.caption("Colour scale: " + ("shared by both maps (colours compare)." if scale else "each map on its own 99th percentile."))
+reduced = [render.reduce_channels(r.maps[0], view.sign) for r in results.values()]
+scale = render.shared_scale(reduced) if view.shared_scale else None
+st.caption(
+    "Colour scale: "
+    + ("shared by both maps (colours compare)." if scale else "each map on its own 99th percentile.")
+)
 cols = st.columns(len(results))
-for col, (role, result) in zip(cols, results.items()):
+for col, (role, result) in zip(cols, results.items(), strict=True):
     with col:
-        ui.panel(role.capitalize(), models[role][1], image, result, view, scale, class_names, true_label, key=f"attr_{role}")
+        ui.panel(
+            role.capitalize(),
+            models[role][1],
+            image,
+            result,
+            view,
+            scale,
+            class_names,
+            true_label,
+            key=f"attr_{role}",
+        )
 
 rows = [(role, image, r) for role, r in results.items()]
 d1, d2 = st.columns(2)
-d1.download_button("Download the figure (PNG)", ui.figure_png(rows, view, scale), file_name="kdviz-attributions.png",
-                   mime="image/png", key="attr_download_png")
+d1.download_button(
+    "Download the figure (PNG)",
+    ui.figure_png(rows, view, scale),
+    file_name="kdviz-attributions.png",
+    mime="image/png",
+    key="attr_download_png",
+)
 buffer = __import__("io").BytesIO()
 np.savez(buffer, **{f"{role}_map": r.maps[0] for role, r in results.items()}, image=image)
-d2.download_button("Download the maps (NumPy .npz)", buffer.getvalue(), file_name="kdviz-maps.npz",
-                   mime="application/octet-stream", key="attr_download_npz")
+d2.download_button(
+    "Download the maps (NumPy .npz)",
+    buffer.getvalue(),
+    file_name="kdviz-maps.npz",
+    mime="application/octet-stream",
+    key="attr_download_npz",
+)

@@ -4,18 +4,20 @@ import os
 
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
-from kdviz.runs import model_choices
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.training.workspace import model_choices
 from kdviz.ui import benchmark as ui
 from kdviz.ui import cache, session
-from kdviz.ui.sidebar import safe_dataset
 from kdviz.ui.shell import require_app
+from kdviz.ui.sidebar import safe_dataset
 
 require_app()
 
 st.title("Benchmark")
-st.markdown("The paper's claim is speed on the edge: **140 ms → 13 ms** at 4.1× compression (per batch of 64 "
-            "on a GPU). Here it is tested on *this* machine, for *your* teacher and students.")
+st.markdown(
+    "The paper's claim is speed on the edge: **140 ms → 13 ms** at 4.1× compression (per batch of 64 "
+    "on a GPU). Here it is tested on *this* machine, for *your* teacher and students."
+)
 sel = session.selection()
 data = safe_dataset(sel.source)
 choices = model_choices(session.workspace(), sel.source)
@@ -35,8 +37,10 @@ for p in paths:
 teacher = paths[0]
 if teacher not in models:
     st.stop()
-names = {p: ("teacher: " if p == teacher else "") + (by_path[p].name if p in by_path else os.path.basename(p))
-         for p in models}
+names = {
+    p: ("teacher: " if p == teacher else "") + (by_path[p].name if p in by_path else os.path.basename(p))
+    for p in models
+}
 
 st.header("Latency")
 timing = ui.latency_controls()

@@ -6,22 +6,24 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
 from kdviz.models import get_spec, list_models
-from kdviz.recipes import TrainRequest, defaults_for, import_checkpoint
-from kdviz.runs import RunNameError, now
-from kdviz.train import TrainConfig
+from kdviz.models.checkpoints import CheckpointError
+from kdviz.training.loop import TrainConfig
+from kdviz.training.workflows import TrainRequest, defaults_for, import_checkpoint
+from kdviz.training.workspace import RunNameError, now
 from kdviz.ui import cache, session, training
 from kdviz.ui.cards import human_bytes, render_card
-from kdviz.ui.sidebar import safe_dataset
 from kdviz.ui.shell import require_app
+from kdviz.ui.sidebar import safe_dataset
 
 require_app()
 
 st.title("Models")
 sel = session.selection()
 ws = session.workspace()
-tab_cards, tab_train, tab_runs, tab_upload = st.tabs(["Teacher & student", "Train", "Runs", "Upload a checkpoint"])
+tab_cards, tab_train, tab_runs, tab_upload = st.tabs(
+    ["Teacher & student", "Train", "Runs", "Upload a checkpoint"]
+)
 
 # ------------------------------------------------------------------ side by side
 with tab_cards:
@@ -37,7 +39,12 @@ with tab_cards:
             except CheckpointError as exc:
                 st.error(f"The {role} cannot be loaded: {exc}")
                 continue
-            render_card(loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None)
+            render_card(
+                loaded.card,
+                path,
+                title=role.capitalize(),
+                reference=teacher_card if role == "student" else None,
+            )
             if role == "teacher":
                 teacher_card = loaded.card
 
@@ -51,40 +58,86 @@ with tab_train:
     d_arch, d_kwargs, d_cfg = defaults_for(sel.source, role)
     names = [s.name for s in list_models()]
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", names, index=names.index(d_arch), key=f"train_arch_{role}",
-                        help="\n".join(f"{s.name}: {s.description}" for s in list_models()))
+    arch = c1.selectbox(
+        "Architecture",
+        names,
+        index=names.index(d_arch),
+        key=f"train_arch_{role}",
+        help="\n".join(f"{s.name}: {s.description}" for s in list_models()),
+    )
     kwargs = {}
     if "width_mult" in get_spec(arch).signature():
-        kwargs["width_mult"] = c2.select_slider("Width multiplier", [0.25, 0.35, 0.5, 0.75, 1.0],
-                                                value=d_kwargs.get("width_mult", 1.0), key=f"train_width_{role}")
-    name = c3.text_input("Run name", value=f"{role}-{arch}-{now()[:8]}", key=f"train_name_{role}_{arch}",
-                         help="An existing run of this name is resumed from its last finished epoch.")
+        kwargs["width_mult"] = c2.select_slider(
+            "Width multiplier",
+            [0.25, 0.35, 0.5, 0.75, 1.0],
+            value=d_kwargs.get("width_mult", 1.0),
+            key=f"train_width_{role}",
+        )
+    name = c3.text_input(
+        "Run name",
+        value=f"{role}-{arch}-{now()[:8]}",
+        key=f"train_name_{role}_{arch}",
+        help="An existing run of this name is resumed from its last finished epoch.",
+    )
     c4, c5, c6, c7 = st.columns(4)
     epochs = c4.number_input("Epochs", 1, 500, d_cfg.epochs, key="train_epochs")
     batch = c5.number_input("Batch size", 8, 1024, d_cfg.batch_size, step=8, key="train_batch")
     optimizer = c6.selectbox("Optimizer", ["sgd", "adamw"], key="train_optimizer")
-    lr = c7.number_input("Learning rate", 1e-5, 1.0, d_cfg.lr if optimizer == "sgd" else 1e-3, format="%.4f",
-                         key=f"train_lr_{optimizer}")
+    lr = c7.number_input(
+        "Learning rate",
+        1e-5,
+        1.0,
+        d_cfg.lr if optimizer == "sgd" else 1e-3,
+        format="%.4f",
+        key=f"train_lr_{optimizer}",
+    )
     with st.expander("More settings"):
         c8, c9, c10, c11 = st.columns(4)
-        weight_decay = c8.number_input("Weight decay", 0.0, 0.1, d_cfg.weight_decay, format="%.5f", key="train_wd")
+        weight_decay = c8.number_input(
+            "Weight decay", 0.0, 0.1, d_cfg.weight_decay, format="%.5f", key="train_wd"
+        )
         warmup = c9.number_input("Warm-up epochs", 0.0, 20.0, d_cfg.warmup_epochs, key="train_warmup")
         smoothing = c10.number_input("Label smoothing", 0.0, 0.5, 0.0, key="train_smoothing")
         seed = c11.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
         c12, c13, c14 = st.columns(3)
-        limit = c12.number_input("Training images (0: all)", 0, 10_000_000, 0, key="train_limit",
-                                 help="A fixed random subset, for a quick look.")
+        limit = c12.number_input(
+            "Training images (0: all)",
+            0,
+            10_000_000,
+            0,
+            key="train_limit",
+            help="A fixed random subset, for a quick look.",
+        )
         crop = c13.number_input("Random-crop padding (0: off)", 0, 16, d_cfg.crop_padding, key="train_crop")
-        flip = c14.checkbox("Random horizontal flip", value=d_cfg.hflip, key="train_flip",
-                            help="Off by default for digits: a mirrored 2 is not a 2.")
+        flip = c14.checkbox(
+            "Random horizontal flip",
+            value=d_cfg.hflip,
+            key="train_flip",
+            help="Off by default for digits: a mirrored 2 is not a 2.",
+        )
     if st.button("Start training", type="primary", disabled=busy, key="train_start"):
-        cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch), optimizer=optimizer, lr=float(lr),
-                          weight_decay=float(weight_decay), warmup_epochs=float(warmup),
-                          label_smoothing=float(smoothing), seed=int(seed), crop_padding=int(crop), hflip=bool(flip),
-                          train_limit=int(limit) or None)
+        cfg = TrainConfig(
+            epochs=int(epochs),
+            batch_size=int(batch),
+            optimizer=optimizer,
+            lr=float(lr),
+            weight_decay=float(weight_decay),
+            warmup_epochs=float(warmup),
+            label_smoothing=float(smoothing),
+            seed=int(seed),
+            crop_padding=int(crop),
+            hflip=bool(flip),
+            train_limit=int(limit) or None,
+        )
         try:
-            request = TrainRequest(name=ws.path(name).name, arch=arch, dataset=sel.source, arch_kwargs=kwargs,
-                                   role=role, config=cfg)
+            request = TrainRequest(
+                name=ws.path(name).name,
+                arch=arch,
+                dataset=sel.source,
+                arch_kwargs=kwargs,
+                role=role,
+                config=cfg,
+            )
         except RunNameError as exc:
             st.error(str(exc))
         else:
@@ -97,23 +150,33 @@ with tab_runs:
     if not runs:
         st.info(f"The workspace `{ws.root}` holds no runs yet.")
     else:
-        table = pd.DataFrame([{
-            "run": r.name,
-            "architecture": r.card.arch if r.card else "?",
-            "role": r.card.role if r.card else "?",
-            "data set": r.card.dataset if r.card else "?",
-            "test accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
-            "parameters": (r.card.stats or {}).get("params") if r.card else None,
-            "size": human_bytes((r.card.stats or {}).get("size_bytes", 0)) if r.card else "",
-            "status": r.status,
-        } for r in runs])
-        st.dataframe(table, hide_index=True, column_config={
-            "test accuracy": st.column_config.NumberColumn(format="percent")})
+        table = pd.DataFrame(
+            [
+                {
+                    "run": r.name,
+                    "architecture": r.card.arch if r.card else "?",
+                    "role": r.card.role if r.card else "?",
+                    "data set": r.card.dataset if r.card else "?",
+                    "test accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
+                    "parameters": (r.card.stats or {}).get("params") if r.card else None,
+                    "size": human_bytes((r.card.stats or {}).get("size_bytes", 0)) if r.card else "",
+                    "status": r.status,
+                }
+                for r in runs
+            ]
+        )
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
+        )
         picked = st.selectbox("Run", [r.name for r in runs], key="runs_pick")
         c1, c2, c3 = st.columns(3)
         picked_info = next(r for r in runs if r.name == picked)
         if picked_info.problem:
-            st.error(f"`{picked}` cannot be used as a model: {picked_info.problem}. Rename or delete it below.")
+            st.error(
+                f"`{picked}` cannot be used as a model: {picked_info.problem}. Rename or delete it below."
+            )
         elif picked_info.card is not None:
             if c1.button("Use as teacher", key="runs_use_teacher"):
                 session.choose("teacher", picked_info.path)
@@ -152,10 +215,18 @@ with tab_upload:
             file = Path(tmp) / f"upload{suffix}"
             file.write_bytes(upload.getvalue())
             try:
-                run_dir = import_checkpoint(file, up_arch, data, ws.unique_name(f"upload-{Path(upload.name).stem}"),
-                                            workspace=ws, role=up_role)
+                run_dir = import_checkpoint(
+                    file,
+                    up_arch,
+                    data,
+                    ws.unique_name(f"upload-{Path(upload.name).stem}"),
+                    workspace=ws,
+                    role=up_role,
+                )
             except (CheckpointError, RunNameError) as exc:
-                st.error(f"Not added: {str(exc).replace(str(file), upload.name)}")  # the name the person knows
+                st.error(
+                    f"Not added: {str(exc).replace(str(file), upload.name)}"
+                )  # the name the person knows
             else:
                 session.choose(up_role, run_dir)
                 # rerun so the sidebar, drawn before this page, shows the new choice at once

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from kdviz.checkpoints import CheckpointError
+from kdviz.models.checkpoints import CheckpointError
 from kdviz.ui import cache, session
 from kdviz.ui.cards import render_card
 from kdviz.ui.charts import sample_grid
-from kdviz.ui.sidebar import safe_dataset
 from kdviz.ui.shell import require_app
+from kdviz.ui.sidebar import safe_dataset
 
 require_app()
 
@@ -31,8 +31,12 @@ if data is not None:
         st.caption(data.description)
     with right:
         grid = sample_grid(data.test.images, data.test.labels, data.class_names, per_class=8)
-        st.image(grid, caption="Test images, one row per class: " + ", ".join(data.class_names),
-                 width=min(560, grid.shape[1] * 4), clamp=True)
+        st.image(
+            grid,
+            caption="Test images, one row per class: " + ", ".join(data.class_names),
+            width=min(560, grid.shape[1] * 4),
+            clamp=True,
+        )
 
 st.header("Teacher and student")
 cols = st.columns(2)
@@ -47,6 +51,8 @@ for col, role, path in ((cols[0], "teacher", sel.teacher), (cols[1], "student", 
         except CheckpointError as exc:
             st.error(f"The {role} cannot be loaded: {exc}")
             continue
-        render_card(loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None)
+        render_card(
+            loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None
+        )
         if role == "teacher":
             teacher_card = loaded.card

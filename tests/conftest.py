@@ -65,6 +65,8 @@ def _apptest_runs_app_py_every_time(monkeypatch):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: real-data or long tests (run by default; deselect with -m 'not slow')")
+    config.addinivalue_line(
+        "markers", "slow: real-data or long tests (run by default; deselect with -m 'not slow')"
+    )
     config.addinivalue_line("markers", "browser: drives the running app in headless Chromium")
     os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")

@@ -1,5 +1,6 @@
-"""kdviz.ablation and the ``ablate`` command: four arms × seeds on the built-in digits (tiny), the study
-folder they write, the table, and resuming a stopped or killed study without redoing finished runs."""
+"""kdviz.experiments.ablation and the ``ablate`` command: four arms × seeds on the built-in digits
+(tiny), the study folder they write, the table, and resuming a stopped or killed study without
+redoing finished runs."""
 
 from __future__ import annotations
 
@@ -15,12 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz.ablation import (METRICS, PROBE_MAPS, STUDY, StudyConfig, StudyError, list_studies, load_study,
-                            markdown_table, run_name, run_study, summarise)
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
-from kdviz.distill import ARMS
-from kdviz.presets import PRESETS, configure, smoke
-from kdviz.train import HISTORY
+from kdviz.experiments.ablation import (
+    METRICS,
+    PROBE_MAPS,
+    STUDY,
+    StudyConfig,
+    StudyError,
+    list_studies,
+    load_study,
+    markdown_table,
+    run_name,
+    run_study,
+    summarise,
+)
+from kdviz.experiments.presets import PRESETS, configure, smoke
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.training import ARMS
+from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -30,9 +42,18 @@ def tiny(**overrides) -> StudyConfig:
     """Four arms × two seeds, 64 images, one epoch: the whole study in seconds."""
     train = dict(epochs=1, batch_size=32, hflip=False, subset=64, ig_steps=2, eval_limit=40, overlay_p=0.5)
     train.update(overrides.pop("train", {}))
-    base = dict(dataset="digits", teacher=str(TEACHER), student="mnv2_student_4x_fast",
-                student_kwargs={"width_mult": 0.5}, seeds=[0, 1], train=train, probe=4, probe_steps=2,
-                latency_seconds=0.1, test_limit=120)
+    base = dict(
+        dataset="digits",
+        teacher=str(TEACHER),
+        student="mnv2_student_4x_fast",
+        student_kwargs={"width_mult": 0.5},
+        seeds=[0, 1],
+        train=train,
+        probe=4,
+        probe_steps=2,
+        latency_seconds=0.1,
+        test_limit=120,
+    )
     return StudyConfig(**{**base, **overrides})
 
 
@@ -84,7 +105,7 @@ def test_the_four_arms_write_the_study_folder(study):
 def test_metrics_are_what_they_say(study):
     """Accuracy and agreement recomputed here from the checkpoints and the teacher's predictions."""
     from kdviz.data import load_dataset
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     view, _ = study
     digits = load_dataset("digits")
@@ -108,10 +129,14 @@ def test_the_table_of_arms(study):
     for arm, row in by_arm.items():
         acc = [r.metrics["test_accuracy"] for r in view.runs if r.arm == arm]
         assert row["seeds done"] == 2 and row["of"] == 2
-        assert row["accuracy"] == pytest.approx(np.mean(acc)) and row["accuracy std"] == pytest.approx(np.std(acc, ddof=1))
+        assert row["accuracy"] == pytest.approx(np.mean(acc)) and row["accuracy std"] == pytest.approx(
+            np.std(acc, ddof=1)
+        )
         base = np.mean([r.metrics["test_accuracy"] for r in view.runs if r.arm == "baseline"])
         assert row["Δ vs baseline"] == pytest.approx(np.mean(acc) - base)
-        assert row["teacher's accuracy kept"] == pytest.approx(np.mean(acc) / view.state["teacher"]["test_accuracy"])
+        assert row["teacher's accuracy kept"] == pytest.approx(
+            np.mean(acc) / view.state["teacher"]["test_accuracy"]
+        )
     teacher_params = load_checkpoint(TEACHER).card.stats["params"]
     student_params = load_checkpoint(view.runs[0].folder).card.stats["params"]
     assert by_arm["kd"]["compression ×"] == pytest.approx(teacher_params / student_params)
@@ -149,7 +174,9 @@ def test_a_stopped_study_resumes_without_redoing_finished_runs(tmp_path):
 
     def stop_in_third_run():
         e = last.get("event")
-        return e is not None and e.run == "baseline-s1" and e.stage == "run" and "epoch 2/2, step 2" in e.message
+        return (
+            e is not None and e.run == "baseline-s1" and e.stage == "run" and "epoch 2/2, step 2" in e.message
+        )
 
     view = run_study(folder, config, report=report, should_stop=stop_in_third_run)
     assert view.status == "stopped" and view.finished_runs == 2
@@ -157,8 +184,11 @@ def test_a_stopped_study_resumes_without_redoing_finished_runs(tmp_path):
     assert (stopped / RESUME).is_file() and not (stopped / METRICS).exists()
     first_epoch = json.loads((stopped / HISTORY).read_text())
     assert len(first_epoch) == 1
-    done_before = {r.name: ((r.folder / METRICS).stat().st_mtime_ns, (r.folder / WEIGHTS).read_bytes())
-                   for r in view.runs if r.metrics}
+    done_before = {
+        r.name: ((r.folder / METRICS).stat().st_mtime_ns, (r.folder / WEIGHTS).read_bytes())
+        for r in view.runs
+        if r.metrics
+    }
     events = []
     view = run_study(folder, config, report=events.append)
     assert view.status == "done" and view.finished_runs == 4
@@ -176,9 +206,27 @@ def test_a_killed_ablate_command_resumes(tmp_path):
     """``python -m kdviz ablate`` killed with SIGKILL after its first finished run; the same command
     again finishes the study and leaves that run untouched."""
     env = {**os.environ, "KDVIZ_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "kdviz", "ablate", "--preset", "digits", "--smoke", "96", "--arms", "baseline,kd",
-           "--seeds", "0", "--student", "mnv2_student_4x_fast", "--student-kwargs", '{"width_mult": 0.5}',
-           "--name", "killed", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdviz",
+        "ablate",
+        "--preset",
+        "digits",
+        "--smoke",
+        "96",
+        "--arms",
+        "baseline,kd",
+        "--seeds",
+        "0",
+        "--student",
+        "mnv2_student_4x_fast",
+        "--student-kwargs",
+        '{"width_mult": 0.5}',
+        "--name",
+        "killed",
+        "--json",
+    ]
     folder = tmp_path / "home" / "studies" / "killed"
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = folder / "runs" / "baseline-s0" / METRICS
@@ -193,7 +241,11 @@ def test_a_killed_ablate_command_resumes(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
-    assert out["status"] == "done" and out["runs_done"] == 2 and [r["arm"] for r in out["arms"]] == ["baseline", "kd"]
+    assert (
+        out["status"] == "done"
+        and out["runs_done"] == 2
+        and [r["arm"] for r in out["arms"]] == ["baseline", "kd"]
+    )
     assert first.stat().st_mtime_ns == before
 
 
@@ -204,13 +256,27 @@ def test_presets_and_overrides():
     assert cpu.student == "resnet20" and cpu.arms == list(ARMS) and len(cpu.seeds) == 3
     assert cpu.teacher_train["epochs"] >= 1 and cpu.train["subset"] and cpu.train["epochs"] <= 10
     paper = configure("paper")
-    assert (paper.train["temperature"], paper.train["alpha"], paper.train["overlay_p"], paper.train["overlay_lambda"]) == \
-        (2.5, 0.01, 0.1, 0.5)
-    assert paper.student == "mnv2_student_4x" and paper.teacher_arch == "mobilenetv2_cifar" and paper.train["epochs"] == 100
-    custom = configure("digits", smoke_images=64, student="resnet20", alpha=0.9, seeds=[4, 5, 6], finetune=False)
-    assert custom.student == "resnet20" and custom.student_kwargs == {}  # the preset's kwargs were its student's
+    assert (
+        paper.train["temperature"],
+        paper.train["alpha"],
+        paper.train["overlay_p"],
+        paper.train["overlay_lambda"],
+    ) == (2.5, 0.01, 0.1, 0.5)
+    assert (
+        paper.student == "mnv2_student_4x"
+        and paper.teacher_arch == "mobilenetv2_cifar"
+        and paper.train["epochs"] == 100
+    )
+    custom = configure(
+        "digits", smoke_images=64, student="resnet20", alpha=0.9, seeds=[4, 5, 6], finetune=False
+    )
+    assert (
+        custom.student == "resnet20" and custom.student_kwargs == {}
+    )  # the preset's kwargs were its student's
     assert custom.train["alpha"] == 0.9 and custom.train["subset"] == 64 and custom.train["epochs"] == 1
-    assert custom.seeds == [4, 5, 6] and custom.teacher_train is None  # what the command line says wins over --smoke
+    assert (
+        custom.seeds == [4, 5, 6] and custom.teacher_train is None
+    )  # what the command line says wins over --smoke
     shrunk = configure("cpu", smoke_images=128, epochs=2)
     assert shrunk.seeds == [0, 1] and shrunk.train["epochs"] == 2 and shrunk.train["subset"] == 128
     assert shrunk.teacher_train["train_limit"] == 128 and smoke(cpu).teacher_train["train_limit"] == 256

@@ -1,5 +1,5 @@
-"""kdviz.agreement, kdviz.faithfulness and kdviz.compare: do two maps agree, are they faithful,
-and the teacher-against-student comparison on the built-in digits assets.
+"""kdviz.attribution.agreement, .faithfulness and .comparison: do two maps agree, are they
+faithful, and the teacher-against-student comparison on the built-in digits assets.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz import agreement, compare
-from kdviz.attribution import AttributionOptions
-from kdviz.checkpoints import load_checkpoint
+from kdviz.attribution import AttributionOptions, agreement, comparison
+from kdviz.attribution.faithfulness import deletion_insertion, randomized_copy
 from kdviz.data import load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.faithfulness import deletion_insertion, randomized_copy
+from kdviz.models.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +76,9 @@ def test_negated_and_permuted_maps_score_lower():
     assert abs(shuffled.spearman) < 0.3
 
     shifted = agreement.compare_maps(m, np.roll(m, 4, axis=1))
-    assert shuffled.spearman < shifted.spearman < 1.0, "a shifted blob agrees more than noise, less than itself"
+    assert shuffled.spearman < shifted.spearman < 1.0, (
+        "a shifted blob agrees more than noise, less than itself"
+    )
 
 
 def test_top_k_iou_by_hand():
@@ -139,7 +140,9 @@ def test_deletion_insertion_curves(student, digits):
     np.testing.assert_allclose(curves.insertion[:, 0], p_base, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(curves.deletion[:, -1], p_base, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(curves.insertion[:, -1], p_image, rtol=1e-4, atol=1e-6)
-    assert curves.deletion_auc.shape == (3,) and np.all((curves.deletion_auc >= 0) & (curves.deletion_auc <= 1))
+    assert curves.deletion_auc.shape == (3,) and np.all(
+        (curves.deletion_auc >= 0) & (curves.deletion_auc <= 1)
+    )
     assert curves.insertion_auc.shape == (3,)
 
     # A custom baseline is used at the ends too.
@@ -178,7 +181,9 @@ def test_randomized_copy_changes_the_weights_and_leaves_the_original(student):
     for k, v in before.items():
         assert torch.equal(after[k], v), f"{k} of the original changed"
     cs = clone.state_dict()
-    changed = [k for k, v in before.items() if v.is_floating_point() and v.numel() > 1 and not torch.equal(cs[k], v)]
+    changed = [
+        k for k, v in before.items() if v.is_floating_point() and v.numel() > 1 and not torch.equal(cs[k], v)
+    ]
     weights = [k for k in before if k.endswith("weight") and before[k].dim() > 1]
     assert set(weights) <= set(changed), "every conv and linear weight is re-initialised"
     assert not clone.training
@@ -195,14 +200,14 @@ def test_randomized_copy_changes_the_weights_and_leaves_the_original(student):
 
 def test_choose_images(digits):
     split = digits.test
-    cls = compare.choose_images(split, "class", label=3, n=10, seed=0)
+    cls = comparison.choose_images(split, "class", label=3, n=10, seed=0)
     assert len(cls) == 10 and (split.labels[cls] == 3).all() and np.all(np.diff(cls) > 0)
-    all_threes = compare.choose_images(split, "class", label=3, n=10_000)
+    all_threes = comparison.choose_images(split, "class", label=3, n=10_000)
     assert np.array_equal(all_threes, np.flatnonzero(split.labels == 3))
 
-    r1 = compare.choose_images(split, "random", n=12, seed=5)
-    r2 = compare.choose_images(split, "random", n=12, seed=5)
-    r3 = compare.choose_images(split, "random", n=12, seed=6)
+    r1 = comparison.choose_images(split, "random", n=12, seed=5)
+    r2 = comparison.choose_images(split, "random", n=12, seed=5)
+    r3 = comparison.choose_images(split, "random", n=12, seed=6)
     assert len(r1) == 12 and len(set(r1.tolist())) == 12
     assert r1.min() >= 0 and r1.max() < len(split)
     assert np.array_equal(r1, r2) and not np.array_equal(r1, r3)
@@ -210,13 +215,17 @@ def test_choose_images(digits):
     tp = split.labels.copy()
     sp = split.labels.copy()
     sp[[4, 9, 100]] = (sp[[4, 9, 100]] + 1) % 10
-    assert compare.choose_images(split, "disagree", teacher_pred=tp, student_pred=sp).tolist() == [4, 9, 100]
-    assert len(compare.choose_images(split, "disagree", n=2, teacher_pred=tp, student_pred=sp)) == 2
-    assert len(compare.choose_images(split, "disagree", teacher_pred=tp, student_pred=tp)) == 0
+    assert comparison.choose_images(split, "disagree", teacher_pred=tp, student_pred=sp).tolist() == [
+        4,
+        9,
+        100,
+    ]
+    assert len(comparison.choose_images(split, "disagree", n=2, teacher_pred=tp, student_pred=sp)) == 2
+    assert len(comparison.choose_images(split, "disagree", teacher_pred=tp, student_pred=tp)) == 0
     with pytest.raises(ValueError, match="predictions"):
-        compare.choose_images(split, "disagree")
+        comparison.choose_images(split, "disagree")
     with pytest.raises(ValueError, match="class, random or disagree"):
-        compare.choose_images(split, "best")
+        comparison.choose_images(split, "best")
 
 
 def test_compare_teacher_and_student_on_digits(teacher, student, digits):
@@ -224,8 +233,9 @@ def test_compare_teacher_and_student_on_digits(teacher, student, digits):
     indices = np.array([0, 1, 2, 3])
     options = AttributionOptions(method="ig", steps=4, target="true")
     seen = []
-    result = compare.compare(teacher, student, split, indices, options, batch=2,
-                             progress=lambda f, text: seen.append(f))
+    result = comparison.compare(
+        teacher, student, split, indices, options, batch=2, progress=lambda f, text: seen.append(f)
+    )
     assert np.array_equal(result.indices, indices)
     assert np.array_equal(result.labels, split.labels[indices])
     assert result.teacher_maps.shape == (4, 32, 32) and result.student_maps.shape == (4, 32, 32)

@@ -1,4 +1,4 @@
-"""kdviz.atomic: a reader sees the old file or the new one, never half of one, and no temp files stay."""
+"""kdviz.core.atomic: a reader sees the old file or the new one, never half of one, and no temp files stay."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdviz import atomic
+from kdviz.core import atomic
 
 
 def _names(folder: Path) -> list[str]:
@@ -32,7 +32,7 @@ def test_write_bytes_and_text_replace_and_leave_no_temp(tmp_path):
     atomic.write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
     atomic.write_text(tmp_path / "t.txt", "héllo")
-    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode("utf-8")
+    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode()
     assert _names(tmp_path) == ["blob.bin", "t.txt"]
 
 

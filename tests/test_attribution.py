@@ -19,18 +19,18 @@ from torch import nn
 from conftest import CIFAR10, PRETRAINED, require_shared
 from kdviz.attribution import (
     BASELINES,
-    METHODS,
     IG_RULES,
+    METHODS,
     AttributionCache,
     AttributionOptions,
     attribute,
     make_baseline,
-    model_fingerprint,
     rule_correction,
 )
-from kdviz.checkpoints import load_checkpoint
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import denormalize, normalize, to_float
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.fingerprint import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET20_TH = PRETRAINED / "resnet20-12fca82f.th"
@@ -43,7 +43,9 @@ class TinyNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
 
     def forward(self, x):
@@ -61,7 +63,8 @@ def tiny_images(n: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 class CountingHook:
-    """Counts forward passes of a module (a forward hook: the weights, hence the fingerprint, are untouched)."""
+    """Counts forward passes of a module (a forward hook: the weights, hence the fingerprint, are
+    untouched)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.calls = 0
@@ -93,19 +96,35 @@ def digit_batch(digits, student):
 # --------------------------------------------------------------------------- Captum reference
 
 
-@pytest.mark.parametrize("baseline,rule,steps", [("zero", "gausslegendre", 8), ("black", "riemann_trapezoid", 6)])
+@pytest.mark.parametrize(
+    "baseline,rule,steps", [("zero", "gausslegendre", 8), ("black", "riemann_trapezoid", 6)]
+)
 def test_ig_equals_captum_reference(student, digit_batch, baseline, rule, steps):
     from captum.attr import IntegratedGradients
 
     model, card = student.model.eval(), student.card
     x = digit_batch[0][:3]
-    result = attribute(model, x, method="ig", steps=steps, rule=rule, baseline=baseline, target=2,
-                       mean=card.mean, std=card.std, cache=False)
+    result = attribute(
+        model,
+        x,
+        method="ig",
+        steps=steps,
+        rule=rule,
+        baseline=baseline,
+        target=2,
+        mean=card.mean,
+        std=card.std,
+        cache=False,
+    )
     assert (result.target == 2).all()
 
     base = make_baseline(x, baseline, card.mean, card.std)
-    reference = IntegratedGradients(model).attribute(x, baselines=base, target=torch.full((3,), 2),
-                                                     n_steps=steps, method=rule).detach().numpy()
+    reference = (
+        IntegratedGradients(model)
+        .attribute(x, baselines=base, target=torch.full((3,), 2), n_steps=steps, method=rule)
+        .detach()
+        .numpy()
+    )
     reference *= rule_correction(steps, rule)  # Captum's trapezoid weights add up to (n − 1)/n, see below
     rel = np.linalg.norm(result.maps - reference) / np.linalg.norm(reference)
     assert rel < 1e-4, f"kdviz IG differs from Captum's by {rel:.2e} (relative)"
@@ -114,8 +133,18 @@ def test_ig_equals_captum_reference(student, digit_batch, baseline, rule, steps)
         rel_i = np.linalg.norm(result.maps[i] - reference[i]) / np.linalg.norm(reference[i])
         assert rel_i < 1e-4
     # And a different target gives a different map (the target really reaches Captum).
-    other = attribute(model, x, method="ig", steps=steps, rule=rule, baseline=baseline, target=7,
-                      mean=card.mean, std=card.std, cache=False)
+    other = attribute(
+        model,
+        x,
+        method="ig",
+        steps=steps,
+        rule=rule,
+        baseline=baseline,
+        target=7,
+        mean=card.mean,
+        std=card.std,
+        cache=False,
+    )
     assert not np.allclose(other.maps, result.maps)
 
 
@@ -126,8 +155,18 @@ def test_every_rule_is_exact_on_a_linear_model(rule):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
     x = torch.randn(2, 3, 4, 4)
-    result = attribute(model, x, method="ig", steps=7, rule=rule, baseline="zero", target=1,
-                       mean=(0.5,) * 3, std=(0.5,) * 3, cache=False)
+    result = attribute(
+        model,
+        x,
+        method="ig",
+        steps=7,
+        rule=rule,
+        baseline="zero",
+        target=1,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        cache=False,
+    )
     exact = (model[1].weight[1].detach().view(3, 4, 4) * x).numpy()
     np.testing.assert_allclose(result.maps, exact, rtol=1e-4, atol=1e-5)
     assert np.abs(result.delta).max() < 1e-4
@@ -147,15 +186,25 @@ def test_completeness_resnet20_on_real_cifar10():
     """
     require_shared(CIFAR10)
     require_shared(RESNET20_TH)
-    from kdviz.checkpoints import load_any
+    from kdviz.models.checkpoints import load_any
 
     model = load_any(RESNET20_TH, "resnet20").model.eval()
-    images = np.stack([np.asarray(Image.open(CIFAR10 / "test" / c / "0000.jpg").convert("RGB"))
-                       for c in CIFAR_CLASSES[:8]])
+    images = np.stack(
+        [np.asarray(Image.open(CIFAR10 / "test" / c / "0000.jpg").convert("RGB")) for c in CIFAR_CLASSES[:8]]
+    )
     assert images.shape == (8, 32, 32, 3)
     x = normalize(to_float(images), IMAGENET_MEAN, IMAGENET_STD)
-    result = attribute(model, x, method="ig", steps=64, baseline="zero", target="pred",
-                       mean=IMAGENET_MEAN, std=IMAGENET_STD, cache=False)
+    result = attribute(
+        model,
+        x,
+        method="ig",
+        steps=64,
+        baseline="zero",
+        target="pred",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        cache=False,
+    )
 
     # The scores reported are the model's logits of the target at the image and at the baseline.
     with torch.no_grad():
@@ -199,8 +248,17 @@ def test_every_method_shape_finite_and_targets(student, digit_batch, method):
 
     # Predictions of the trained student on these digits are not all one class, so "true" is a real test.
     shuffled = torch.as_tensor(labels.numpy()[::-1].copy())
-    r_true = attribute(model, x, method=method, target="true", labels=shuffled, mean=card.mean, std=card.std,
-                       cache=False, **fast)
+    r_true = attribute(
+        model,
+        x,
+        method=method,
+        target="true",
+        labels=shuffled,
+        mean=card.mean,
+        std=card.std,
+        cache=False,
+        **fast,
+    )
     assert np.array_equal(r_true.target, shuffled.numpy())
 
     r_k = attribute(model, x, method=method, target=6, mean=card.mean, std=card.std, cache=False, **fast)
@@ -248,8 +306,17 @@ def test_unknown_method_baseline_rule_and_bad_target_are_refused():
 @pytest.mark.parametrize("baseline", list(BASELINES))
 def test_every_baseline_gives_a_consistent_ig(baseline):
     model, x = tiny_model(), tiny_images(2)
-    r = attribute(model, x, method="ig", steps=8, baseline=baseline, mean=MEAN, std=STD,
-                  data_mean=(0.2, 0.3, 0.4), cache=False)
+    r = attribute(
+        model,
+        x,
+        method="ig",
+        steps=8,
+        baseline=baseline,
+        mean=MEAN,
+        std=STD,
+        data_mean=(0.2, 0.3, 0.4),
+        cache=False,
+    )
     assert r.maps.shape == (2, 3, 16, 16) and np.isfinite(r.maps).all()
     assert np.abs(r.maps).sum() > 0
     gap = r.maps.reshape(2, -1).sum(1) - (r.score - r.baseline_score)
@@ -273,7 +340,10 @@ def test_baselines_in_pixel_space():
 
     blur = make_baseline(x, "blur", MEAN, STD)
     assert blur.shape == x.shape
-    tv = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean() + (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+
+    def tv(t: torch.Tensor) -> torch.Tensor:  # total variation: what a blur removes
+        return (t[..., 1:, :] - t[..., :-1, :]).abs().mean() + (t[..., 1:] - t[..., :-1]).abs().mean()
+
     assert tv(blur) < 0.5 * tv(x), "the blurred baseline keeps the image's edges"
 
     n1 = make_baseline(x, "noise", MEAN, STD, seed=3)
@@ -343,8 +413,17 @@ def test_cache_ignores_options_the_method_does_not_use(tmp_path):
     cache = AttributionCache(tmp_path)
     a = attribute(model, x, method="saliency", steps=4, baseline="zero", mean=MEAN, std=STD, cache=cache)
     before = counter.calls
-    b = attribute(model, x, method="saliency", steps=64, baseline="blur", rule="riemann_left",
-                  mean=MEAN, std=STD, cache=cache)
+    b = attribute(
+        model,
+        x,
+        method="saliency",
+        steps=64,
+        baseline="blur",
+        rule="riemann_left",
+        mean=MEAN,
+        std=STD,
+        cache=cache,
+    )
     assert counter.calls == before and b.cached.all()
     np.testing.assert_array_equal(a.maps, b.maps)
     # ... but a different target or another model's weights miss.

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +37,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium's own connections are refused on the machines
 # this runs on, and it stalls; the app itself is served on 127.0.0.1.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 START_TIMEOUT_S = 60
@@ -71,21 +76,48 @@ def server(browser, tmp_path_factory):
     port = _free_port()
     folder = tmp_path_factory.mktemp("server")
     log = folder / "streamlit.log"
-    env = {**os.environ, "KDVIZ_HOME": str(folder / "runs"), "KDVIZ_CACHE": str(folder / "cache"), "KDVIZ_DEVICE": "cpu"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false",
-           # others may edit the sources while this runs: no watcher, no "source changed" prompt
-           "--server.fileWatcherType", "none"]
+    env = {
+        **os.environ,
+        "KDVIZ_HOME": str(folder / "runs"),
+        "KDVIZ_CACHE": str(folder / "cache"),
+        "KDVIZ_DEVICE": "cpu",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        # others may edit the sources while this runs: no watcher, no "source changed" prompt
+        "--server.fileWatcherType",
+        "none",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode} before serving:\n{log.read_text()[-4000:]}")
+                pytest.fail(
+                    f"streamlit exited with {proc.returncode} before serving:\n{log.read_text()[-4000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -93,7 +125,10 @@ def server(browser, tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+                pytest.fail(
+                    f"streamlit did not answer on {url} within {START_TIMEOUT_S} s:\n"
+                    f"{log.read_text()[-4000:]}"
+                )
             time.sleep(0.25)
         yield Server(url, log, Path(env["KDVIZ_HOME"]))
     finally:
@@ -146,7 +181,9 @@ class BrowserLog:
             (self.ignored if self.BENIGN.search(msg.text) else self.console_errors).append(msg.text)
 
     def check(self, where: str) -> None:
-        problems = [f"page error: {e}" for e in self.page_errors] + [f"console error: {e}" for e in self.console_errors]
+        problems = [f"page error: {e}" for e in self.page_errors] + [
+            f"console error: {e}" for e in self.console_errors
+        ]
         assert not problems, f"JavaScript errors on {where}:\n" + "\n".join(problems)
 
 
@@ -184,8 +221,9 @@ _IDLE_JS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
     if (!app) return false;
     const state = app.getAttribute('data-test-script-state');
-    if (state === 'running' || state === 'initial' || state === 'rerunRequested' || state === null) return false;
-    if (document.querySelector('[data-testid="stStatusWidget"]')) return false;       // Running... / Connecting
+    if (state === 'running' || state === 'initial' || state === 'rerunRequested'
+        || state === null) return false;
+    if (document.querySelector('[data-testid="stStatusWidget"]')) return false;  // Running... / Connecting
     if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
     const main = document.querySelector('[data-testid="stMainBlockContainer"]');
     return !!main && main.querySelectorAll('[data-testid="stElementContainer"]').length > 0;
@@ -206,7 +244,9 @@ def wait_idle(page, timeout_s: float = PAGE_TIMEOUT_S, settle_s: float = 1.0) ->
             idle_since = None
         if time.monotonic() > deadline:
             state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
-            raise AssertionError(f"the app did not finish running within {timeout_s} s (script state {state!r})")
+            raise AssertionError(
+                f"the app did not finish running within {timeout_s} s (script state {state!r})"
+            )
         page.wait_for_timeout(150)
 
 
@@ -262,7 +302,9 @@ def _link_title(link) -> str:
 
 def open_page(page, title: str) -> None:
     links = page.locator('[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]')
-    link = links.filter(has=page.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(f"^{re.escape(title)}$")))
+    link = links.filter(
+        has=page.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(f"^{re.escape(title)}$"))
+    )
     assert link.count() == 1, f"no single link {title!r} in the sidebar navigation: {nav_links(page)}"
     href = link.get_attribute("href")
     link.click()
@@ -274,7 +316,9 @@ def open_page(page, title: str) -> None:
 
 def widget(page, testid: str, label: str, scope: str = '[data-testid="stMain"]'):
     """The one ``testid`` widget (stSelectbox, stNumberInput...) whose label is exactly ``label``."""
-    exact = page.locator('[data-testid="stWidgetLabel"]', has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$"))
+    exact = page.locator(
+        '[data-testid="stWidgetLabel"]', has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$")
+    )
     found = page.locator(f'{scope} [data-testid="{testid}"]').filter(has=exact)
     assert found.count() == 1, f"expected one {testid} labelled {label!r}, found {found.count()}"
     return found
@@ -337,7 +381,9 @@ def attributions_action(page, tmp_path: Path) -> None:
 
     page.locator('[data-testid="stRadio"]').get_by_text("Upload your own", exact=True).click()
     wait_idle(page)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(_png(tmp_path / "wide.png")))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        str(_png(tmp_path / "wide.png"))
+    )
     page.get_by_text("What the models see:").wait_for(state="visible", timeout=PAGE_TIMEOUT_S * 1000)
     wait_idle(page)
     assert page.get_by_text("cropped to its central 60×60 square").count() == 1
@@ -362,7 +408,8 @@ def ablations_action(page, tmp_path: Path) -> None:
     name = page.get_by_label("Study name", exact=True).input_value()
     page.get_by_role("button", name="Start the study").click()
     page.get_by_text(re.compile(f"{re.escape(name)}: done, 1 of 1 runs finished")).wait_for(
-        state="visible", timeout=STUDY_TIMEOUT_S * 1000)
+        state="visible", timeout=STUDY_TIMEOUT_S * 1000
+    )
     wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1, "the finished study shows no table"
     screenshot(page, tmp_path, "ablations-study")
@@ -377,14 +424,19 @@ def benchmark_action(page, tmp_path: Path) -> None:
     assert page.get_by_text("Press Measure latency").count() == 1
     page.get_by_role("button", name="Measure latency").click()
     page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]').first.wait_for(
-        state="visible", timeout=PAGE_TIMEOUT_S * 1000)
+        state="visible", timeout=PAGE_TIMEOUT_S * 1000
+    )
     wait_idle(page)
     assert page.get_by_text("Press Measure latency").count() == 0, "no latency was measured"
     screenshot(page, tmp_path, "benchmark-latency")
 
 
-ACTIONS = {"Attributions": attributions_action, "Compare": compare_action, "Ablations": ablations_action,
-           "Benchmark": benchmark_action}
+ACTIONS = {
+    "Attributions": attributions_action,
+    "Compare": compare_action,
+    "Ablations": ablations_action,
+    "Benchmark": benchmark_action,
+}
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -441,7 +493,9 @@ def _start_training(page, epochs: int, limit: int, name: str | None = None) -> s
 def test_models_page_trains_a_model(page, server, tmp_path):
     wait_idle(page)
     run_name = _start_training(page, epochs=1, limit=128)
-    page.get_by_text("Training finished", exact=False).wait_for(state="visible", timeout=TRAIN_TIMEOUT_S * 1000)
+    page.get_by_text("Training finished", exact=False).wait_for(
+        state="visible", timeout=TRAIN_TIMEOUT_S * 1000
+    )
     wait_idle(page)
     screenshot(page, tmp_path, "models-trained")
     assert_no_errors(page, "the Models page after training")
@@ -457,7 +511,11 @@ def test_models_page_trains_a_model(page, server, tmp_path):
 
 
 def _sidebar_choice(page, role: str) -> str:
-    return widget(page, "stSelectbox", role, scope='[data-testid="stSidebar"]').get_by_role("combobox").input_value()
+    return (
+        widget(page, "stSelectbox", role, scope='[data-testid="stSidebar"]')
+        .get_by_role("combobox")
+        .input_value()
+    )
 
 
 def _choose_in_sidebar(page, role: str, label: str) -> None:
@@ -504,7 +562,9 @@ def test_two_browser_sessions_one_training_one_browsing(sessions, tmp_path):
     assert viewer.get_by_role("button", name="Start training").is_enabled()
 
     # the first stops its own job once an epoch is finished, and makes that run its student ...
-    trainer.get_by_text("last test accuracy", exact=False).wait_for(state="visible", timeout=TRAIN_TIMEOUT_S * 1000)
+    trainer.get_by_text("last test accuracy", exact=False).wait_for(
+        state="visible", timeout=TRAIN_TIMEOUT_S * 1000
+    )
     trainer.get_by_role("button", name="Stop training").click()
     trainer.get_by_text("Stopped after", exact=False).wait_for(state="visible", timeout=60_000)
     wait_idle(trainer)

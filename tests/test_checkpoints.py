@@ -1,4 +1,4 @@
-"""kdviz.checkpoints: safetensors + card round trips, foreign files, and refusing what does not fit."""
+"""kdviz.models.checkpoints: safetensors + card round trips, foreign files, and refusing what does not fit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdviz.checkpoints import (
+from kdviz.models import count_params, create_model
+from kdviz.models.checkpoints import (
     CARD,
     WEIGHTS,
     CheckpointError,
@@ -24,8 +25,6 @@ from kdviz.checkpoints import (
     read_state_dict,
     save_checkpoint,
 )
-from kdviz.models import count_params, create_model
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,7 +79,12 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(loaded.model.state_dict()[key], value), key
     card = loaded.card
     assert (card.arch, card.num_classes, card.dataset, card.role, card.name) == (
-        "resnet20", 10, "digits", "teacher", "my-teacher")
+        "resnet20",
+        10,
+        "digits",
+        "teacher",
+        "my-teacher",
+    )
     assert card.class_names == [f"c{i}" for i in range(10)]
     assert card.mean == [0.1, 0.2, 0.3] and card.std == [0.4, 0.5, 0.6]
     assert card.metrics == {"test_accuracy": 0.93}
@@ -92,7 +96,9 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_round_trip_keeps_arch_kwargs(tmp_path):
     model = _model("mnv2_student_12x", width_mult=0.25, num_classes=4)
-    save_checkpoint(tmp_path, model, _card(arch="mnv2_student_12x", arch_kwargs={"width_mult": 0.25}, num_classes=4))
+    save_checkpoint(
+        tmp_path, model, _card(arch="mnv2_student_12x", arch_kwargs={"width_mult": 0.25}, num_classes=4)
+    )
     loaded = load_checkpoint(tmp_path)
     assert count_params(loaded.model) == count_params(model) < count_params(create_model("mnv2_student_12x"))
     assert torch.equal(_outputs(loaded.model), _outputs(model))

@@ -30,8 +30,18 @@ RESNET20_TH = SHARED_DATA / "pretrained" / "resnet20-12fca82f.th"
 ASSET_TEACHER = ROOT / "assets" / "digits_teacher"
 TEACHER_PARAMS = 2_236_682
 SUBCOMMANDS = ("data", "models", "train", "eval", "runs", "make-assets")
-TINY = ["--data", "digits", "--arch", "resnet20", "--train-limit", "128", "--eval-limit", "100",
-        "--batch-size", "64"]
+TINY = [
+    "--data",
+    "digits",
+    "--arch",
+    "resnet20",
+    "--train-limit",
+    "128",
+    "--eval-limit",
+    "100",
+    "--batch-size",
+    "64",
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -43,8 +53,9 @@ def require_shared(path: Path) -> Path:
     return path
 
 
-def kdviz(*args: str, home: Path | None = None, timeout: float = 240, drop_env: tuple[str, ...] = ()
-          ) -> subprocess.CompletedProcess:
+def kdviz(
+    *args: str, home: Path | None = None, timeout: float = 240, drop_env: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """Run the CLI from the repository root with this process's environment (the conftest's KDVIZ_HOME)."""
     env = dict(os.environ)
     env.setdefault("KDVIZ_DEVICE", "cpu")
@@ -53,8 +64,14 @@ def kdviz(*args: str, home: Path | None = None, timeout: float = 240, drop_env: 
         env.pop(key, None)
     if home is not None:
         env["KDVIZ_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "kdviz", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kdviz", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _reject_constant(name: str):
@@ -119,10 +136,39 @@ def test_top_level_help_lists_every_command():
     [
         ("data", ["--download", "--json"]),
         ("models", ["--num-classes", "--json"]),
-        ("train", ["--data", "--role", "--arch", "--arch-kwargs", "--name", "--epochs", "--batch-size", "--lr",
-                   "--seed", "--train-limit", "--eval-limit", "--no-resume", "--device", "--json"]),
-        ("eval", ["--weights", "--arch", "--data", "--split", "--mean", "--std", "--limit", "--batch-size",
-                  "--json"]),
+        (
+            "train",
+            [
+                "--data",
+                "--role",
+                "--arch",
+                "--arch-kwargs",
+                "--name",
+                "--epochs",
+                "--batch-size",
+                "--lr",
+                "--seed",
+                "--train-limit",
+                "--eval-limit",
+                "--no-resume",
+                "--device",
+                "--json",
+            ],
+        ),
+        (
+            "eval",
+            [
+                "--weights",
+                "--arch",
+                "--data",
+                "--split",
+                "--mean",
+                "--std",
+                "--limit",
+                "--batch-size",
+                "--json",
+            ],
+        ),
         ("runs", ["list", "rename", "delete", "--json"]),
         ("make-assets", ["--out", "--seed"]),
     ],
@@ -136,7 +182,7 @@ def test_subcommand_help_lists_its_options(command, options):
 
 
 def test_version_and_missing_command():
-    from kdviz import __version__
+    from kdviz.core.version import __version__
 
     proc = kdviz("--version")
     assert proc.returncode == 0 and __version__ in proc.stdout
@@ -171,8 +217,17 @@ def models_listing() -> list[dict]:
 
 def test_models_lists_the_registry_with_params(models_listing):
     by_name = {row["name"]: row for row in models_listing}
-    for name in ("resnet20", "resnet32", "resnet44", "resnet56", "mobilenetv2_cifar", "mnv2_student_2x",
-                 "mnv2_student_4x", "mnv2_student_7x", "mnv2_student_12x"):
+    for name in (
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "mobilenetv2_cifar",
+        "mnv2_student_2x",
+        "mnv2_student_4x",
+        "mnv2_student_7x",
+        "mnv2_student_12x",
+    ):
         assert name in by_name, f"{name} missing from `models --json`"
         row = by_name[name]
         assert isinstance(row["params"], int) and row["params"] > 0
@@ -180,8 +235,12 @@ def test_models_lists_the_registry_with_params(models_listing):
     assert by_name["mobilenetv2_cifar"]["params"] == TEACHER_PARAMS
     assert by_name["resnet20"]["params"] == 269_722
     assert by_name["resnet56"]["params"] == 853_018
-    assert (by_name["resnet20"]["params"] < by_name["resnet32"]["params"] < by_name["resnet44"]["params"]
-            < by_name["resnet56"]["params"])
+    assert (
+        by_name["resnet20"]["params"]
+        < by_name["resnet32"]["params"]
+        < by_name["resnet44"]["params"]
+        < by_name["resnet56"]["params"]
+    )
     # the students' names say how many times fewer parameters than the teacher they have (roughly)
     for factor in (2, 4, 7, 12):
         ratio = TEACHER_PARAMS / by_name[f"mnv2_student_{factor}x"]["params"]
@@ -221,9 +280,26 @@ def evals(tmp_path_factory) -> dict:
     teacher = ["eval", "--weights", "digits_teacher", "--data", "digits", "--json"]
     foreign = ["--data", "digits", "--json"]
     cases = {
-        "asset_path": ["eval", "--weights", "assets/digits_teacher", "--data", "digits", "--split", "test",
-                       "--json"],
-        "asset_name": ["eval", "--weights", "digits_teacher", "--data", "digits", "--split", "test", "--json"],
+        "asset_path": [
+            "eval",
+            "--weights",
+            "assets/digits_teacher",
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--json",
+        ],
+        "asset_name": [
+            "eval",
+            "--weights",
+            "digits_teacher",
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--json",
+        ],
         "mean_std": [*teacher, "--mean", "5,5,5", "--std", "0.01 0.01 0.01"],
         "bad --mean": [*teacher, "--mean", "1,2"],
         "bad --std": [*teacher, "--std", "a,b,c"],
@@ -267,7 +343,8 @@ def test_eval_explicit_mean_std_are_used_and_reported(evals):
     check_eval(result, n=360)
     assert result["mean"] == [5.0, 5.0, 5.0]
     assert result["std"] == [0.01, 0.01, 0.01]
-    # far from the normalisation it was trained with (0.30 / 0.32), the accuracy collapses: the flags took effect
+    # far from the normalisation it was trained with (0.30 / 0.32), the accuracy collapses: the flags
+    # took effect
     assert result["accuracy"] < 0.5
 
 
@@ -291,14 +368,43 @@ def test_eval_json_is_strict_even_with_empty_classes(evals):
 def test_eval_pretrained_resnet20_on_cifar10():
     weights = require_shared(RESNET20_TH)
     cifar = require_shared(CIFAR10)
-    by_path = one_json(kdviz("eval", "--weights", weights, "--arch", "resnet20", "--data", cifar,
-                             "--split", "test", "--limit", "1000", "--json"))
+    by_path = one_json(
+        kdviz(
+            "eval",
+            "--weights",
+            weights,
+            "--arch",
+            "resnet20",
+            "--data",
+            cifar,
+            "--split",
+            "test",
+            "--limit",
+            "1000",
+            "--json",
+        )
+    )
     check_eval(by_path, n=1000)
     assert by_path["accuracy"] >= 0.80  # measured 0.821 on this even spread of 1,000 test images
     assert by_path["arch"] == "resnet20"
     # `cifar10` alone is found through the default data root (../shared/data beside the project)
-    by_name = one_json(kdviz("eval", "--weights", weights, "--arch", "resnet20", "--data", "cifar10",
-                             "--split", "test", "--limit", "1000", "--json", drop_env=("KDVIZ_DATA",)))
+    by_name = one_json(
+        kdviz(
+            "eval",
+            "--weights",
+            weights,
+            "--arch",
+            "resnet20",
+            "--data",
+            "cifar10",
+            "--split",
+            "test",
+            "--limit",
+            "1000",
+            "--json",
+            drop_env=("KDVIZ_DATA",),
+        )
+    )
     check_eval(by_name, n=1000)
     assert by_name["accuracy"] == by_path["accuracy"]
     assert len(by_name["per_class_accuracy"]) == 10 and "airplane" in by_name["per_class_accuracy"]
@@ -387,8 +493,21 @@ def test_train_tiny_run(tiny):
 def test_eval_by_run_name(tiny):
     home, _ = tiny
     card = json.loads((home / "tiny" / "card.json").read_text())
-    result = one_json(kdviz("eval", "--weights", "tiny", "--data", "digits", "--split", "test", "--limit", "100",
-                            "--json", home=home))
+    result = one_json(
+        kdviz(
+            "eval",
+            "--weights",
+            "tiny",
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--limit",
+            "100",
+            "--json",
+            home=home,
+        )
+    )
     check_eval(result, n=100)
     assert Path(result["weights"]) == home / "tiny"
     assert result["arch"] == "resnet20"
@@ -414,24 +533,50 @@ def test_train_name_cannot_escape_workspace():
     line = one_line_error(kdviz("train", *TINY, "--epochs", "1", "--name", "../evil", "--json"))
     assert "../evil" in line
     assert set(os.listdir(home.parent)) == before_parent and set(os.listdir(home)) == before_home
-    assert not (home.parent / "evil").exists() and not (ROOT / "evil").exists() and not (ROOT.parent / "evil").exists()
+    assert (
+        not (home.parent / "evil").exists()
+        and not (ROOT / "evil").exists()
+        and not (ROOT.parent / "evil").exists()
+    )
 
 
 def test_train_interrupt_keeps_finished_epochs_and_resumes(tmp_path):
     home = Path(os.environ["KDVIZ_HOME"])
     run = home / "long"
-    args = ["train", "--data", "digits", "--arch", "resnet20", "--train-limit", "128", "--eval-limit", "50",
-            "--batch-size", "32", "--name", "long", "--json"]
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--arch",
+        "resnet20",
+        "--train-limit",
+        "128",
+        "--eval-limit",
+        "50",
+        "--batch-size",
+        "32",
+        "--name",
+        "long",
+        "--json",
+    ]
     env = dict(os.environ)
     env.pop("KDVIZ_DEBUG", None)
     stderr_file = tmp_path / "train.stderr"
     with open(stderr_file, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "kdviz", *args, "--epochs", "30"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kdviz", *args, "--epochs", "30"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 180
             while not (run / "history.json").is_file():
-                assert proc.poll() is None, f"train ended early ({proc.returncode}): {stderr_file.read_text()}"
+                assert proc.poll() is None, (
+                    f"train ended early ({proc.returncode}): {stderr_file.read_text()}"
+                )
                 assert time.monotonic() < deadline, "no epoch finished within 180 s"
                 time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
@@ -455,7 +600,9 @@ def test_train_interrupt_keeps_finished_epochs_and_resumes(tmp_path):
     assert (run / "resume.safetensors").is_file()
 
     resumed = one_json(kdviz(*args, "--epochs", str(kept + 1)))
-    assert resumed["resumed_from"] == kept and resumed["epochs_done"] == kept + 1 and resumed["stopped"] is False
+    assert (
+        resumed["resumed_from"] == kept and resumed["epochs_done"] == kept + 1 and resumed["stopped"] is False
+    )
     assert len(json.loads((run / "history.json").read_text())) == kept + 1
 
 

@@ -145,7 +145,12 @@ def test_image_folder_modes_sizes_and_labels(tmp_path, cache):
         tol = 2 if name.endswith(".jpg") else 0
         assert np.abs(got.astype(int) - np.array(rgb)).max() <= tol, (cls, name, mode, got[0, 0])
     assert len(data.mean) == 3 and all(0 <= m <= 1 for m in data.mean)
-    assert describe_folder(root) == {"root": str(root), "classes": ["bird", "cat", "dog"], "train": 6, "test": 6}
+    assert describe_folder(root) == {
+        "root": str(root),
+        "classes": ["bird", "cat", "dog"],
+        "train": 6,
+        "test": 6,
+    }
 
 
 def test_image_folder_keeps_pixels_at_native_size(tmp_path, cache):

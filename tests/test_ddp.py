@@ -12,14 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
 from kdviz.cli import main
-from kdviz.train import HISTORY
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ["--arch", "mnv2_student_4x_fast", "--arch-kwargs", '{"width_mult": 0.5}']
-TINY = ["--data", "digits", "--subset", "64", "--ig-steps", "2", "--epochs", "2", "--batch-size", "16",
-        "--eval-limit", "40", "--no-flip"]
+TINY = [
+    "--data",
+    "digits",
+    "--subset",
+    "64",
+    "--ig-steps",
+    "2",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--eval-limit",
+    "40",
+    "--no-flip",
+]
 
 
 def _free_port() -> int:
@@ -31,17 +44,46 @@ def _free_port() -> int:
 
 
 def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "KDVIZ_HOME": str(tmp_path / "home"), "KDVIZ_CACHE": str(tmp_path / "cache"),
-            "KDVIZ_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "KDVIZ_HOME": str(tmp_path / "home"),
+        "KDVIZ_CACHE": str(tmp_path / "cache"),
+        "KDVIZ_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.mark.slow
 def test_two_processes_train_one_student_and_only_rank_0_writes(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "--master_addr=127.0.0.1", "-m", "kdviz",
-           "distill", "--teacher", "digits_teacher", *STUDENT, *TINY, "--arm", "kd+ig", "--name", "ddp", "--json"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "--master_addr=127.0.0.1",
+        "-m",
+        "kdviz",
+        "distill",
+        "--teacher",
+        "digits_teacher",
+        *STUDENT,
+        *TINY,
+        "--arm",
+        "kd+ig",
+        "--name",
+        "ddp",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -49,7 +91,7 @@ def test_two_processes_train_one_student_and_only_rank_0_writes(tmp_path):
         stdout, stderr = proc.communicate()
         pytest.fail(f"torchrun did not finish in 300 s: {stderr[-2000:]}")
     assert proc.returncode == 0, stderr[-3000:]
-    lines = [l for l in stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, stdout  # one report, from rank 0
     out = json.loads(lines[0])
     assert out["world_size"] == 2 and out["epochs_done"] == 2 and not out["stopped"]
@@ -83,26 +125,74 @@ def one_thread():
 def test_the_distill_command_in_one_process(tmp_path, monkeypatch, capsys, one_thread):
     for key, value in _env(tmp_path).items():
         monkeypatch.setenv(key, value)
-    code = main(["distill", "--teacher", "digits_teacher", *STUDENT, *TINY, "--epochs", "1", "--arm", "kd",
-                 "--alpha", "0.7", "-T", "3", "--name", "one", "--json"])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            "digits_teacher",
+            *STUDENT,
+            *TINY,
+            "--epochs",
+            "1",
+            "--arm",
+            "kd",
+            "--alpha",
+            "0.7",
+            "-T",
+            "3",
+            "--name",
+            "one",
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["world_size"] == 1 and out["arm"] == "kd" and out["ig_cache"] is None and out["epochs_done"] == 1
+    assert (
+        out["world_size"] == 1 and out["arm"] == "kd" and out["ig_cache"] is None and out["epochs_done"] == 1
+    )
     card = load_checkpoint(tmp_path / "home" / "one").card
-    assert (card.train_config["alpha"], card.train_config["temperature"], card.train_config["subset"]) == (0.7, 3.0, 64)
+    assert (card.train_config["alpha"], card.train_config["temperature"], card.train_config["subset"]) == (
+        0.7,
+        3.0,
+        64,
+    )
     assert card.teacher.endswith("digits_teacher")
     # the same command again resumes the finished run: nothing is trained
-    assert main(["distill", "--teacher", "digits_teacher", *STUDENT, *TINY, "--epochs", "1", "--arm", "kd",
-                 "--alpha", "0.7", "-T", "3", "--name", "one", "--json"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--teacher",
+                "digits_teacher",
+                *STUDENT,
+                *TINY,
+                "--epochs",
+                "1",
+                "--arm",
+                "kd",
+                "--alpha",
+                "0.7",
+                "-T",
+                "3",
+                "--name",
+                "one",
+                "--json",
+            ]
+        )
+        == 0
+    )
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["resumed_from"] == 1 and again["epochs_done"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--teacher", "no-such-teacher"], "no such file, run or asset: no-such-teacher"),
-    (["--teacher", "digits_teacher", "--overlay-p", "1.5"], "overlay probability p must lie in [0, 1]"),
-    (["--teacher", "digits_teacher", "--arch", "resnet999"], "resnet999"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--teacher", "no-such-teacher"], "no such file, run or asset: no-such-teacher"),
+        (["--teacher", "digits_teacher", "--overlay-p", "1.5"], "overlay probability p must lie in [0, 1]"),
+        (["--teacher", "digits_teacher", "--arch", "resnet999"], "resnet999"),
+    ],
+)
 def test_distill_mistakes_are_one_line(tmp_path, monkeypatch, capsys, args, message):
     for key, value in _env(tmp_path).items():
         monkeypatch.setenv(key, value)

@@ -1,5 +1,5 @@
-"""kdviz.augment and kdviz.distill: the KD loss, the IG overlay, the pairing of maps with images, and
-a distilled student's run (card, resume)."""
+"""kdviz.training.ig_overlay and the distillation in kdviz.training: the KD loss, the IG overlay,
+the pairing of maps with images, and a distilled student's run (card, resume)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdviz.augment import OverlayConfig, overlay, unit_maps
-from kdviz.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoint
+from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IGMapStore
 from kdviz.data import load_dataset
 from kdviz.data.base import Dataset, ImageSplit
 from kdviz.data.loader import denormalize
-from kdviz.distill import (ARMS, DistillConfig, DistillRequest, arm_parts, distill_batches, distill_objective,
-                          distill_run, ensure_ig_cache, holdout_split, kd_loss, shard_order, subset_dataset,
-                          teacher_view)
-from kdviz.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IGMapStore
-from kdviz.train import RESUME, TrainEvent, epoch_generator
+from kdviz.models.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoint
+from kdviz.training import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    arm_parts,
+    distill_batches,
+    distill_objective,
+    distill_run,
+    ensure_ig_cache,
+    holdout_split,
+    kd_loss,
+    shard_order,
+    subset_dataset,
+    teacher_view,
+)
+from kdviz.training.ig_overlay import OverlayConfig, overlay, unit_maps
+from kdviz.training.loop import RESUME, TrainEvent, epoch_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -64,7 +76,11 @@ def test_kd_loss_limits():
 
 def test_arms_are_the_four_combinations():
     assert {arm: arm_parts(arm) for arm in ARMS} == {
-        "baseline": (False, False), "kd": (True, False), "ig": (False, True), "kd+ig": (True, True)}
+        "baseline": (False, False),
+        "kd": (True, False),
+        "ig": (False, True),
+        "kd+ig": (True, True),
+    }
     with pytest.raises(ValueError, match="unknown arm"):
         DistillConfig(arm="kd+at")
     with pytest.raises(ValueError, match="alpha"):
@@ -145,11 +161,21 @@ def test_overlay_draws_the_same_numbers_whatever_p():
 
 
 def fake_store(folder: Path, maps: np.ndarray, source: str = "fake", teacher: str = "t") -> IGMapStore:
-    """A cache folder as kdviz.igcache writes it, holding the given maps."""
+    """A cache folder as kdviz.attribution.igcache writes it, holding the given maps."""
     n, h, w = maps.shape
     folder.mkdir(parents=True, exist_ok=True)
-    spec = IGCacheSpec(teacher=teacher, teacher_name="fake", dataset=source, split="train", n=n, height=h, width=w,
-                       steps=1, rule="gausslegendre", baseline="zero")
+    spec = IGCacheSpec(
+        teacher=teacher,
+        teacher_name="fake",
+        dataset=source,
+        split="train",
+        n=n,
+        height=h,
+        width=w,
+        steps=1,
+        rule="gausslegendre",
+        baseline="zero",
+    )
     (folder / INDEX).write_text(json.dumps(asdict(spec)))
     np.save(folder / MAPS, maps.astype(np.float16))
     np.save(folder / "done-0-of-1.npy", np.ones(n, bool))
@@ -161,7 +187,9 @@ def coded_data(n: int = 40, h: int = 8) -> Dataset:
     rng = np.random.default_rng(7)
     grey = rng.integers(20, 236, size=(n, h, h), dtype=np.uint8)
     split = ImageSplit(np.repeat(grey[..., None], 3, axis=-1), np.arange(n, dtype=np.int64))
-    return Dataset("fake", "fake", split, split, tuple(str(i) for i in range(n)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    return Dataset(
+        "fake", "fake", split, split, tuple(str(i) for i in range(n)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    )
 
 
 def all_transforms(img: torch.Tensor, pad: int) -> list[torch.Tensor]:
@@ -182,7 +210,7 @@ def paired_under_one_transform(out: torch.Tensor, image: torch.Tensor, code: tor
     For the right T, U = 2·out − T(image) lies in [0, 1] and rises with T(code) pixel for pixel (x^s is
     monotone); for a wrong T, or another image's code, the random patterns make that impossible.
     """
-    for ti, tc in zip(all_transforms(image, pad), all_transforms(code, pad)):
+    for ti, tc in zip(all_transforms(image, pad), all_transforms(code, pad), strict=False):
         u = (2 * out - ti)[0].flatten()
         if u.min() < -1e-3 or u.max() > 1 + 1e-3:
             continue
@@ -205,21 +233,32 @@ def test_each_image_meets_its_own_map_through_shuffle_crop_and_flip(tmp_path, wi
     else:
         store, store_index = fake_store(tmp_path / "ig", maps), None
     cfg = DistillConfig(arm="ig", batch_size=7, overlay_p=1.0, overlay_lambda=0.5, crop_padding=2, hflip=True)
-    source = distill_batches(data.train, cfg, mean=data.mean, std=data.std, indices=np.arange(len(maps)),
-                             store=store, store_index=store_index)
+    source = distill_batches(
+        data.train,
+        cfg,
+        mean=data.mean,
+        std=data.std,
+        indices=np.arange(len(maps)),
+        store=store,
+        store_index=store_index,
+    )
     seen = []
     for epoch in (1, 2):
         for x, y, idx in source(epoch, epoch_generator(0, epoch)):
             assert torch.equal(y, idx)  # labels travel with their images (label i marks image i)
-            for out, i in zip(denormalize(x, data.mean, data.std), idx.tolist()):
+            for out, i in zip(denormalize(x, data.mean, data.std), idx.tolist(), strict=False):
                 image = torch.from_numpy(data.train.images[i]).permute(2, 0, 1).float() / 255
                 code = torch.from_numpy(maps[i])[None]
-                assert paired_under_one_transform(out, image, code, 2), f"image {i} is not overlaid with its own map"
+                assert paired_under_one_transform(out, image, code, 2), (
+                    f"image {i} is not overlaid with its own map"
+                )
                 other = torch.from_numpy(maps[(i + 1) % len(maps)])[None]
                 assert not paired_under_one_transform(out, image, other, 2)  # the check can fail
                 seen.append(i)
     assert sorted(seen) == sorted(list(range(len(maps))) * 2)  # every image once per epoch
-    assert seen[: len(maps)] != list(range(len(maps))) and seen[: len(maps)] != seen[len(maps):]  # shuffled anew
+    assert (
+        seen[: len(maps)] != list(range(len(maps))) and seen[: len(maps)] != seen[len(maps) :]
+    )  # shuffled anew
 
 
 def test_the_teacher_sees_exactly_the_students_view():
@@ -262,7 +301,9 @@ def test_the_teacher_sees_exactly_the_students_view():
 def test_shards_are_disjoint_equal_and_cover_every_index():
     indices = np.arange(100, 123)  # 23 indices over 2 and 4 ranks: padding needed
     for world in (1, 2, 4):
-        shards = [shard_order(indices, torch.Generator().manual_seed(9), rank, world) for rank in range(world)]
+        shards = [
+            shard_order(indices, torch.Generator().manual_seed(9), rank, world) for rank in range(world)
+        ]
         assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
         together = torch.cat(shards).tolist()
         assert set(together) == set(indices.tolist())
@@ -313,21 +354,36 @@ def small(digits, teacher, tmp_path_factory):
 
 
 def _request(name, **cfg):
-    base = dict(arm="kd+ig", epochs=2, batch_size=32, eval_limit=60, hflip=False, overlay_p=0.5, subset=96, seed=1)
-    return DistillRequest(name=name, arch=STUDENT[0], dataset="digits", arch_kwargs=STUDENT[1],
-                          config=DistillConfig(**{**base, **cfg}))
+    base = dict(
+        arm="kd+ig", epochs=2, batch_size=32, eval_limit=60, hflip=False, overlay_p=0.5, subset=96, seed=1
+    )
+    return DistillRequest(
+        name=name,
+        arch=STUDENT[0],
+        dataset="digits",
+        arch_kwargs=STUDENT[1],
+        config=DistillConfig(**{**base, **cfg}),
+    )
 
 
 def test_a_distilled_students_card_says_how_it_was_made(small, teacher, tmp_path):
     data, store = small
-    request = _request("student-kd-ig", temperature=3.0, alpha=0.7, overlay_lambda=0.4, ig_cache=str(store.folder))
+    request = _request(
+        "student-kd-ig", temperature=3.0, alpha=0.7, overlay_lambda=0.4, ig_cache=str(store.folder)
+    )
     _, result = distill_run(request, teacher, data, tmp_path, store=store)
     assert [r.epoch for r in result.history] == [1, 2]
     card = json.loads((tmp_path / CARD).read_text())
     assert card["role"] == "student" and card["teacher"] == str(TEACHER) and card["arch"] == STUDENT[0]
     tc = card["train_config"]
-    assert (tc["arm"], tc["temperature"], tc["alpha"], tc["overlay_p"], tc["overlay_lambda"], tc["overlay_mode"]) == \
-        ("kd+ig", 3.0, 0.7, 0.5, 0.4, "blend")
+    assert (
+        tc["arm"],
+        tc["temperature"],
+        tc["alpha"],
+        tc["overlay_p"],
+        tc["overlay_lambda"],
+        tc["overlay_mode"],
+    ) == ("kd+ig", 3.0, 0.7, 0.5, 0.4, "blend")
     assert tc["ig_cache"] == str(store.folder) and tc["subset"] == 96 and tc["world_size"] == 1
     assert card["metrics"]["complete"] is True
     loaded = load_checkpoint(tmp_path)
@@ -353,7 +409,9 @@ def test_ig_arms_need_a_cache_of_the_training_images(small, teacher, digits, tmp
 def test_a_finished_cache_is_reused_not_recomputed(small, teacher):
     data, store = small
     before = (store.folder / MAPS).stat().st_mtime_ns
-    again = ensure_ig_cache(teacher, data, store.folder, steps=32)  # other steps: a finished cache is still used
+    again = ensure_ig_cache(
+        teacher, data, store.folder, steps=32
+    )  # other steps: a finished cache is still used
     assert again.complete and (store.folder / MAPS).stat().st_mtime_ns == before
     assert again.spec.steps == 4
 
@@ -373,8 +431,15 @@ def test_an_interrupted_distillation_resumes_bit_identical(small, teacher, tmp_p
         e = state["last"]
         return e is not None and e.kind == "step" and e.epoch == 2 and e.step == 2
 
-    _, first = distill_run(_request("b", arm=arm), teacher, data, tmp_path / "b", store=store, callback=remember,
-                           should_stop=stop_in_epoch_2)
+    _, first = distill_run(
+        _request("b", arm=arm),
+        teacher,
+        data,
+        tmp_path / "b",
+        store=store,
+        callback=remember,
+        should_stop=stop_in_epoch_2,
+    )
     assert first.stopped and len(first.history) == 1 and (tmp_path / "b" / RESUME).is_file()
     resumed, second = distill_run(_request("b", arm=arm), teacher, data, tmp_path / "b", store=store)
     assert second.resumed_from == 1 and not second.stopped

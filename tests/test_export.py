@@ -1,4 +1,4 @@
-"""kdviz.export: the ONNX graph computes what the PyTorch model computes, at any batch size, and a
+"""kdviz.bench.export: the ONNX graph computes what the PyTorch model computes, at any batch size, and a
 model that cannot be exported fails with one line that says why."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import export
-from kdviz.checkpoints import load_checkpoint
+from kdviz.bench import export
 from kdviz.models import create_model
+from kdviz.models.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def exported():
     """The asset teacher and student and the edge student, exported once for the module."""
-    models = {name: load_checkpoint(ROOT / "assets" / name).model for name in ("digits_teacher", "digits_student")}
+    models = {
+        name: load_checkpoint(ROOT / "assets" / name).model for name in ("digits_teacher", "digits_student")
+    }
     torch.manual_seed(0)
     models["mnv2_student_4x_edge"] = create_model("mnv2_student_4x_edge").eval()
     return {name: (model, export.session(export.to_onnx(model), threads=1)) for name, model in models.items()}
@@ -50,8 +52,9 @@ def test_check_equal_passes_the_right_model_and_refuses_another(exported):
 
 
 def test_session_uses_the_asked_threads():
-    sess = export.session(export.to_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())),
-                          threads=1)
+    sess = export.session(
+        export.to_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())), threads=1
+    )
     assert sess.get_session_options().intra_op_num_threads == 1
     assert [i.name for i in sess.get_inputs()] == ["images"]
     assert sess.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 4)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdviz import machine
+from kdviz.core import machine
 from kdviz.data import load_dataset
 from kdviz.data.loader import Augment, iterate_batches, random_crop_flip
-from kdviz.evaluate import predict, tta_logits
+from kdviz.models.evaluate import predict, tta_logits
 from kdviz.models import create_model, get_spec, list_models, model_stats
 from kdviz.models.airnet import AirNet
-from kdviz.recipes import FAST_TECHNIQUES, fast_config
-from kdviz.train import Lookahead, TrainConfig, lr_at, make_optimizer, train
+from kdviz.training.workflows import FAST_TECHNIQUES, fast_config
+from kdviz.training.loop import Lookahead, TrainConfig, lr_at, make_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -190,7 +190,7 @@ def test_bfloat16_is_refused_where_the_cpu_would_emulate_it(monkeypatch):
 
 @pytest.mark.skipif(not machine.native_bfloat16(), reason="this CPU has no native bfloat16 instructions")
 def test_bfloat16_run_trains_and_its_card_says_so(digits, tmp_path):
-    from kdviz.checkpoints import ModelCard, read_card
+    from kdviz.models.checkpoints import ModelCard, read_card
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")
@@ -232,7 +232,7 @@ def test_fast_recipe_resume_is_bitwise_the_uninterrupted_run(digits, tmp_path):
 
 
 def test_fast_recipe_writes_the_tta_accuracy_beside_the_plain_one(digits, tmp_path):
-    from kdviz.checkpoints import ModelCard, read_card
+    from kdviz.models.checkpoints import ModelCard, read_card
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")

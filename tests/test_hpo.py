@@ -1,5 +1,5 @@
-"""kdviz.hpo: an Optuna search over T, α, p, λ, learning rate and weight decay, stored in SQLite (or any
-URL), pruned per epoch, resumable; its figures; a student from the best trial."""
+"""kdviz.experiments.hpo: an Optuna search over T, α, p, λ, learning rate and weight decay, stored
+in SQLite (or any URL), pruned per epoch, resumable; its figures; a student from the best trial."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from pathlib import Path
 import optuna
 import pytest
 
-from kdviz.ablation import StudyConfig, StudyError
-from kdviz.checkpoints import load_checkpoint
-from kdviz.hpo import (SEARCH, SearchConfig, SearchSpace, best_config, figures, hide_password, list_searches,
-                       load_search, run_search, train_best)
-from kdviz.train import read_history
+from kdviz.experiments.ablation import StudyConfig, StudyError
+from kdviz.experiments.hpo import (
+    SEARCH,
+    SearchConfig,
+    SearchSpace,
+    best_config,
+    figures,
+    hide_password,
+    list_searches,
+    load_search,
+    run_search,
+    train_best,
+)
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.training.loop import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -22,9 +32,16 @@ PARAMS = {"temperature", "alpha", "overlay_p", "overlay_lambda", "lr_factor", "w
 
 
 def base(**train) -> StudyConfig:
-    return StudyConfig(dataset="digits", teacher=str(TEACHER), student="mnv2_student_4x_fast",
-                       student_kwargs={"width_mult": 0.5}, arms=["kd+ig"], seeds=[0], latency_seconds=0,
-                       train=dict(epochs=2, batch_size=32, hflip=False, subset=80, ig_steps=2, lr=0.05, **train))
+    return StudyConfig(
+        dataset="digits",
+        teacher=str(TEACHER),
+        student="mnv2_student_4x_fast",
+        student_kwargs={"width_mult": 0.5},
+        arms=["kd+ig"],
+        seeds=[0],
+        latency_seconds=0,
+        train=dict(epochs=2, batch_size=32, hflip=False, subset=80, ig_steps=2, lr=0.05, **train),
+    )
 
 
 def search(trials: int = 3) -> SearchConfig:
@@ -62,7 +79,9 @@ def test_three_trials_on_sqlite(three):
         # the trial's values are the run's: what was suggested is what was trained
         assert tc["temperature"] == t.params["temperature"] and tc["alpha"] == t.params["alpha"]
         assert tc["overlay_p"] == t.params["overlay_p"] and tc["overlay_lambda"] == t.params["overlay_lambda"]
-        assert tc["weight_decay"] == t.params["weight_decay"] and tc["lr"] == pytest.approx(0.05 * t.params["lr_factor"])
+        assert tc["weight_decay"] == t.params["weight_decay"] and tc["lr"] == pytest.approx(
+            0.05 * t.params["lr_factor"]
+        )
         assert tc["holdout"] == 20 and tc["arm"] == "kd+ig"
         # the value is the last epoch's accuracy on the 20 held-out training images, not on the test split
         history = read_history(run)
@@ -112,12 +131,15 @@ def test_a_student_from_the_best_trial(three, tmp_path):
 def test_pruning_and_any_storage_url(tmp_path):
     """A pruner that always prunes ends every trial after its first epoch; the storage is the URL given."""
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    study = run_search(tmp_path / "pruned", search(2), storage=url,
-                       pruner=optuna.pruners.ThresholdPruner(lower=1.01))  # no accuracy reaches 101 %
+    study = run_search(
+        tmp_path / "pruned", search(2), storage=url, pruner=optuna.pruners.ThresholdPruner(lower=1.01)
+    )  # no accuracy reaches 101 %
     assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "pruned" / "optuna.db").exists()
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(sorted(t.intermediate_values) == [1] for t in study.trials)
-    assert all(len(read_history(tmp_path / "pruned" / "trials" / f"trial-{t.number}")) == 1 for t in study.trials)
+    assert all(
+        len(read_history(tmp_path / "pruned" / "trials" / f"trial-{t.number}")) == 1 for t in study.trials
+    )
     view = load_search(tmp_path / "pruned")
     assert view.state["storage"] == url and len(view.study().trials) == 2
 
@@ -129,10 +151,13 @@ def test_stopping_a_search_keeps_finished_trials(tmp_path):
         e = last.get("event")
         return e is not None and e.run == "trial-1"
 
-    study = run_search(tmp_path / "s", search(3), report=lambda e: last.update(event=e),
-                       should_stop=stop_in_second_trial)
+    study = run_search(
+        tmp_path / "s", search(3), report=lambda e: last.update(event=e), should_stop=stop_in_second_trial
+    )
     states = [t.state for t in study.trials]
-    assert states[0] == optuna.trial.TrialState.COMPLETE and optuna.trial.TrialState.COMPLETE not in states[1:]
+    assert (
+        states[0] == optuna.trial.TrialState.COMPLETE and optuna.trial.TrialState.COMPLETE not in states[1:]
+    )
     assert json.loads((tmp_path / "s" / SEARCH).read_text())["status"] == "stopped"
     resumed = run_search(tmp_path / "s", search(3))
     done = [t for t in resumed.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -140,5 +165,8 @@ def test_stopping_a_search_keeps_finished_trials(tmp_path):
 
 
 def test_passwords_stay_out_of_the_search_folder():
-    assert hide_password("postgresql://kd:s3cret@db.example:5432/optuna") == "postgresql://kd:***@db.example:5432/optuna"
+    assert (
+        hide_password("postgresql://kd:s3cret@db.example:5432/optuna")
+        == "postgresql://kd:***@db.example:5432/optuna"
+    )
     assert hide_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -1,4 +1,4 @@
-"""kdviz.igcache: the teacher's IG map of every image, stored by index, resumable and shardable;
+"""kdviz.attribution.igcache: the teacher's IG map of every image, stored by index, resumable and shardable;
 and the ``attribute`` / ``ig-precompute`` commands driven as a person would (subprocess, JSON, exit code).
 """
 
@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from kdviz.attribution import attribute
-from kdviz.checkpoints import load_checkpoint
+from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
 from kdviz.data import load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
+from kdviz.models.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -41,8 +41,16 @@ def teacher():
 
 def run_precompute(teacher, digits, out, **kw):
     card = teacher.card
-    options = dict(rank=0, world=1, split="train", steps=STEPS, batch_size=BATCH, limit=N,
-                   teacher_name="digits_teacher", internal_batch_size=int(IBS))
+    options = dict(
+        rank=0,
+        world=1,
+        split="train",
+        steps=STEPS,
+        batch_size=BATCH,
+        limit=N,
+        teacher_name="digits_teacher",
+        internal_batch_size=int(IBS),
+    )
     options.update(kw)
     model = options.pop("model", teacher.model)
     return precompute(model, digits, out, mean=card.mean, std=card.std, **options)
@@ -88,8 +96,17 @@ def test_store_index_is_the_image_index(reference, teacher, digits):
     idx = np.array([23, 5, 0, 17, 11])
     split = digits.train
     x = normalize(to_float(split.images[idx]), card.mean, card.std)
-    direct = attribute(teacher.model, x, method="ig", steps=STEPS, target="true", labels=split.labels[idx],
-                       mean=card.mean, std=card.std, cache=False)
+    direct = attribute(
+        teacher.model,
+        x,
+        method="ig",
+        steps=STEPS,
+        target="true",
+        labels=split.labels[idx],
+        mean=card.mean,
+        std=card.std,
+        cache=False,
+    )
     assert np.array_equal(direct.target, split.labels[idx])
     expected = np.abs(direct.maps).sum(1)
     for j, i in enumerate(idx):
@@ -98,8 +115,19 @@ def test_store_index_is_the_image_index(reference, teacher, digits):
     assert not np.allclose(store[5], expected[0], rtol=2e-3, atol=1e-3)
     # The true label, not the prediction or another class, is attributed.
     wrong = (split.labels[idx] + 1) % 10
-    other = np.abs(attribute(teacher.model, x, method="ig", steps=STEPS, target="true", labels=wrong,
-                             mean=card.mean, std=card.std, cache=False).maps).sum(1)
+    other = np.abs(
+        attribute(
+            teacher.model,
+            x,
+            method="ig",
+            steps=STEPS,
+            target="true",
+            labels=wrong,
+            mean=card.mean,
+            std=card.std,
+            cache=False,
+        ).maps
+    ).sum(1)
     assert not np.allclose(other, expected, rtol=2e-3, atol=1e-3)
 
 
@@ -122,16 +150,22 @@ def test_not_a_cache_folder(tmp_path):
 
 def test_resume_after_a_stop_equals_an_uninterrupted_run(reference, teacher, digits, tmp_path):
     progress = []
-    stopped = run_precompute(teacher, digits, tmp_path, should_stop=lambda: True,
-                             progress=lambda done, total, rate: progress.append((done, total)))
+    stopped = run_precompute(
+        teacher,
+        digits,
+        tmp_path,
+        should_stop=lambda: True,
+        progress=lambda done, total, rate: progress.append((done, total)),
+    )
     assert not stopped.complete
     assert stopped.done.sum() == BATCH and stopped.done[:BATCH].all()
     assert progress == [(BATCH, N)]
     first_chunk = np.array(stopped.maps[:BATCH], dtype=np.float32)
 
     progress.clear()
-    resumed = run_precompute(teacher, digits, tmp_path,
-                             progress=lambda done, total, rate: progress.append((done, total)))
+    resumed = run_precompute(
+        teacher, digits, tmp_path, progress=lambda done, total, rate: progress.append((done, total))
+    )
     assert resumed.complete
     assert progress == [(2 * BATCH, N), (N, N)], "the finished chunk was not recomputed"
     maps = np.array(resumed.maps, dtype=np.float32)
@@ -150,8 +184,13 @@ def test_other_options_in_the_same_folder_are_refused(reference, teacher, digits
     other = load_checkpoint(TEACHER).model  # another teacher: one weight changed
     with torch.no_grad():
         next(other.parameters()).view(-1)[0] += 0.1
-    for change, word in [({"steps": STEPS + 1}, "steps"), ({"baseline": "black"}, "baseline"),
-                         ({"split": "test"}, "split"), ({"limit": N - 1}, "n"), ({"model": other}, "teacher")]:
+    for change, word in [
+        ({"steps": STEPS + 1}, "steps"),
+        ({"baseline": "black"}, "baseline"),
+        ({"split": "test"}, "split"),
+        ({"limit": N - 1}, "n"),
+        ({"model": other}, "teacher"),
+    ]:
         with pytest.raises(IGCacheError) as err:
             run_precompute(teacher, digits, tmp_path, **change)
         assert re.search(rf"[(,] ?{word}: ", str(err.value)), str(err.value)
@@ -174,14 +213,31 @@ def test_two_shards_fill_the_same_cache(reference, teacher, digits, tmp_path):
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """The CLI from the repository root; the environment (and the test's KDVIZ_HOME) is inherited."""
-    return subprocess.run([sys.executable, "-m", "kdviz", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kdviz", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_ig_precompute(reference, tmp_path):
     out = tmp_path / "ig"
-    proc = cli("ig-precompute", "--weights", str(TEACHER), "--data", "digits", "--split", "train", "--limit", "16",
-               "--steps", str(STEPS), "--out", str(out), "--internal-batch-size", IBS, "--json")
+    proc = cli(
+        "ig-precompute",
+        "--weights",
+        str(TEACHER),
+        "--data",
+        "digits",
+        "--split",
+        "train",
+        "--limit",
+        "16",
+        "--steps",
+        str(STEPS),
+        "--out",
+        str(out),
+        "--internal-batch-size",
+        IBS,
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -197,8 +253,22 @@ def test_cli_attribute_one_image(teacher, digits, tmp_path):
     png = tmp_path / "digit.png"
     Image.fromarray(digits.test.images[7]).save(png)
     out = tmp_path / "m.npy"
-    proc = cli("attribute", "--weights", str(TEACHER), "--image", str(png), "--method", "ig", "--steps", "8",
-               "--baseline", "black", "--out", str(out), "--json")
+    proc = cli(
+        "attribute",
+        "--weights",
+        str(TEACHER),
+        "--image",
+        str(png),
+        "--method",
+        "ig",
+        "--steps",
+        "8",
+        "--baseline",
+        "black",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout

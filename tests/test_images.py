@@ -1,4 +1,4 @@
-"""kdviz.images.read_image on a corpus of real-world files made here: every one is read correctly or
+"""kdviz.data.images.read_image on a corpus of real-world files made here: every one is read correctly or
 refused with an ImageError that says why in words.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdviz import images
-from kdviz.images import ImageError, read_image
+from kdviz.data import images
+from kdviz.data.images import ImageError, read_image
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
 
@@ -45,13 +45,16 @@ def close(pixel, colour, tol: int = 20) -> bool:
 # --------------------------------------------------------------------------- formats that work
 
 
-@pytest.mark.parametrize("fmt,kw,tol", [
-    ("PNG", {}, 0),
-    ("JPEG", {"quality": 95}, 20),
-    ("WEBP", {"lossless": True}, 0),
-    ("BMP", {}, 0),
-    ("TIFF", {}, 0),
-])
+@pytest.mark.parametrize(
+    "fmt,kw,tol",
+    [
+        ("PNG", {}, 0),
+        ("JPEG", {"quality": 95}, 20),
+        ("WEBP", {"lossless": True}, 0),
+        ("BMP", {}, 0),
+        ("TIFF", {}, 0),
+    ],
+)
 def test_common_formats(fmt, kw, tol):
     data = encode(pattern(), fmt, **kw)
     loaded = read_image(data, name=f"x.{fmt.lower()}")
@@ -213,10 +216,14 @@ def test_truncated_jpeg():
     assert "half.jpg" in str(err.value) and ("truncated" in str(err.value) or "damaged" in str(err.value))
 
 
-@pytest.mark.parametrize("svg", [
-    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
-])
+@pytest.mark.parametrize(
+    "svg",
+    [
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10"/></svg>',
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+    ],
+)
 def test_svg_is_refused_as_a_drawing(svg):
     with pytest.raises(ImageError, match="SVG"):
         read_image(svg, name="logo.png")
@@ -231,10 +238,13 @@ def patched_png(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("width,height", [
-    (100_000, 100_000),  # 10 G pixels: Pillow's DecompressionBombError
-    (12_000, 10_000),  # 120 M pixels: Pillow only warns; kdviz turns the warning into a refusal
-])
+@pytest.mark.parametrize(
+    "width,height",
+    [
+        (100_000, 100_000),  # 10 G pixels: Pillow's DecompressionBombError
+        (12_000, 10_000),  # 120 M pixels: Pillow only warns; kdviz turns the warning into a refusal
+    ],
+)
 def test_decompression_bomb_is_refused_from_its_header(width, height):
     bomb = patched_png(width, height)
     assert Image.open(io.BytesIO(patched_png(8, 8))).size == (8, 8)  # the patching itself is sound

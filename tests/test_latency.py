@@ -1,4 +1,4 @@
-"""kdviz.latency: how a measurement spends its budget, and what it reports.
+"""kdviz.bench.latency: how a measurement spends its budget, and what it reports.
 
 Timing is driven by a fake clock, so the tests assert on the rules (how many calls, when to stop),
 never on how fast this machine is: speed is measured in benchmarks/bench_latency.py.
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import latency
-from kdviz.latency import Latency, relative_spread, sample, torch_threads
+from kdviz.bench import latency
+from kdviz.bench.latency import Latency, relative_spread, sample, torch_threads
 
 
 class FakeClock:
@@ -60,8 +60,9 @@ def test_sample_takes_a_minimum_of_samples_from_a_model_slower_than_the_budget()
 
 def test_sample_stops_when_asked():
     clock = FakeClock(0.001)
-    samples = sample(clock.work, warmup=0, repeats=50, max_seconds=100, clock=clock,
-                     should_stop=lambda: clock.calls >= 2)
+    samples = sample(
+        clock.work, warmup=0, repeats=50, max_seconds=100, clock=clock, should_stop=lambda: clock.calls >= 2
+    )
     assert len(samples) == 2
 
 
@@ -70,11 +71,19 @@ def test_the_defaults_keep_one_model_within_ten_seconds():
     page's default budget; each overruns it by at most one call."""
     from kdviz.ui.benchmark import LatencySettings
 
-    s = LatencySettings(batch=64, threads=2, warmup=latency.WARMUP, repeats=latency.REPEATS,
-                        seconds_per_model=latency.SECONDS_PER_MODEL, runtimes=["eager", "onnxruntime"])
+    s = LatencySettings(
+        batch=64,
+        threads=2,
+        warmup=latency.WARMUP,
+        repeats=latency.REPEATS,
+        seconds_per_model=latency.SECONDS_PER_MODEL,
+        runtimes=["eager", "onnxruntime"],
+    )
     clock = FakeClock(0.05)  # a 50 ms call, like a teacher's batch of 64
     for _ in range(len(s.batches) * len(s.runtimes)):
-        sample(clock.work, warmup=s.warmup, repeats=s.repeats, max_seconds=s.seconds_per_measurement, clock=clock)
+        sample(
+            clock.work, warmup=s.warmup, repeats=s.repeats, max_seconds=s.seconds_per_measurement, clock=clock
+        )
     assert clock.now <= 10
     assert s.seconds_per_measurement == pytest.approx(latency.SECONDS_PER_MODEL / 4)
 
@@ -159,13 +168,21 @@ def test_sample_interleaved_takes_turns_within_one_budget():
         def fn():
             order.append(name)
             clock.now += cost
+
         return fn
 
-    samples = latency.sample_interleaved({"teacher": call("teacher", 0.5), "student": call("student", 0.25)},
-                                         warmup=1, repeats=100, max_seconds=6, clock=clock)
+    samples = latency.sample_interleaved(
+        {"teacher": call("teacher", 0.5), "student": call("student", 0.25)},
+        warmup=1,
+        repeats=100,
+        max_seconds=6,
+        clock=clock,
+    )
     assert order[:6] == ["teacher", "student"] * 3  # warm-up, then turns
     # a turn takes 0.75 s: one of warm-up, then turns while time is left (starting at 0.75, ..., 5.25)
-    assert samples["teacher"] == pytest.approx([500.0] * 7) and samples["student"] == pytest.approx([250.0] * 7)
+    assert samples["teacher"] == pytest.approx([500.0] * 7) and samples["student"] == pytest.approx(
+        [250.0] * 7
+    )
     assert clock.now == 6.0
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from kdviz import lesson
 from kdviz.attribution import make_baseline
 from kdviz.data.loader import normalize, to_float
+from kdviz.teaching import lesson
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
@@ -19,7 +19,7 @@ MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
 
 @pytest.fixture(scope="module")
 def teacher():
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
 
     return load_checkpoint(ROOT / "assets" / "digits_teacher")
 
@@ -38,7 +38,9 @@ def digit(teacher):
 
 def small_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)
+    ).eval()
 
 
 def photo() -> np.ndarray:
@@ -93,8 +95,11 @@ def test_the_running_sum_ends_at_captums_map(rule):
     x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     base = torch.zeros_like(x)
     walked = lesson.running_sum(model, x, base, target=2, steps=12, rule=rule)
-    captum = IntegratedGradients(model).attribute(x, baselines=base, target=2, n_steps=12, method=rule)[0].numpy()
-    # Captum's trapezoid weights add up to (n − 1)/n; kdviz scales them back to one, lesson and front door alike
+    captum = (
+        IntegratedGradients(model).attribute(x, baselines=base, target=2, n_steps=12, method=rule)[0].numpy()
+    )
+    # Captum's trapezoid weights add up to (n − 1)/n; kdviz scales them back to one, lesson and front
+    # door alike
     captum *= 12 / 11 if rule == "riemann_trapezoid" else 1.0
     assert walked.steps == 12 and walked.partial.shape == (12, 3, 8, 8)
     assert walked.weights.sum() == pytest.approx(1.0)
@@ -119,7 +124,8 @@ def test_completeness_numbers_are_the_maps_sum_and_the_change_in_score(digit, te
 
 @pytest.fixture(scope="module")
 def reference(digit, teacher):
-    """Captum's Gauss–Legendre map of the digit with 128 steps (the page uses 256; 128 keeps the test short)."""
+    """Captum's Gauss–Legendre map of the digit with 128 steps (the page uses 256; 128 keeps the test
+    short)."""
     _, x, target = digit
     base = make_baseline(x, "zero", teacher.card.mean, teacher.card.std)
     return lesson.captum_map(teacher.model, x, base, target, steps=128)
@@ -155,7 +161,7 @@ def test_map_error_is_zero_for_the_same_map_and_one_for_zeros():
     assert lesson.map_error(np.zeros_like(m), m) == pytest.approx(1.0)
 
 
-# ----------------------------------------------------------------------------------- soft targets and the KD loss
+# ---------------------------------------------------------------------------- soft targets and the KD loss
 
 
 LOGITS = np.array([6.0, 2.5, 1.0, -1.0, 0.0, 3.0, -2.0, 0.5, 1.5, -0.5])
@@ -168,14 +174,16 @@ def test_softened_probabilities_sum_to_one_and_flatten_as_the_temperature_grows(
         assert p.sum() == pytest.approx(1.0, abs=1e-12)
         assert np.all(p > 0) and p.argmax() == 0  # softening never changes the answer
     entropies = [lesson.entropy(p) for p in probs]
-    assert all(a < b for a, b in zip(entropies, entropies[1:]))
+    assert all(a < b for a, b in zip(entropies, entropies[1:], strict=False))
     tops = [p[0] for p in probs]
-    assert all(a > b for a, b in zip(tops, tops[1:]))
+    assert all(a > b for a, b in zip(tops, tops[1:], strict=False))
     assert entropies[-1] > 0.9 * np.log2(10)  # T = 20: close to uniform
 
 
 def test_temperature_one_is_the_plain_softmax_and_a_bad_temperature_is_refused():
-    np.testing.assert_allclose(lesson.soften(LOGITS, 1.0), torch.softmax(torch.tensor(LOGITS), 0).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        lesson.soften(LOGITS, 1.0), torch.softmax(torch.tensor(LOGITS), 0).numpy(), rtol=1e-12
+    )
     with pytest.raises(ValueError, match="temperature must be positive"):
         lesson.soften(LOGITS, 0.0)
 
@@ -186,18 +194,22 @@ def test_entropy_of_one_hot_and_uniform_answers():
 
 
 def test_the_kd_terms_are_the_training_loss_taken_apart():
-    from kdviz.distill import kd_loss
+    from kdviz.training import kd_loss
 
     student = np.array([2.0, 0.5, -1.0, 0.0])
     terms = lesson.kd_terms(student, LOGITS[:4], label=1, temperature=3.0)
     s = torch.tensor(student[None], dtype=torch.float32)
     t, y = torch.tensor(LOGITS[None, :4], dtype=torch.float32), torch.tensor([1])
     for alpha in (0.0, 0.01, 0.5, 1.0):
-        assert terms.total(alpha) == pytest.approx(float(kd_loss(s, t, y, temperature=3.0, alpha=alpha)), rel=1e-5)
+        assert terms.total(alpha) == pytest.approx(
+            float(kd_loss(s, t, y, temperature=3.0, alpha=alpha)), rel=1e-5
+        )
     assert terms.hard == pytest.approx(-np.log(torch.softmax(s[0], 0)[1].item()), rel=1e-5)
     assert terms.soft > 0
     same = lesson.kd_terms(LOGITS[:4], LOGITS[:4], label=0, temperature=3.0)
-    assert same.soft == pytest.approx(0.0, abs=1e-6)  # a student that answers as the teacher has nothing to learn
+    assert same.soft == pytest.approx(
+        0.0, abs=1e-6
+    )  # a student that answers as the teacher has nothing to learn
 
 
 # ----------------------------------------------------------------------------------- the paper's trick
@@ -214,7 +226,7 @@ def test_the_overlay_with_p_one_changes_every_image_and_with_p_zero_none():
     images, maps = examples()
     out, applied = lesson.overlay_examples(images, maps, 1.0, 0.5, seed=0)
     assert applied.all() and out.shape == images.shape and out.dtype == np.uint8
-    assert all(not np.array_equal(a, b) for a, b in zip(out, images))
+    assert all(not np.array_equal(a, b) for a, b in zip(out, images, strict=False))
     out, applied = lesson.overlay_examples(images, maps, 0.0, 0.5, seed=0)
     assert not applied.any() and np.array_equal(out, images)
 
@@ -224,7 +236,8 @@ def test_the_overlay_is_the_papers_blend():
     plain, _ = lesson.overlay_examples(images, maps, 1.0, 0.0, seed=0)
     assert np.array_equal(plain, images)  # λ = 0: the image as it is
     only_map, _ = lesson.overlay_examples(images, maps, 1.0, 1.0, seed=0)
-    for m, o in zip(maps, only_map):  # λ = 1: the min-max normalised map, grey in all three channels
+    # λ = 1: the min-max normalised map, grey in all three channels
+    for m, o in zip(maps, only_map, strict=False):
         assert o[..., 0].min() == 0 and o[..., 0].max() == 255
         assert np.array_equal(o[..., 0], o[..., 1]) and np.array_equal(o[..., 1], o[..., 2])
         assert o[..., 0][np.unravel_index(m.argmax(), m.shape)] == 255  # the map's peak is white

@@ -59,7 +59,9 @@ def test_normalize_denormalize_round_trip():
     x = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     z = normalize(x, IMAGENET_MEAN, IMAGENET_STD)
     # channel 0 of a mean-valued image is 0 after normalisation
-    assert torch.allclose(normalize(torch.full((1, 3, 1, 1), 0.485), IMAGENET_MEAN, IMAGENET_STD)[0, 0], torch.zeros(1, 1))
+    assert torch.allclose(
+        normalize(torch.full((1, 3, 1, 1), 0.485), IMAGENET_MEAN, IMAGENET_STD)[0, 0], torch.zeros(1, 1)
+    )
     assert not torch.allclose(z, x)
     assert torch.allclose(z[:, 1], (x[:, 1] - 0.456) / 0.224, atol=1e-6)
     assert torch.allclose(denormalize(z, IMAGENET_MEAN, IMAGENET_STD), x, atol=1e-6)
@@ -87,7 +89,9 @@ def test_random_crop_flip_keeps_shape_and_range():
 def test_no_crop_no_flip_is_identity():
     x = torch.rand(8, 3, 7, 7, generator=torch.Generator().manual_seed(3))
     extra = torch.rand(8, 1, 7, 7)
-    out, (e,) = random_crop_flip(x, Augment(crop_padding=0, hflip=False), torch.Generator().manual_seed(0), [extra])
+    out, (e,) = random_crop_flip(
+        x, Augment(crop_padding=0, hflip=False), torch.Generator().manual_seed(0), [extra]
+    )
     assert torch.equal(out, x)
     assert torch.equal(e, extra)
 
@@ -189,7 +193,7 @@ def test_augmented_batches_are_reproducible_and_keep_labels():
     a, ia = _collect(split, generator=torch.Generator().manual_seed(9), **kw)
     b, ib = _collect(split, generator=torch.Generator().manual_seed(9), **kw)
     assert torch.equal(ia, ib)
-    for (xa, ya, _), (xb, yb, idx) in zip(a, b):
+    for (xa, _ya, _), (xb, yb, idx) in zip(a, b, strict=False):
         assert torch.equal(xa, xb)
         assert torch.equal(yb, torch.from_numpy(split.labels[idx.numpy()]))
 

@@ -17,6 +17,7 @@ from kdviz.models import (
     get_spec,
     list_models,
     model_stats,
+    register_model,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -28,8 +29,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_lists_the_expected_models():
-    for name in ("mobilenetv2_cifar", "mobilenetv2_cifar_cut", "mnv2_student_2x", "mnv2_student_4x",
-                 "mnv2_student_7x", "mnv2_student_12x", "resnet20", "resnet56"):
+    for name in (
+        "mobilenetv2_cifar",
+        "mobilenetv2_cifar_cut",
+        "mnv2_student_2x",
+        "mnv2_student_4x",
+        "mnv2_student_7x",
+        "mnv2_student_12x",
+        "resnet20",
+        "resnet56",
+    ):
         assert name in ALL_MODELS
     assert {s.name for s in list_models("resnet_cifar")} >= {"resnet20", "resnet56"}
     assert all(s.family == "mobilenetv2" for s in list_models("mobilenetv2"))
@@ -46,11 +55,61 @@ def test_every_model_builds_and_classifies(name):
     assert torch.isfinite(out).all()
 
 
+def test_every_model_is_a_function_of_its_own_name():
+    """As in timm: ``@register_model def resnet56(...)``, so the name is found where the model is defined."""
+    for spec in list_models():
+        assert spec.builder.__name__ == spec.name, spec.name
+
+
+def test_register_model_takes_the_name_from_the_function(monkeypatch):
+    from kdviz.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model
+    def tiny_net(num_classes: int = 10) -> nn.Module:
+        """A linear layer on the mean colour.
+
+        Longer text stays out of the description."""
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))
+
+    @register_model(family="toys", description="two layers", pretrained_file="toy.th", hidden=4)
+    def toy_mlp(num_classes: int = 10, hidden: int = 8) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, hidden), nn.Linear(hidden, num_classes))
+
+    tiny, toy = get_spec("tiny_net"), get_spec("toy_mlp")
+    assert (tiny.family, tiny.description) == ("test_models", "A linear layer on the mean colour.")
+    assert (toy.family, toy.description, toy.pretrained_file, toy.defaults) == (
+        "toys",
+        "two layers",
+        "toy.th",
+        {"hidden": 4},
+    )
+    assert create_model("toy_mlp", num_classes=3)[1].out_features == 4  # registered defaults apply
+    assert create_model("tiny_net", num_classes=5)(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(tiny_net)
+
+
+def test_register_model_still_accepts_a_name_first(monkeypatch):
+    """The older form, ``@register_model("name", family=..., description=...)``, keeps working."""
+    from kdviz.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model("toy_named", family="toys", description="named explicitly")
+    def build(num_classes: int = 10) -> nn.Module:
+        return nn.Linear(3, num_classes)
+
+    assert get_spec("toy_named").builder is build and "build" not in {s.name for s in list_models()}
+
+
 def test_num_classes_is_honoured():
     with torch.no_grad():
         assert create_model("resnet20", num_classes=7).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
         assert create_model("mnv2_student_12x", num_classes=3, width_mult=0.25).eval()(
-            torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+            torch.zeros(1, 3, 32, 32)
+        ).shape == (1, 3)
 
 
 @pytest.mark.parametrize(
@@ -71,8 +130,14 @@ def test_parameter_counts(name, params):
 
 @pytest.mark.parametrize(
     "name, ratio",
-    [("mnv2_student_2x", 2.19), ("mnv2_student_4x", 4.12), ("mnv2_student_7x", 7.29), ("mnv2_student_12x", 12.04),
-     ("mnv2_student_4x_fast", 4.12), ("mnv2_student_4x_edge", 4.14)],
+    [
+        ("mnv2_student_2x", 2.19),
+        ("mnv2_student_4x", 4.12),
+        ("mnv2_student_7x", 7.29),
+        ("mnv2_student_12x", 12.04),
+        ("mnv2_student_4x_fast", 4.12),
+        ("mnv2_student_4x_edge", 4.14),
+    ],
 )
 def test_student_compression_ratios(name, ratio):
     assert TEACHER_PARAMS / count_params(create_model(name)) == pytest.approx(ratio, abs=0.01)
@@ -130,8 +195,14 @@ def test_teacher_has_cifar_strides_and_dropout():
 
 def test_resnet_parameter_names_match_the_public_files():
     names = set(create_model("resnet20").state_dict())
-    assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer3.2.bn2.weight",
-            "linear.weight", "linear.bias"} <= names
+    assert {
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.conv1.weight",
+        "layer3.2.bn2.weight",
+        "linear.weight",
+        "linear.bias",
+    } <= names
     assert not any("shortcut" in n for n in names)  # option A: parameter-free shortcuts
 
 
@@ -185,9 +256,9 @@ def cifar_test_slice():
     [("resnet20", "resnet20-12fca82f.th", 0.78), ("resnet56", "resnet56-4bfd9763.th", 0.80)],
 )
 def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, file, minimum):
-    from kdviz.checkpoints import load_any
     from kdviz.data import IMAGENET_MEAN, IMAGENET_STD
-    from kdviz.evaluate import predict
+    from kdviz.models.checkpoints import load_any
+    from kdviz.models.evaluate import predict
 
     path = SHARED_DATA / "pretrained" / file
     if not path.is_file():
@@ -211,5 +282,7 @@ def test_speed_students_do_less_work_than_the_papers_student():
     fast, edge = create_model("mnv2_student_4x_fast"), create_model("mnv2_student_4x_edge")
     macs = {n: model_stats(m).macs for n, m in (("paper", paper), ("fast", fast), ("edge", edge))}
     assert macs["fast"] < macs["paper"] / 3.5 and macs["edge"] < macs["paper"] / 5
-    convs = {n: sum(isinstance(x, nn.Conv2d) for x in m.modules()) for n, m in (("paper", paper), ("edge", edge))}
+    convs = {
+        n: sum(isinstance(x, nn.Conv2d) for x in m.modules()) for n, m in (("paper", paper), ("edge", edge))
+    }
     assert convs["edge"] * 3 <= convs["paper"]  # a third of the layers

@@ -22,7 +22,7 @@ def fresh_caches(tmp_path, monkeypatch):
     from kdviz.ui.compare import _faithfulness
 
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     _faithfulness.clear()
     yield
     _faithfulness.clear()
@@ -50,7 +50,7 @@ def test_compare_rerun_computes_no_curves_again(monkeypatch):
     assert clean(at), [e.value for e in at.exception]
     aucs = sorted(t["name"] for t in _faith_chart(at)["data"])
 
-    monkeypatch.setattr("kdviz.compare.faithfulness", refuse)
+    monkeypatch.setattr("kdviz.attribution.comparison.faithfulness", refuse)
     at.selectbox(key="cmp_metric").set_value("cosine").run()  # a widget that changes no image or map
     assert clean(at), [e.value for e in at.exception]
     assert sorted(t["name"] for t in _faith_chart(at)["data"]) == aucs
@@ -78,8 +78,8 @@ def test_benchmark_rerun_keeps_the_measurements(monkeypatch):
     assert clean(at)
     before = [df.value for df in at.dataframe if "compression ×" in df.value.columns][0]
 
-    monkeypatch.setattr("kdviz.latency.eager", refuse)
-    monkeypatch.setattr("kdviz.scorecard.predict", refuse)
+    monkeypatch.setattr("kdviz.bench.latency.eager", refuse)
+    monkeypatch.setattr("kdviz.bench.scorecard.predict", refuse)
     at.selectbox(key="bench_split").set_value("test").run()
     assert clean(at), [e.value for e in at.exception]
     after = [df.value for df in at.dataframe if "compression ×" in df.value.columns][0]

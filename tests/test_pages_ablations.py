@@ -12,11 +12,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdviz.ablation import StudyConfig, load_study, run_study, summarise
-from kdviz.checkpoints import load_checkpoint
-from kdviz.distill import ARMS
-from kdviz.hpo import SearchConfig, load_search, run_search
-from kdviz.jobs import MANAGER
+from kdviz.core.jobs import MANAGER
+from kdviz.experiments.ablation import StudyConfig, load_study, run_study, summarise
+from kdviz.experiments.hpo import SearchConfig, load_search, run_search
+from kdviz.models.checkpoints import load_checkpoint
+from kdviz.training import ARMS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -25,10 +25,18 @@ PAGE = "pages/ablations.py"
 
 
 def tiny(**train) -> StudyConfig:
-    return StudyConfig(dataset="digits", teacher=str(TEACHER), student="mnv2_student_4x_fast",
-                       student_kwargs={"width_mult": 0.5}, seeds=[0, 1], probe=3, probe_steps=2,
-                       latency_seconds=0.1, test_limit=100,
-                       train=dict(epochs=1, batch_size=32, hflip=False, subset=64, ig_steps=2, eval_limit=40, **train))
+    return StudyConfig(
+        dataset="digits",
+        teacher=str(TEACHER),
+        student="mnv2_student_4x_fast",
+        student_kwargs={"width_mult": 0.5},
+        seeds=[0, 1],
+        probe=3,
+        probe_steps=2,
+        latency_seconds=0.1,
+        test_limit=100,
+        train=dict(epochs=1, batch_size=32, hflip=False, subset=64, ig_steps=2, eval_limit=40, **train),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def home(tmp_path_factory):
 def page(home, monkeypatch, tmp_path):
     monkeypatch.setenv("KDVIZ_HOME", str(home))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
     at.switch_page(PAGE).run()
@@ -108,7 +116,11 @@ def test_maps_of_every_arm_beside_the_teachers(page, home):
         assert any(c.startswith(f"#{int(probe[i])}: ") for c in captions)
 
     def scores(captions, arm):
-        return [float(re.search(r"Spearman (-?[\d.]+|nan)", c).group(1)) for c in captions if c.startswith(f"{arm}: ")]
+        return [
+            float(re.search(r"Spearman (-?[\d.]+|nan)", c).group(1))
+            for c in captions
+            if c.startswith(f"{arm}: ")
+        ]
 
     for run in view.runs:
         if run.seed == 0:
@@ -121,8 +133,9 @@ def test_maps_of_every_arm_beside_the_teachers(page, home):
     assert sum(c == "teacher" for c in captions) == 1
     for run in view.runs:
         if run.seed == 1:
-            assert scores(captions, run.arm) == pytest.approx([round(run.metrics["attribution_per_image"]["spearman"][0], 2)],
-                                                              abs=0.006)
+            assert scores(captions, run.arm) == pytest.approx(
+                [round(run.metrics["attribution_per_image"]["spearman"][0], 2)], abs=0.006
+            )
 
 
 def test_the_overlay_preview_follows_p_and_lambda(page):
@@ -148,7 +161,9 @@ def test_the_search_and_a_student_from_its_best_trial(page, home):
     trials = tab(at, "Hyperparameter search").dataframe[0].value
     assert list(trials["trial"]) == [0, 1, 2] and set(trials["state"]) == {"complete"}
     study = load_search(home / "studies" / "hpo-tiny").study()
-    assert trials["validation accuracy %"].tolist() == pytest.approx([round(100 * t.value, 2) for t in study.trials])
+    assert trials["validation accuracy %"].tolist() == pytest.approx(
+        [round(100 * t.value, 2) for t in study.trials]
+    )
     assert {"Optimisation history", "Parallel coordinates"} <= {c.value for c in search.caption}
     best = study.best_trial
     assert any(m.value.startswith(f"**Best trial {best.number}**") for m in search.markdown)
@@ -160,7 +175,9 @@ def test_the_search_and_a_student_from_its_best_trial(page, home):
     at.run()
     assert_clean(at)
     card = load_checkpoint(home / "best-student").card
-    assert card.train_config["temperature"] == best.params["temperature"] and card.train_config["holdout"] == 0
+    assert (
+        card.train_config["temperature"] == best.params["temperature"] and card.train_config["holdout"] == 0
+    )
     assert card.metrics["epochs_done"] == 1
 
 

@@ -41,8 +41,8 @@ def digits():
 @pytest.fixture(scope="module")
 def gallery_predictions(digits):
     """Each asset model's predictions on the test set, computed here, not by the page."""
-    from kdviz.checkpoints import load_checkpoint
-    from kdviz.evaluate import predict
+    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.evaluate import predict
 
     out = {}
     for role, path in (("teacher", TEACHER), ("student", STUDENT)):
@@ -55,7 +55,7 @@ def gallery_predictions(digits):
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk attribution cache, and a process-wide cache object that reads it."""
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     return tmp_path / "cache"
 
 
@@ -100,7 +100,9 @@ def completeness_texts(at) -> list[str]:
 
 
 def gallery_indices(at: AppTest) -> list[int]:
-    return [int(b.key.removeprefix("attr_pick_")) for b in at.button if (b.key or "").startswith("attr_pick_")]
+    return [
+        int(b.key.removeprefix("attr_pick_")) for b in at.button if (b.key or "").startswith("attr_pick_")
+    ]
 
 
 def match_count(at: AppTest) -> tuple[int, int]:
@@ -111,7 +113,11 @@ def match_count(at: AppTest) -> tuple[int, int]:
 
 
 def chosen_caption(at: AppTest) -> re.Match:
-    found = [m for m in (re.fullmatch(r"Test image #(\d+), true class \*\*(.+)\*\*\.", c) for c in captions(at)) if m]
+    found = [
+        m
+        for m in (re.fullmatch(r"Test image #(\d+), true class \*\*(.+)\*\*\.", c) for c in captions(at))
+        if m
+    ]
     assert len(found) == 1, captions(at)
     return found[0]
 
@@ -289,9 +295,13 @@ def test_attributions_upload(fresh_cache, digits):
     for col in found.values():
         text = panel_markdown(col)
         assert "✓" not in text and "✗" not in text  # an upload has no true class
-    assert {"Download the figure (PNG)", "Download the maps (NumPy .npz)"} <= {b.label for b in at.get("download_button")}
+    assert {"Download the figure (PNG)", "Download the maps (NumPy .npz)"} <= {
+        b.label for b in at.get("download_button")
+    }
 
-    at.file_uploader(key="attr_upload").set_value(("broken.png", np.random.default_rng(1).bytes(3000), "image/png")).run()
+    at.file_uploader(key="attr_upload").set_value(
+        ("broken.png", np.random.default_rng(1).bytes(3000), "image/png")
+    ).run()
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("Cannot use this file: broken.png")

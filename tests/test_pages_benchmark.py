@@ -75,7 +75,7 @@ def latency_table(at: AppTest) -> pd.DataFrame:
 
 
 def card(path: Path):
-    from kdviz.checkpoints import read_card
+    from kdviz.models.checkpoints import read_card
 
     return read_card(path)
 
@@ -87,7 +87,9 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     assert table.loc[T_NAME, "role"] == "teacher" and table.loc[S_NAME, "role"] == "student"
     teacher_card, student_card = card(TEACHER), card(STUDENT)
     assert table.loc[S_NAME, "parameters"] == student_card.stats["params"]
-    assert table.loc[S_NAME, "compression ×"] == round(teacher_card.stats["params"] / student_card.stats["params"], 2)
+    assert table.loc[S_NAME, "compression ×"] == round(
+        teacher_card.stats["params"] / student_card.stats["params"], 2
+    )
     assert table.loc[S_NAME, "compression ×"] == 4.61  # the README's figure for the asset pair
     # before anything is measured: the cards' accuracies, and no latency yet
     assert table.loc[T_NAME, "accuracy"] == teacher_card.metrics["test_accuracy"]
@@ -98,8 +100,10 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     short_latency(at, batch=8)
     assert_clean(at)
     lat = latency_table(at)
-    measured = set(zip(lat["name"], lat["runtime"], lat["batch"]))
-    assert measured == {(n, rt, b) for n in (T_NAME, S_NAME) for rt in ("eager", "onnxruntime") for b in (1, 8)}
+    measured = set(zip(lat["name"], lat["runtime"], lat["batch"], strict=False))
+    assert measured == {
+        (n, rt, b) for n in (T_NAME, S_NAME) for rt in ("eager", "onnxruntime") for b in (1, 8)
+    }
     assert (lat["samples"] == 3).all() and (lat["threads"] == 1).all()
     assert any(c.value.startswith("ONNX export checked against PyTorch") for c in at.caption)
 
@@ -108,16 +112,19 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     median = {(r["name"], r["runtime"], r["batch"]): r["median_ms"] for _, r in lat.iterrows()}
     for name in (T_NAME, S_NAME):
         assert table.loc[name, "latency ms (batch 1)"] == pytest.approx(median[(name, "eager", 1)], abs=1e-3)
-        assert table.loc[name, "ONNX Runtime ms (batch 1)"] == pytest.approx(median[(name, "onnxruntime", 1)], abs=1e-3)
+        assert table.loc[name, "ONNX Runtime ms (batch 1)"] == pytest.approx(
+            median[(name, "onnxruntime", 1)], abs=1e-3
+        )
     assert table.loc[S_NAME, "speed-up × (batch 1)"] == pytest.approx(
-        median[(T_NAME, "eager", 1)] / median[(S_NAME, "eager", 1)], rel=1e-3)
+        median[(T_NAME, "eager", 1)] / median[(S_NAME, "eager", 1)], rel=1e-3
+    )
     assert table.loc[T_NAME, "speed-up × (batch 1)"] == 1.0
 
     at.button(key="bench_run_accuracy").click().run()
     assert_clean(at)
-    from kdviz.checkpoints import load_checkpoint
     from kdviz.data import load_dataset
-    from kdviz.evaluate import predict
+    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.evaluate import predict
 
     digits = load_dataset("digits")
     expected = {}
@@ -128,7 +135,8 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     for name in (T_NAME, S_NAME):
         assert table.loc[name, "accuracy"] == expected[name].accuracy
     assert table.loc[S_NAME, "teacher's accuracy kept"] == pytest.approx(
-        expected[S_NAME].accuracy / expected[T_NAME].accuracy)
+        expected[S_NAME].accuracy / expected[T_NAME].accuracy
+    )
     metrics = {m.label: m.value for m in at.metric}
     assert metrics[T_NAME] == f"{expected[T_NAME].accuracy:.2%}"
     agree = (expected[T_NAME].predicted == expected[S_NAME].predicted).mean()
@@ -137,8 +145,10 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     t_pred, s_pred = expected[T_NAME].predicted, expected[S_NAME].predicted
     names = digits.class_names
     shown = [c for img in at.get("image") for c in img.captions]  # read column by column
-    assert sorted(shown) == sorted(f"{names[digits.test.labels[j]]} → {names[t_pred[j]]} / {names[s_pred[j]]}"
-                                   for j in (t_pred != s_pred).nonzero()[0][:12])
+    assert sorted(shown) == sorted(
+        f"{names[digits.test.labels[j]]} → {names[t_pred[j]]} / {names[s_pred[j]]}"
+        for j in (t_pred != s_pred).nonzero()[0][:12]
+    )
 
     labels = {b.label for b in at.get("download_button")}
     assert labels == {"Download CSV", "Download JSON"}
@@ -164,8 +174,23 @@ def test_page_accuracy_equals_kdviz_eval(capsys):
     at.button(key="bench_run_accuracy").click().run()
     assert_clean(at)
     table = headline(at)
-    assert main(["eval", "--weights", str(STUDENT), "--data", "digits", "--split", "train", "--limit", "200",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--weights",
+                str(STUDENT),
+                "--data",
+                "digits",
+                "--split",
+                "train",
+                "--limit",
+                "200",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert table.loc[S_NAME, "accuracy"] == json.loads(capsys.readouterr().out)["accuracy"]
 
 
@@ -181,12 +206,12 @@ def test_a_failed_onnx_export_is_said_and_eager_still_measured(monkeypatch):
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 2  # one line per model, not one per batch size
-    for name, error in zip((T_NAME, S_NAME), errors):
+    for name, error in zip((T_NAME, S_NAME), errors, strict=False):
         assert error.startswith(f"{name}: ONNX export of ")
         assert "RuntimeError: this exporter is broken on purpose" in error
         assert "\n" not in error
     lat = latency_table(at)
-    assert set(zip(lat["name"], lat["runtime"])) == {(T_NAME, "eager"), (S_NAME, "eager")}
+    assert set(zip(lat["name"], lat["runtime"], strict=False)) == {(T_NAME, "eager"), (S_NAME, "eager")}
     table = headline(at)
     assert table["latency ms (batch 1)"].notna().all()
     assert table["ONNX Runtime ms (batch 1)"].isna().all()
@@ -197,15 +222,24 @@ def test_more_students_join_the_table_and_every_run_chart(monkeypatch):
     busy machine the page says that its timings will swing."""
     import torch
 
-    from kdviz.checkpoints import save_checkpoint
     from kdviz.models import count_params, create_model
-    from kdviz.runs import Workspace
+    from kdviz.models.checkpoints import save_checkpoint
+    from kdviz.training.workspace import Workspace
 
     torch.manual_seed(0)
     edge = create_model("mnv2_student_4x_edge", width_mult=0.5)
     run = Workspace().create("edge-student")
-    save_checkpoint(run, edge, dataclasses.replace(card(STUDENT), arch="mnv2_student_4x_edge", stats={},
-                                                   metrics={"test_accuracy": 0.5}, name="edge-student"))
+    save_checkpoint(
+        run,
+        edge,
+        dataclasses.replace(
+            card(STUDENT),
+            arch="mnv2_student_4x_edge",
+            stats={},
+            metrics={"test_accuracy": 0.5},
+            name="edge-student",
+        ),
+    )
     monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
     at = open_benchmark()
     assert any(w.value.startswith("This machine is busy (load 9.0 on") for w in at.warning)
@@ -215,7 +249,9 @@ def test_more_students_join_the_table_and_every_run_chart(monkeypatch):
     table = headline(at)
     assert list(table.index) == [T_NAME, S_NAME, "edge-student"]
     assert table.loc["edge-student", "parameters"] == count_params(edge)
-    assert table.loc["edge-student", "compression ×"] == round(card(TEACHER).stats["params"] / count_params(edge), 2)
+    assert table.loc["edge-student", "compression ×"] == round(
+        card(TEACHER).stats["params"] / count_params(edge), 2
+    )
     assert table.loc["edge-student", "accuracy"] == 0.5
 
     assert at.button(key="bench_measure_all").label == "Measure the 3 unmeasured run(s) (batch 1, eager)"
@@ -225,7 +261,11 @@ def test_more_students_join_the_table_and_every_run_chart(monkeypatch):
     assert set(latency_table(at)["name"]) == {T_NAME, S_NAME, "edge-student"}
     assert "bench_measure_all" not in [b.key for b in at.button]  # every run has a latency now
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    runs = [c for c in charts if c["layout"].get("xaxis", {}).get("title", {}).get("text", "").startswith("latency")]
+    runs = [
+        c
+        for c in charts
+        if c["layout"].get("xaxis", {}).get("title", {}).get("text", "").startswith("latency")
+    ]
     assert len(runs) == 1
     assert sorted(runs[0]["data"][0]["text"]) == sorted(["digits_teacher", "digits_student", "edge-student"])
     assert any(c.value.startswith("Red: the Pareto front") for c in at.caption)

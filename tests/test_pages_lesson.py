@@ -16,10 +16,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from conftest import PRETRAINED, require_shared
 from kdviz.attribution import METHODS
 from kdviz.ui.lesson import STEPS
-
-from conftest import PRETRAINED, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -38,7 +37,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def models():
-    from kdviz.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_checkpoint
 
     return {role: load_checkpoint(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
 
@@ -47,7 +46,7 @@ def models():
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk attribution cache, and a process-wide cache object that reads it."""
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     return tmp_path / "cache"
 
 
@@ -144,10 +143,14 @@ def check_step_2(at, digits, models, steps=8):
     line = values(path[0]["y"])
     assert line[0] == pytest.approx(base, abs=1e-3) and line[-1] == pytest.approx(score, abs=1e-3)
     shown = metrics(at)
-    total, change, gap = (number(shown[k]) for k in ("Sum of the map", "F(image) − F(baseline)", "Completeness gap"))
+    total, change, gap = (
+        number(shown[k]) for k in ("Sum of the map", "F(image) − F(baseline)", "Completeness gap")
+    )
     assert change == pytest.approx(score - base, abs=2e-3)
     assert gap == pytest.approx(total - change, abs=2e-3)
-    assert values(path[2]["y"])[-1] == pytest.approx(base + total, abs=2e-3)  # the running sum ends at the map's sum
+    assert values(path[2]["y"])[-1] == pytest.approx(
+        base + total, abs=2e-3
+    )  # the running sum ends at the map's sum
     conv = chart(at, "lesson_convergence")["data"]
     assert values(conv[0]["x"]) == [2, 4, 8, 16, 32, 64]
     assert values(conv[0]["y"])[-1] < values(conv[0]["y"])[0]
@@ -168,12 +171,14 @@ def check_step_3(at, digits, models, temperature=2.5):
     assert 0 <= cold < warm <= np.log2(10)
     soft, hard = number(shown["Soft part, T²·KL"]), number(shown["Hard part, cross-entropy"])
     alpha = at.slider(key="lesson_alpha").value
-    assert number(shown[f"Loss at α = {alpha:g}"]) == pytest.approx(alpha * soft + (1 - alpha) * hard, abs=2e-3)
+    assert number(shown[f"Loss at α = {alpha:g}"]) == pytest.approx(
+        alpha * soft + (1 - alpha) * hard, abs=2e-3
+    )
     return warm
 
 
 def check_step_4(at, digits):
-    from kdviz.evaluate import spread_indices
+    from kdviz.models.evaluate import spread_indices
 
     shown = [c for row in image_rows(at) for c in row]  # one column per image: image, map, after
     idx = spread_indices(len(digits.train), 8)
@@ -199,7 +204,7 @@ def check_step_5(at, models):
 def check_step_6(at, models):
     points = chart(at, "bench_scatter")["data"][0]
     accuracy = {f"digits_{r}": models[r].card.metrics["test_accuracy"] for r in ("teacher", "student")}
-    assert dict(zip(values(points["text"]), values(points["y"]))) == pytest.approx(accuracy)
+    assert dict(zip(values(points["text"]), values(points["y"]), strict=False)) == pytest.approx(accuracy)
     assert all(x > 0 for x in values(points["x"]))
     table = at.dataframe[0].value
     assert sorted(table["run"]) == ["digits_student · asset", "digits_teacher · asset"]
@@ -266,7 +271,7 @@ def test_each_steps_control_changes_its_figure(fresh_cache, digits, models):
     assert at.slider(key="lesson_temperature").value == 10.0
 
 
-# ----------------------------------------------------------------------------------- URL state and presentation
+# ------------------------------------------------------------------------------ URL state and presentation
 
 
 def test_a_link_restores_the_view(fresh_cache):
@@ -321,9 +326,15 @@ def test_sample_photo_and_upload_on_the_lesson(fresh_cache):
     at.selectbox(key="lesson_sample").set_value("coffee").run()
     assert_clean(at)
     notes = [m.value for m in at.markdown if m.value.startswith("**What the models see:**")]
-    assert notes == ["**What the models see:** cropped to its central 400×400 square; resized from 400×400 to 32×32."]
+    assert notes == [
+        "**What the models see:** cropped to its central 400×400 square; resized from 400×400 to 32×32."
+    ]
     assert at.query_params["source"] == "sample" and at.query_params["sample"] == "coffee"
-    assert [c for row in image_rows(at) for c in row][-3:] == ["the image", "its IG map", "the map on the image"]
+    assert [c for row in image_rows(at) for c in row][-3:] == [
+        "the image",
+        "its IG map",
+        "the map on the image",
+    ]
 
     at.radio(key="lesson_source").set_value("upload").run()
     assert_clean(at)
@@ -347,7 +358,9 @@ def test_attributions_offers_sample_photos(fresh_cache):
     at.selectbox(key="attr_sample").set_value("coffee").run()
     assert_clean(at)
     notes = [m.value for m in at.markdown if m.value.startswith("**What the models see:**")]
-    assert notes == ["**What the models see:** cropped to its central 400×400 square; resized from 400×400 to 32×32."]
+    assert notes == [
+        "**What the models see:** cropped to its central 400×400 square; resized from 400×400 to 32×32."
+    ]
     found = [c for row in image_rows(at) for c in row]
     assert "Coffee: 600×400" in found and "model input, 32×32" in found
     assert found.count("overlay") == 2  # the teacher's and the student's panels
@@ -377,7 +390,7 @@ def test_every_step_on_cifar10_with_the_pretrained_resnets(fresh_cache, monkeypa
     require_shared(PRETRAINED)
     monkeypatch.delenv("KDVIZ_CACHE")  # the decoded CIFAR-10 arrays are shared between tests
     from kdviz.data import load_dataset
-    from kdviz.recipes import import_checkpoint
+    from kdviz.training.workflows import import_checkpoint
 
     data = load_dataset("cifar10")
     import_checkpoint(PRETRAINED / "resnet20-12fca82f.th", "resnet20", data, "cifar-teacher", role="teacher")

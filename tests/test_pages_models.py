@@ -17,13 +17,15 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdviz.jobs import MANAGER
+from kdviz.core.jobs import MANAGER
 from kdviz.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
-ASSET_CARDS = {role: json.loads((ROOT / "assets" / f"digits_{role}" / "card.json").read_text())
-               for role in ("teacher", "student")}
+ASSET_CARDS = {
+    role: json.loads((ROOT / "assets" / f"digits_{role}" / "card.json").read_text())
+    for role in ("teacher", "student")
+}
 
 
 def open_app() -> AppTest:
@@ -69,7 +71,10 @@ def test_app_opens_on_overview_with_the_shipped_models():
     assert shown["Training images"] == "1,437" and shown["Test images"] == "360"
     # both model cards, with the parameters their cards record and the compression between them
     params = [v for label, v in metrics(at) if label == "Parameters"]
-    assert params == [f"{ASSET_CARDS['teacher']['stats']['params']:,}", f"{ASSET_CARDS['student']['stats']['params']:,}"]
+    assert params == [
+        f"{ASSET_CARDS['teacher']['stats']['params']:,}",
+        f"{ASSET_CARDS['student']['stats']['params']:,}",
+    ]
     ratio = ASSET_CARDS["teacher"]["stats"]["params"] / ASSET_CARDS["student"]["stats"]["params"]
     assert shown["Compression"] == f"{ratio:.2f}×"
     assert [s.value for s in at.subheader][:2] == ["Teacher", "Student"]
@@ -156,11 +161,16 @@ def test_train_a_tiny_model_through_the_widgets():
 
 def _make_run(name: str) -> Path:
     from kdviz.data import load_dataset
-    from kdviz.recipes import TrainRequest, train_run
-    from kdviz.train import TrainConfig
+    from kdviz.training.loop import TrainConfig
+    from kdviz.training.workflows import TrainRequest, train_run
 
-    request = TrainRequest(name=name, arch="mnv2_student_12x", arch_kwargs={"width_mult": 0.25}, role="student",
-                           config=TrainConfig(epochs=1, train_limit=64, eval_limit=40))
+    request = TrainRequest(
+        name=name,
+        arch="mnv2_student_12x",
+        arch_kwargs={"width_mult": 0.25},
+        role="student",
+        config=TrainConfig(epochs=1, train_limit=64, eval_limit=40),
+    )
     run_dir, _ = train_run(request, data=load_dataset("digits"))
     return run_dir
 
@@ -203,7 +213,8 @@ def test_upload_a_foreign_checkpoint_and_refuse_a_wrong_one():
     at.radio(key="upload_role").set_value("student").run()
     assert at.button(key="upload_go").disabled  # nothing to add yet
     at.file_uploader(key="upload_file").set_value(
-        ("r20.th", _state_bytes(create_model("resnet20")), "application/octet-stream")).run()
+        ("r20.th", _state_bytes(create_model("resnet20")), "application/octet-stream")
+    ).run()
     at.button(key="upload_go").click().run()
     assert_clean(at)
     assert any("chosen as the student" in s.value for s in at.success)
@@ -211,7 +222,8 @@ def test_upload_a_foreign_checkpoint_and_refuse_a_wrong_one():
 
     # weights of another architecture: a message naming the tensors, nothing added
     at.file_uploader(key="upload_file").set_value(
-        ("r56.th", _state_bytes(create_model("resnet56")), "application/octet-stream")).run()
+        ("r56.th", _state_bytes(create_model("resnet56")), "application/octet-stream")
+    ).run()
     at.button(key="upload_go").click().run()
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("Not added:") and "unexpected" in errors[0]

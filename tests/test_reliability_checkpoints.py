@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from kdviz.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_checkpoint
 from kdviz.models import create_model
-from kdviz.runs import Workspace, model_choices, unusable_runs
+from kdviz.models.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_checkpoint
+from kdviz.training.workspace import Workspace, model_choices, unusable_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -48,22 +48,42 @@ BREAKAGES = {
     "header-only-weights": (lambda run: _truncate(run / WEIGHTS, 0.002), ["model.safetensors", "truncated"]),
     "empty-weights": (lambda run: (run / WEIGHTS).write_bytes(b""), ["model.safetensors", "empty"]),
     "no-weights": (lambda run: (run / WEIGHTS).unlink(), ["model.safetensors"]),
-    "card-says-resnet": (lambda run: _edit_card(run, arch="resnet20", arch_kwargs={}),
-                         ["card does not match the weights", "saved from mnv2_student_4x, the card says resnet20",
-                          "another architecture"]),
-    "card-says-7-classes": (lambda run: _edit_card(run, num_classes=7),
-                            ["card does not match the weights", "made for 10 classes, the model has 7"]),
-    "card-says-full-width": (lambda run: _edit_card(run, arch_kwargs={"width_mult": 1.0}),
-                             ["card does not match the weights", "another architecture or size", "mis-shaped"]),
-    "card-unknown-arch": (lambda run: _edit_card(run, arch="resnet9000"), ["unknown architecture 'resnet9000'"]),
-    "card-bad-argument": (lambda run: _edit_card(run, arch_kwargs={"depth": 3}),
-                          ["cannot be built", "does not take ['depth']"]),
-    "card-too-few-names": (lambda run: _edit_card(run, class_names=["zero", "one"]),
-                           ["lists 2 class names for 10 classes"]),
-    "card-classes-as-text": (lambda run: _edit_card(run, num_classes="ten"),
-                             ["card.json", "'num_classes' must be a positive whole number"]),
-    "card-not-json": (lambda run: (run / CARD).write_text('{"arch": "mnv2_student_4x",'),
-                      ["card.json", "not valid JSON"]),
+    "card-says-resnet": (
+        lambda run: _edit_card(run, arch="resnet20", arch_kwargs={}),
+        [
+            "card does not match the weights",
+            "saved from mnv2_student_4x, the card says resnet20",
+            "another architecture",
+        ],
+    ),
+    "card-says-7-classes": (
+        lambda run: _edit_card(run, num_classes=7),
+        ["card does not match the weights", "made for 10 classes, the model has 7"],
+    ),
+    "card-says-full-width": (
+        lambda run: _edit_card(run, arch_kwargs={"width_mult": 1.0}),
+        ["card does not match the weights", "another architecture or size", "mis-shaped"],
+    ),
+    "card-unknown-arch": (
+        lambda run: _edit_card(run, arch="resnet9000"),
+        ["unknown architecture 'resnet9000'"],
+    ),
+    "card-bad-argument": (
+        lambda run: _edit_card(run, arch_kwargs={"depth": 3}),
+        ["cannot be built", "does not take ['depth']"],
+    ),
+    "card-too-few-names": (
+        lambda run: _edit_card(run, class_names=["zero", "one"]),
+        ["lists 2 class names for 10 classes"],
+    ),
+    "card-classes-as-text": (
+        lambda run: _edit_card(run, num_classes="ten"),
+        ["card.json", "'num_classes' must be a positive whole number"],
+    ),
+    "card-not-json": (
+        lambda run: (run / CARD).write_text('{"arch": "mnv2_student_4x",'),
+        ["card.json", "not valid JSON"],
+    ),
 }
 
 
@@ -145,7 +165,13 @@ def sidebar_note(at: AppTest) -> str:
 @pytest.mark.slow
 def test_broken_runs_do_not_break_the_sidebar_or_any_page():
     home = Path(os.environ["KDVIZ_HOME"])
-    broken = ["truncated-weights", "card-says-resnet", "card-says-7-classes", "card-not-json", "card-too-few-names"]
+    broken = [
+        "truncated-weights",
+        "card-says-resnet",
+        "card-says-7-classes",
+        "card-not-json",
+        "card-too-few-names",
+    ]
     for name in broken:
         _broken_run(home, name)
 
@@ -182,13 +208,16 @@ def test_picking_a_broken_run_on_the_runs_tab_says_what_is_wrong():
     at.switch_page("pages/models.py").run()
     runs = next(t for t in at.tabs if t.label == "Runs")
     table = runs.dataframe[0].value
-    assert dict(zip(table["run"], table["status"])) == {"card-says-7-classes": "unusable", "good": "complete"}
+    statuses = dict(zip(table["run"], table["status"], strict=False))
+    assert statuses == {"card-says-7-classes": "unusable", "good": "complete"}
 
     at.selectbox(key="runs_pick").set_value("card-says-7-classes").run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1, errors
-    assert errors[0].startswith("`card-says-7-classes` cannot be used as a model: the card does not match the weights")
+    assert errors[0].startswith(
+        "`card-says-7-classes` cannot be used as a model: the card does not match the weights"
+    )
     assert "made for 10 classes, the model has 7" in errors[0]
     assert not any(b.key in ("runs_use_teacher", "runs_use_student") for b in at.button)
 
@@ -213,11 +242,21 @@ def test_models_page_upload_names_each_problem():
     cases = [
         ("half.safetensors", good[: len(good) // 2], ["half.safetensors", "truncated or damaged"]),
         ("head.safetensors", good[:40], ["head.safetensors", "truncated or damaged"]),
-        ("mobilenet.safetensors", _safetensors_bytes(create_model("mnv2_student_12x")),
-         ["does not fit CifarResNet", "another architecture", "missing", "unexpected"]),
-        ("cifar100.pt", _pickle_bytes(create_model("resnet20", num_classes=100)),
-         ["made for 100 classes, the model has 10", "mis-shaped: linear.bias"]),
-        ("text.pt", b"these are not weights\n" * 20, ["text.pt", "not a readable PyTorch or safetensors checkpoint"]),
+        (
+            "mobilenet.safetensors",
+            _safetensors_bytes(create_model("mnv2_student_12x")),
+            ["does not fit CifarResNet", "another architecture", "missing", "unexpected"],
+        ),
+        (
+            "cifar100.pt",
+            _pickle_bytes(create_model("resnet20", num_classes=100)),
+            ["made for 100 classes, the model has 10", "mis-shaped: linear.bias"],
+        ),
+        (
+            "text.pt",
+            b"these are not weights\n" * 20,
+            ["text.pt", "not a readable PyTorch or safetensors checkpoint"],
+        ),
     ]
     at = open_app()
     at.switch_page("pages/models.py").run()
@@ -241,7 +280,7 @@ def test_models_page_upload_names_each_problem():
 
 def test_the_studies_folder_is_not_a_run(tmp_path):
     """Ablation studies live in KDVIZ_HOME/studies: not a run, and no run may take its name."""
-    from kdviz.runs import RunNameError
+    from kdviz.training.workspace import RunNameError
 
     ws = Workspace(tmp_path)
     (tmp_path / "studies" / "digits-smoke").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Page work that outlives a rerun, and two people on one server.
 
-Training started on the Models page runs in a worker thread (kdviz.jobs): it survives switching to
+Training started on the Models page runs in a worker thread (kdviz.core.jobs): it survives switching to
 another page and back, reports its progress to the page, and its Stop button ends it after the
 current step with the finished epochs kept. Two AppTest sessions (two session states in one
 process, as two browser tabs on one server) share nothing but the workspace: one trains while the
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kdviz.jobs import MANAGER, Job
+from kdviz.core.jobs import MANAGER, Job
 from kdviz.ui import session, training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,11 @@ def stop_buttons(at: AppTest) -> list[str]:
 
 
 def panels(at: AppTest) -> set[str]:
-    return {c.subheader[0].value for c in at.columns if len(c.subheader) and c.subheader[0].value in ("Teacher", "Student")}
+    return {
+        c.subheader[0].value
+        for c in at.columns
+        if len(c.subheader) and c.subheader[0].value in ("Teacher", "Student")
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +98,7 @@ def _no_job_left_running():
 @pytest.fixture(autouse=True)
 def _fresh_attribution_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
 
 
 # ----------------------------------------------------------------------------------- one session
@@ -163,12 +167,18 @@ def test_two_sessions_one_training_one_browsing_share_no_state():
 
     browser = open_page("pages/attributions.py")  # a second person, while the first one trains
     assert panels(browser) == {"Teacher", "Student"}
-    shown = [int(b.key.removeprefix("attr_pick_")) for b in browser.button if (b.key or "").startswith("attr_pick_")]
+    shown = [
+        int(b.key.removeprefix("attr_pick_"))
+        for b in browser.button
+        if (b.key or "").startswith("attr_pick_")
+    ]
     browser.slider(key="attr_steps").set_value(8)
     browser.button(key=f"attr_pick_{shown[3]}").click().run()
     assert_clean(browser)
-    assert re.fullmatch(rf"Test image #{shown[3]}, true class \*\*.+\*\*\.",
-                        next(c.value for c in browser.caption if c.value.startswith("Test image #")))
+    assert re.fullmatch(
+        rf"Test image #{shown[3]}, true class \*\*.+\*\*\.",
+        next(c.value for c in browser.caption if c.value.startswith("Test image #")),
+    )
     assert panels(browser) == {"Teacher", "Student"}
     assert job.running, "the browsing session had to wait for the training to end"
 

@@ -15,8 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -53,15 +53,23 @@ def run_to_end(args: list[str], log: Path) -> dict:
 
 
 class Killable:
-    """A command in its own process group, killed with SIGKILL on request and, whatever happens, at the end."""
+    """A command in its own process group, killed with SIGKILL on request and, whatever happens, at
+    the end."""
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
-    def __enter__(self) -> "Killable":
+    def __enter__(self) -> Killable:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,7 +81,10 @@ class Killable:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.proc.poll() is not None:
-                pytest.fail(f"the command ended (exit {self.proc.returncode}) before {what}:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"the command ended (exit {self.proc.returncode}) before {what}:\n"
+                    f"{self.log.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"no {what} within {timeout} s:\n{self.log.read_text()[-3000:]}")
             time.sleep(POLL_S)
@@ -119,9 +130,30 @@ EPOCHS = 5
 
 
 def train_args(name: str) -> list[str]:
-    return kdviz("train", "--data", "digits", "--role", "student", "--arch", "mnv2_student_12x",
-                 "--arch-kwargs", '{"width_mult": 0.25}', "--epochs", str(EPOCHS), "--batch-size", "32",
-                 "--train-limit", "96", "--eval-limit", "30", "--seed", "5", "--name", name, "--json")
+    return kdviz(
+        "train",
+        "--data",
+        "digits",
+        "--role",
+        "student",
+        "--arch",
+        "mnv2_student_12x",
+        "--arch-kwargs",
+        '{"width_mult": 0.25}',
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+        "--train-limit",
+        "96",
+        "--eval-limit",
+        "30",
+        "--seed",
+        "5",
+        "--name",
+        name,
+        "--json",
+    )
 
 
 def epochs_in(run: Path) -> int:
@@ -175,7 +207,7 @@ def test_training_killed_twice_resumes_and_ends_as_an_uninterrupted_run(tmp_path
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key
     ref_history = read_json(ref_dir / "history.json")
-    for mine, ref in zip(history, ref_history):
+    for mine, ref in zip(history, ref_history, strict=False):
         for field in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
             assert mine[field] == ref[field], (mine["epoch"], field)
     assert out["test_accuracy"] == reference["test_accuracy"]
@@ -187,8 +219,24 @@ IMAGES, CHUNK = 160, 8
 
 
 def ig_args(out: Path) -> list[str]:
-    return kdviz("ig-precompute", "--weights", "digits_student", "--data", "digits", "--split", "train",
-                 "--limit", str(IMAGES), "--steps", "8", "--batch-size", str(CHUNK), "--out", str(out), "--json")
+    return kdviz(
+        "ig-precompute",
+        "--weights",
+        "digits_student",
+        "--data",
+        "digits",
+        "--split",
+        "train",
+        "--limit",
+        str(IMAGES),
+        "--steps",
+        "8",
+        "--batch-size",
+        str(CHUNK),
+        "--out",
+        str(out),
+        "--json",
+    )
 
 
 def done_mask(folder: Path) -> np.ndarray:
@@ -225,7 +273,9 @@ def test_ig_precompute_killed_resumes_keeping_every_finished_map(tmp_path):
     assert not leftovers(folder)
     final = np.load(folder / "maps.npy")
     assert (final[done] == np.float16(-1.0)).all(), "finished maps were computed again"
-    np.testing.assert_array_equal(final[~done], expected[~done])  # the rest: as the uninterrupted run made them
+    np.testing.assert_array_equal(
+        final[~done], expected[~done]
+    )  # the rest: as the uninterrupted run made them
 
 
 # ----------------------------------------------------------------------------------- ablation study
@@ -234,8 +284,24 @@ ARMS = ["baseline", "kd", "ig"]
 
 
 def ablate_args(name: str) -> list[str]:
-    return kdviz("ablate", "--preset", "digits", "--smoke", "64", "--arms", ",".join(ARMS), "--seeds", "0",
-                 "--student", "mnv2_student_12x", "--student-kwargs", '{"width_mult": 0.25}', "--name", name, "--json")
+    return kdviz(
+        "ablate",
+        "--preset",
+        "digits",
+        "--smoke",
+        "64",
+        "--arms",
+        ",".join(ARMS),
+        "--seeds",
+        "0",
+        "--student",
+        "mnv2_student_12x",
+        "--student-kwargs",
+        '{"width_mult": 0.25}',
+        "--name",
+        name,
+        "--json",
+    )
 
 
 def run_states(study: Path) -> list[str]:
@@ -275,5 +341,6 @@ def test_ablation_study_killed_resumes_without_redoing_a_finished_run(tmp_path):
         m, r = read_json(mine / "metrics.json"), read_json(ref / "metrics.json")
         for key in ("test_accuracy", "teacher_agreement", "attribution", "probe_predictions", "epochs"):
             assert m[key] == r[key], (arm, key)
-    np.testing.assert_array_equal(np.load(study / "igcache" / "maps.npy"),
-                                  np.load(studies / "uninterrupted" / "igcache" / "maps.npy"))
+    np.testing.assert_array_equal(
+        np.load(study / "igcache" / "maps.npy"), np.load(studies / "uninterrupted" / "igcache" / "maps.npy")
+    )

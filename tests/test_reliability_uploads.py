@@ -3,7 +3,7 @@
 Each file is made here. Every one gives either both model panels with their maps (and the page
 says what was done to the image), or exactly one error box with the reason; the app keeps running:
 all of them go through one AppTest session, and the good file after each bad one is shown.
-(kdviz.images itself is tested on the same kinds of file in tests/test_images.py.)
+(kdviz.data.images itself is tested on the same kinds of file in tests/test_images.py.)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from kdviz import images
 from kdviz.attribution import METHODS
+from kdviz.data import images
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -39,7 +39,9 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
 def real_bilevel_png(width: int, height: int) -> bytes:
@@ -96,7 +98,10 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
-SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle r="20"/></svg>'
+SVG = (
+    b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+    b'<circle r="20"/></svg>'
+)
 
 
 @dataclass
@@ -112,26 +117,72 @@ def corpus() -> list[Case]:
     """Bad and good files interleaved: each good one after a bad one proves the app kept running."""
     return [
         Case("empty.png", b"", refused=["empty.png is empty"]),
-        Case("cmyk.jpg", encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95),
-             note="CMYK converted to RGB", caption="40×40 JPEG"),
-        Case("noise.png", np.random.default_rng(0).bytes(5000), refused=["noise.png is not an image kdviz can read"]),
-        Case("deep.png", sixteen_bit_png(), note="I;16 (high bit depth) scaled to 8 bits", caption="48×48 PNG"),
+        Case(
+            "cmyk.jpg",
+            encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95),
+            note="CMYK converted to RGB",
+            caption="40×40 JPEG",
+        ),
+        Case(
+            "noise.png",
+            np.random.default_rng(0).bytes(5000),
+            refused=["noise.png is not an image kdviz can read"],
+        ),
+        Case(
+            "deep.png", sixteen_bit_png(), note="I;16 (high bit depth) scaled to 8 bits", caption="48×48 PNG"
+        ),
         Case("half.jpg", truncated_jpeg(), refused=["half.jpg is damaged or truncated"]),
-        Case("palette.png", palette_with_transparency(), note="transparent pixels shown on white", caption="40×40 PNG"),
-        Case("notes.png", b"shopping list\nmilk\neggs\n", refused=["notes.png is not an image kdviz can read"]),
+        Case(
+            "palette.png",
+            palette_with_transparency(),
+            note="transparent pixels shown on white",
+            caption="40×40 PNG",
+        ),
+        Case(
+            "notes.png", b"shopping list\nmilk\neggs\n", refused=["notes.png is not an image kdviz can read"]
+        ),
         Case("moving.gif", animated_gif(), note="first frame of 3", caption="40×40 GIF"),
         Case("drawing.png", SVG, refused=["drawing.png is an SVG drawing", "raster image"]),
-        Case("phone.jpg", exif_rotated_jpeg(), note="rotated as its EXIF orientation says", caption="30×60 JPEG"),
-        Case("bomb.png", declared_size_png(100_000, 100_000), refused=["bomb.png declares too many pixels", "refused unopened"]),
-        Case("dot.png", encode(Image.new("RGB", (1, 1), (20, 200, 20)), "PNG"), note="resized from 1×1 to 32×32",
-             caption="1×1 PNG"),
+        Case(
+            "phone.jpg",
+            exif_rotated_jpeg(),
+            note="rotated as its EXIF orientation says",
+            caption="30×60 JPEG",
+        ),
+        Case(
+            "bomb.png",
+            declared_size_png(100_000, 100_000),
+            refused=["bomb.png declares too many pixels", "refused unopened"],
+        ),
+        Case(
+            "dot.png",
+            encode(Image.new("RGB", (1, 1), (20, 200, 20)), "PNG"),
+            note="resized from 1×1 to 32×32",
+            caption="1×1 PNG",
+        ),
         Case("huge.png", real_bilevel_png(20_000, 20_000), refused=["huge.png", "too many pixels"]),
-        Case("wide.png", encode(Image.fromarray(noise(60, 100)), "PNG"), note="cropped to its central 60×60 square",
-             caption="100×60 PNG"),
-        Case("mid.png", declared_size_png(8_000, 8_000), refused=["mid.png is 8000×8000 pixels",
-                                                                   f"limit is {images.MAX_PIXELS:,} pixels"]),
-        Case("heavy.png", b"\x89PNG\r\n\x1a\n" + bytes(images.MAX_BYTES), refused=["heavy.png is 20.0 MB", "limit is 20 MB"]),
-        Case("last.png", encode(Image.fromarray(noise(32, 32, 9)), "PNG"), note="the image as it is", caption="32×32 PNG"),
+        Case(
+            "wide.png",
+            encode(Image.fromarray(noise(60, 100)), "PNG"),
+            note="cropped to its central 60×60 square",
+            caption="100×60 PNG",
+        ),
+        Case(
+            "mid.png",
+            declared_size_png(8_000, 8_000),
+            refused=["mid.png is 8000×8000 pixels", f"limit is {images.MAX_PIXELS:,} pixels"],
+        ),
+        Case(
+            "heavy.png",
+            b"\x89PNG\r\n\x1a\n" + bytes(images.MAX_BYTES),
+            refused=["heavy.png is 20.0 MB", "limit is 20 MB"],
+        ),
+        Case(
+            "last.png",
+            encode(Image.fromarray(noise(32, 32, 9)), "PNG"),
+            note="the image as it is",
+            caption="32×32 PNG",
+        ),
     ]
 
 
@@ -150,7 +201,8 @@ def _decoded_length(png: bytes) -> int:
 
 
 def test_the_corpus_is_what_it_claims(monkeypatch):
-    """The generated files really are the odd images they are named after (so the page test means something)."""
+    """The generated files really are the odd images they are named after (so the page test means
+    something)."""
     files = {c.name: c.data for c in corpus()}
     with monkeypatch.context() as patch:
         patch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # only to read the header here
@@ -178,12 +230,15 @@ def test_the_corpus_is_what_it_claims(monkeypatch):
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("kdviz.attribution._DEFAULT_CACHE", None)
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
 
 
 def panels(at: AppTest) -> dict:
-    return {col.subheader[0].value: col for col in at.columns
-            if len(col.subheader) and col.subheader[0].value in ("Teacher", "Student")}
+    return {
+        col.subheader[0].value: col
+        for col in at.columns
+        if len(col.subheader) and col.subheader[0].value in ("Teacher", "Student")
+    }
 
 
 def what_the_models_see(at: AppTest) -> list[str]:
@@ -204,7 +259,9 @@ def test_every_file_of_the_corpus_through_the_attributions_upload(fresh_cache):
 
     shown = []
     for case in corpus():
-        at.file_uploader(key="attr_upload").set_value((case.name, case.data, "application/octet-stream")).run()
+        at.file_uploader(key="attr_upload").set_value(
+            (case.name, case.data, "application/octet-stream")
+        ).run()
         assert not at.exception, (case.name, [e.value for e in at.exception])
         errors = [e.value for e in at.error]
         if case.refused:
@@ -213,7 +270,9 @@ def test_every_file_of_the_corpus_through_the_attributions_upload(fresh_cache):
             for words in case.refused:
                 assert words in errors[0], (case.name, words, errors[0])
             assert "\n" not in errors[0] and "Traceback" not in errors[0]
-            assert not panels(at) and not what_the_models_see(at), f"{case.name}: maps shown for a refused file"
+            assert not panels(at) and not what_the_models_see(at), (
+                f"{case.name}: maps shown for a refused file"
+            )
             continue
         assert not errors, (case.name, errors)
         notes = what_the_models_see(at)
@@ -223,7 +282,11 @@ def test_every_file_of_the_corpus_through_the_attributions_upload(fresh_cache):
         found = panels(at)
         assert set(found) == {"Teacher", "Student"}, case.name
         for col in found.values():
-            assert [c for img in col.get("image") for c in img.captions] == ["input", METHODS["ig"], "overlay"]
+            assert [c for img in col.get("image") for c in img.captions] == [
+                "input",
+                METHODS["ig"],
+                "overlay",
+            ]
             text = next(m.value for m in col.markdown if "map for class" in m.value)
             assert re.match(r"\*\*\d\*\*", text), text  # a digit predicted, its map drawn
         shown.append(case.name)

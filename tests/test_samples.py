@@ -8,8 +8,8 @@ import socket
 import numpy as np
 import pytest
 
-from kdviz.images import ImageError, from_array, read_image
-from kdviz.samples import SAMPLES, load_sample, sample_names
+from kdviz.data.images import ImageError, from_array, read_image
+from kdviz.data.samples import SAMPLES, load_sample, sample_names
 
 
 @pytest.fixture

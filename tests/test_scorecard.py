@@ -1,4 +1,5 @@
-"""kdviz.scorecard: the headline table's ratios, the Pareto front, and predictions cached per model and data."""
+"""kdviz.bench.scorecard: the headline table's ratios, the Pareto front, and predictions cached per
+model and data."""
 
 from __future__ import annotations
 
@@ -7,24 +8,47 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdviz import scorecard
-from kdviz.scorecard import Entry, cached_predictions, headline, pareto_front
+from kdviz.bench import scorecard
+from kdviz.bench.scorecard import Entry, cached_predictions, headline, pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_headline_ratios_are_against_the_teacher():
-    rows = headline([
-        Entry("s", "student", params=500, size_bytes=2 * 2**20, macs=5_000_000, accuracy=0.9, latency_ms=2.0,
-              latency_batch_ms=20.0, onnx_ms=0.5),
-        Entry("t", "teacher", params=2000, size_bytes=8 * 2**20, macs=80_000_000, accuracy=0.96, latency_ms=10.0,
-              latency_batch_ms=200.0, onnx_ms=1.0),
-    ], batch=64)
+    rows = headline(
+        [
+            Entry(
+                "s",
+                "student",
+                params=500,
+                size_bytes=2 * 2**20,
+                macs=5_000_000,
+                accuracy=0.9,
+                latency_ms=2.0,
+                latency_batch_ms=20.0,
+                onnx_ms=0.5,
+            ),
+            Entry(
+                "t",
+                "teacher",
+                params=2000,
+                size_bytes=8 * 2**20,
+                macs=80_000_000,
+                accuracy=0.96,
+                latency_ms=10.0,
+                latency_batch_ms=200.0,
+                onnx_ms=1.0,
+            ),
+        ],
+        batch=64,
+    )
     student, teacher = rows  # the order of the entries is kept; the teacher is found by its role
     assert student["compression ×"] == 4.0 and teacher["compression ×"] == 1.0
     assert student["teacher's accuracy kept"] == pytest.approx(0.9 / 0.96)
     assert student["speed-up × (batch 1)"] == pytest.approx(5.0)
-    assert student["latency ms (batch 64)"] == 20.0 and student["speed-up × (batch 64)"] == pytest.approx(10.0)
+    assert student["latency ms (batch 64)"] == 20.0 and student["speed-up × (batch 64)"] == pytest.approx(
+        10.0
+    )
     assert student["ONNX speed-up × (batch 1)"] == pytest.approx(2.0)
     assert student["ONNX Runtime over eager ×"] == pytest.approx(4.0)
     assert teacher["ONNX Runtime over eager ×"] == pytest.approx(10.0)
@@ -32,10 +56,19 @@ def test_headline_ratios_are_against_the_teacher():
 
 
 def test_headline_leaves_gaps_where_nothing_was_measured():
-    rows = headline([Entry("t", "teacher", 100, 400, 1000, accuracy=0.0), Entry("s", "student", 50, 200, 500)])
+    rows = headline(
+        [Entry("t", "teacher", 100, 400, 1000, accuracy=0.0), Entry("s", "student", 50, 200, 500)]
+    )
     student = rows[1]
-    for column in ("accuracy", "teacher's accuracy kept", "latency ms (batch 1)", "speed-up × (batch 1)",
-                   "latency ms (batch)", "ONNX speed-up × (batch 1)", "ONNX Runtime over eager ×"):
+    for column in (
+        "accuracy",
+        "teacher's accuracy kept",
+        "latency ms (batch 1)",
+        "speed-up × (batch 1)",
+        "latency ms (batch)",
+        "ONNX speed-up × (batch 1)",
+        "ONNX Runtime over eager ×",
+    ):
         assert student[column] is None, column
     assert rows[0]["teacher's accuracy kept"] is None  # 0 / 0 is not a share
     assert headline([]) == []
@@ -56,15 +89,15 @@ def test_pareto_front():
 
 @pytest.fixture
 def student_and_digits(tmp_path, monkeypatch):
-    from kdviz.checkpoints import load_checkpoint
     from kdviz.data import load_dataset
+    from kdviz.models.checkpoints import load_checkpoint
 
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
     return load_checkpoint(ROOT / "assets" / "digits_student"), load_dataset("digits")
 
 
 def test_cached_predictions_are_computed_once_per_model_and_data(student_and_digits, monkeypatch, tmp_path):
-    from kdviz.evaluate import predict
+    from kdviz.models.evaluate import predict
 
     loaded, data = student_and_digits
     first = cached_predictions(loaded, data, "test", 100)

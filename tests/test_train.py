@@ -1,4 +1,4 @@
-"""kdviz.train: the schedule, what a run writes, stop, progress events, and bit-exact resume."""
+"""kdviz.training: the schedule, what a run writes, stop, progress events, and bit-exact resume."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from kdviz.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_checkpoint
 from kdviz.data import load_dataset
 from kdviz.models import create_model
-from kdviz.train import HISTORY, TrainConfig, TrainEvent, lr_at, read_history, train, train_indices
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_checkpoint
+from kdviz.training.loop import HISTORY, TrainConfig, TrainEvent, lr_at, read_history, train, train_indices
 
 ARCH = "resnet20"
 CFG = dict(epochs=2, batch_size=32, train_limit=160, eval_limit=80, lr=0.05, seed=3)  # 5 steps an epoch
@@ -32,8 +32,8 @@ def test_lr_warmup_then_cosine_to_zero():
     assert lr_at(total + 50, total, warm, base) == pytest.approx(0.0, abs=1e-12)  # never negative
     assert 0 < lr_at(total - 1, total, warm, base) < 0.01 * base
     lrs = [lr_at(s, total, warm, base) for s in range(total)]
-    assert all(a <= b for a, b in zip(lrs[:warm], lrs[1:warm]))  # rises during warm-up
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # then only falls
+    assert all(a <= b for a, b in zip(lrs[:warm], lrs[1:warm], strict=False))  # rises during warm-up
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :], strict=False))  # then only falls
 
 
 def test_lr_without_warmup():
@@ -72,8 +72,14 @@ def _fresh_model() -> torch.nn.Module:
 
 
 def _card(data) -> ModelCard:
-    return ModelCard(arch=ARCH, num_classes=data.num_classes, class_names=list(data.class_names),
-                     dataset=data.source, mean=list(data.mean), std=list(data.std))
+    return ModelCard(
+        arch=ARCH,
+        num_classes=data.num_classes,
+        class_names=list(data.class_names),
+        dataset=data.source,
+        mean=list(data.mean),
+        std=list(data.std),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +88,14 @@ def run_a(digits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run_a")
     events: list[TrainEvent] = []
     model = _fresh_model()
-    result = train(model, digits, TrainConfig(**CFG), run_dir=run_dir, card=_card(digits),
-                   callback=lambda e: events.append(e))
+    result = train(
+        model,
+        digits,
+        TrainConfig(**CFG),
+        run_dir=run_dir,
+        card=_card(digits),
+        callback=lambda e: events.append(e),
+    )
     return model, result, events, run_dir
 
 
@@ -124,7 +136,7 @@ def test_callback_events(run_a):
     assert [(e.epoch, e.step) for e in steps] == [(ep, s) for ep in (1, 2) for s in range(1, STEPS + 1)]
     assert all(e.steps == STEPS and e.epochs == 2 and math.isfinite(e.loss) for e in steps)
     fractions = [e.fraction for e in events]
-    assert all(a <= b for a, b in zip(fractions, fractions[1:])), fractions
+    assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False)), fractions
     assert fractions[0] == pytest.approx(1 / (2 * STEPS))
     assert fractions[-1] == 1.0
     epoch_events = [e for e in events if e.kind == "epoch"]
@@ -146,15 +158,29 @@ def run_b(digits, tmp_path_factory):
         e = state["last"]
         return e is not None and e.kind == "step" and e.epoch == 2 and e.step == 3
 
-    first = train(_fresh_model(), digits, TrainConfig(**CFG), run_dir=run_dir, card=_card(digits),
-                  callback=remember, should_stop=stop_in_epoch_2)
+    first = train(
+        _fresh_model(),
+        digits,
+        TrainConfig(**CFG),
+        run_dir=run_dir,
+        card=_card(digits),
+        callback=remember,
+        should_stop=stop_in_epoch_2,
+    )
     history_after_stop = json.loads((run_dir / HISTORY).read_text())
     card_after_stop = json.loads((run_dir / CARD).read_text())
 
     events: list[TrainEvent] = []
     model = create_model(ARCH)  # other initial weights: all must come from the resume file
-    second = train(model, digits, TrainConfig(**CFG), run_dir=run_dir, card=_card(digits),
-                   callback=lambda e: events.append(e), resume=True)
+    second = train(
+        model,
+        digits,
+        TrainConfig(**CFG),
+        run_dir=run_dir,
+        card=_card(digits),
+        callback=lambda e: events.append(e),
+        resume=True,
+    )
     return first, history_after_stop, card_after_stop, second, model, events, run_dir
 
 
@@ -202,8 +228,15 @@ def test_resume_of_a_finished_run_changes_nothing(run_a, digits):
 
 def test_stop_before_the_first_epoch_ends_leaves_nothing(digits, tmp_path):
     events: list[TrainEvent] = []
-    result = train(_fresh_model(), digits, TrainConfig(**CFG), run_dir=tmp_path, card=_card(digits),
-                   callback=events.append, should_stop=lambda: True)
+    result = train(
+        _fresh_model(),
+        digits,
+        TrainConfig(**CFG),
+        run_dir=tmp_path,
+        card=_card(digits),
+        callback=events.append,
+        should_stop=lambda: True,
+    )
     assert result.stopped and result.history == []
     assert [e.kind for e in events] == ["step", "done"]
     assert events[-1].fraction == 0.0

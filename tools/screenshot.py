@@ -1,6 +1,6 @@
 """Screenshot one page of the dashboard in headless Chromium (the README's picture is made with it).
 
-    .venv/bin/python tools/screenshot.py --out assets/screenshot.png --page Attributions --height 1230   # the README's
+    .venv/bin/python tools/screenshot.py --out assets/screenshot.png --page Attributions --height 1230
     .venv/bin/python tools/screenshot.py --out /tmp/models.png --page Models --full
 
 It starts ``streamlit run app.py`` on a free port with an empty workspace (so the page shows what a
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -29,14 +28,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 IDLE_JS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
     if (!app) return false;
     const state = app.getAttribute('data-test-script-state');
-    if (state === 'running' || state === 'initial' || state === 'rerunRequested' || state === null) return false;
+    if (state === 'running' || state === 'initial' || state === 'rerunRequested'
+        || state === null) return false;
     if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
     if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
     const main = document.querySelector('[data-testid="stMainBlockContainer"]');
@@ -63,12 +69,29 @@ def free_port() -> int:
 
 
 def start_server(port: int, env: dict, logfile: Path, timeout_s: float = 60) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     with open(logfile, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
@@ -81,7 +104,9 @@ def start_server(port: int, env: dict, logfile: Path, timeout_s: float = 60) -> 
             pass
         if time.monotonic() > deadline:
             proc.terminate()
-            raise RuntimeError(f"streamlit did not answer within {timeout_s} s:\n{logfile.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"streamlit did not answer within {timeout_s} s:\n{logfile.read_text()[-3000:]}"
+            )
         time.sleep(0.25)
 
 
@@ -101,8 +126,10 @@ def wait_idle(page, timeout_s: float = 120, settle_s: float = 1.5) -> None:
 
 def open_page(page, title: str) -> None:
     links = page.locator('[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]')
-    titles = [links.nth(i).locator('[data-testid="stMarkdownContainer"]').inner_text().strip()
-              for i in range(links.count())]
+    titles = [
+        links.nth(i).locator('[data-testid="stMarkdownContainer"]').inner_text().strip()
+        for i in range(links.count())
+    ]
     if title not in titles:
         raise SystemExit(f"no page {title!r} in the sidebar; there are: {', '.join(titles)}")
     link = links.nth(titles.index(title))
@@ -122,7 +149,8 @@ def save_png(png: bytes, out: Path, max_kb: int) -> None:
         img = Image.open(io.BytesIO(png)).convert("RGB")
         buf = io.BytesIO()
         img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            buf, format="PNG", optimize=True)
+            buf, format="PNG", optimize=True
+        )
         if len(buf.getvalue()) < len(png):
             png = buf.getvalue()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="kdviz-screenshot-") as tmp:
-        env = dict(os.environ, KDVIZ_HOME=str(args.workspace or Path(tmp) / "runs"),
-                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+        env = dict(
+            os.environ,
+            KDVIZ_HOME=str(args.workspace or Path(tmp) / "runs"),
+            STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        )
         port = free_port()
         log(f"starting streamlit on port {port}")
         proc = start_server(port, env, Path(tmp) / "streamlit.log")
@@ -167,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                     errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
                     texts = [errors.nth(i).inner_text().strip() for i in range(errors.count())] + js_errors
                     if texts and not args.allow_errors:
-                        raise SystemExit(f"page {args.page!r} shows errors, not saved:\n" + "\n---\n".join(texts))
+                        raise SystemExit(
+                            f"page {args.page!r} shows errors, not saved:\n" + "\n---\n".join(texts)
+                        )
                     if args.full:
                         height = max(args.height, page.evaluate(CONTENT_HEIGHT_JS))
                         page.set_viewport_size({"width": args.width, "height": min(height, 8000)})

@@ -1,5 +1,6 @@
 """Data sets behind one interface: ``load_dataset(source)`` gives train and test splits, class
-names, image size and normalisation, whatever the source.
+names, image size and normalisation, whatever the source. Beside them: a person's own image
+(:mod:`.images`: any upload, read safely into the model's input) and sample photos (:mod:`.samples`).
 
 Sources: ``digits`` (built in, offline), ``cifar10`` (searched under ``KDVIZ_DATA``; ``cifar10:PATH``
 for a given place), or the path of any image folder with ``train/<class>/`` and ``test/<class>/``.
@@ -8,25 +9,40 @@ for a given place), or the path of any image folder with ``train/<class>/`` and 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, Dataset, ImageSplit, channel_stats
 from .cifar import CLASSES as CIFAR10_CLASSES
 from .cifar import find_cifar10, load_cifar10
 from .digits import load_digits_dataset
 from .folder import describe_folder, is_image_folder, list_classes, load_split
+from .images import MAX_BYTES, MAX_PIXELS, ImageError, LoadedImage, from_array, read_image
+from .samples import SAMPLES, load_sample, sample_names
 
 __all__ = [
     "CIFAR10_CLASSES",
-    "DataError",
-    "Dataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "SAMPLES",
+    "DataError",
+    "Dataset",
+    "ImageError",
     "ImageSplit",
+    "LoadedImage",
     "available_sources",
+    "channel_stats",
     "default_source",
+    "describe_folder",
+    "find_cifar10",
+    "from_array",
     "load_dataset",
+    "load_image_folder",
+    "load_sample",
+    "read_image",
+    "sample_names",
 ]
 
 
@@ -50,7 +66,9 @@ def load_dataset(
     if find_cifar10(path) is not None:  # CIFAR-10 folders and batches keep their standard names and stats
         return load_cifar10(path, image_size=image_size or 32, progress=progress)
     if not is_image_folder(path):
-        raise DataError(f"{path} is not an image folder: it needs train/<class>/ and test/<class>/ sub-folders")
+        raise DataError(
+            f"{path} is not an image folder: it needs train/<class>/ and test/<class>/ sub-folders"
+        )
     return load_image_folder(path, image_size=image_size or 32, progress=progress)
 
 

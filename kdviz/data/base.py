@@ -32,14 +32,16 @@ class ImageSplit:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}"
+            )
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: np.ndarray | slice) -> "ImageSplit":
+    def subset(self, indices: np.ndarray | slice) -> ImageSplit:
         return ImageSplit(self.images[indices], self.labels[indices])
 
 

@@ -1,6 +1,6 @@
 """CIFAR-10 from wherever it is: an image folder, torchvision's ``cifar-10-batches-py``, or a download.
 
-Search order (first hit wins) under the data root (``KDVIZ_DATA``, see :mod:`kdviz.settings`):
+Search order (first hit wins) under the data root (``KDVIZ_DATA``, see :mod:`kdviz.core.settings`):
 ``cifar10/`` as ``train/<class>/*.jpg`` + ``test/...``; ``cifar10/cifar-10-batches-py``;
 ``cifar-10-batches-py``. A path given explicitly is tried the same way. Only when ``download`` is
 true does torchvision fetch the archive (with its progress bar) into the data root.
@@ -8,13 +8,13 @@ true does torchvision fetch the archive (with its progress bar) into the data ro
 
 from __future__ import annotations
 
-import pickle  # noqa: S403 - only for torchvision's own CIFAR batches, see _read_batch
+import pickle  # only for torchvision's own CIFAR batches, see _read_batch
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .. import settings
+from ..core import settings
 from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, Dataset, ImageSplit
 from .folder import is_image_folder, list_classes, load_split
 
@@ -70,7 +70,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: D401
+    def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")

@@ -23,7 +23,10 @@ def load_digits_dataset(image_size: int = SIZE) -> Dataset:
     bunch = load_digits()
     grey = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # (N, 8, 8)
     up = np.stack(
-        [np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.BILINEAR)) for g in grey]
+        [
+            np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.Resampling.BILINEAR))
+            for g in grey
+        ]
     )
     images = np.repeat(up[..., None], 3, axis=-1)
     labels = bunch.target.astype(np.int64)
@@ -44,5 +47,7 @@ def load_digits_dataset(image_size: int = SIZE) -> Dataset:
         class_names=tuple(str(d) for d in range(10)),
         mean=mean,
         std=std,
-        description="scikit-learn handwritten digits (1,797 scans, 8×8 shown as 32×32 RGB); built in, offline",
+        description=(
+            "scikit-learn handwritten digits (1,797 scans, 8×8 shown as 32×32 RGB); built in, offline"
+        ),
     )

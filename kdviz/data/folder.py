@@ -8,12 +8,13 @@ size, so a second start reads one array instead, and any change to the folder ma
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
-from .. import atomic, settings
+from ..core import atomic, settings
 from .base import DataError, ImageSplit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -60,10 +61,10 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        rgb = im.convert("RGB")
+        if rgb.size != (image_size, image_size):
+            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_split(
@@ -98,7 +99,7 @@ def load_split(
     for i, (f, _) in enumerate(files):
         try:
             images[i] = decode_image(f, image_size)
-        except Exception as exc:  # noqa: BLE001 - any decoder error names the file
+        except Exception as exc:  # any decoder error names the file
             raise DataError(f"cannot read image {f}: {exc}") from exc
         if progress and (i % step == 0 or i == len(files) - 1):
             progress(i + 1, len(files))
@@ -129,7 +130,7 @@ def folder_cache_bytes() -> int:
 def describe_folder(root: Path) -> dict:
     """Counts per split without decoding anything (for ``python -m kdviz data``)."""
     classes = list_classes(root)
-    out = {"root": str(root), "classes": classes}
+    out: dict[str, Any] = {"root": str(root), "classes": classes}
     for split in ("train", "test"):
         out[split] = len(_list_files(root / split, classes)) if (root / split).is_dir() else 0
     return out

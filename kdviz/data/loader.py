@@ -8,8 +8,8 @@ the data-set indices of its images, so per-image artefacts are looked up by inde
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -18,3 +18,41 @@ __all__ = [
     "register_model",
     "size_on_disk",
 ]
+
+# A model's weights on disk, its predictions, its fingerprint and its fast inference copies (after the
+# registry's names, which stay as they are above).
+from .checkpoints import (
+    CheckpointError,
+    LoadedModel,
+    ModelCard,
+    checkpoint_problem,
+    load_any,
+    load_checkpoint,
+    load_foreign,
+    read_card,
+    read_state_dict,
+    save_checkpoint,
+)
+from .evaluate import Predictions, accuracy, predict, spread_indices
+from .fingerprint import model_fingerprint
+from .speedups import channels_last, fused_for_inference
+
+__all__ += [
+    "CheckpointError",
+    "LoadedModel",
+    "ModelCard",
+    "Predictions",
+    "accuracy",
+    "channels_last",
+    "checkpoint_problem",
+    "fused_for_inference",
+    "load_any",
+    "load_checkpoint",
+    "load_foreign",
+    "model_fingerprint",
+    "predict",
+    "read_card",
+    "read_state_dict",
+    "save_checkpoint",
+    "spread_indices",
+]

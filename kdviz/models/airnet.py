@@ -112,42 +112,39 @@ def _airnet(num_classes: int, widths: tuple[int, int, int], tuned_bn: bool) -> A
     return AirNet(num_classes, tuple(int(w) for w in widths), tuned_bn)  # type: ignore[arg-type]
 
 
-@register_model(
-    "airnet_cifar",
-    family="airnet",
+@register_model(family="airnet",
     description="Teacher for fast CPU training: airbench94's network (1.97 M parameters, 3×3 convs)",
 )
 def airnet_cifar(num_classes: int = 10, widths: tuple = TEACHER_WIDTHS, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, widths, tuned_bn)
 
 
-@register_model("airnet_student_2x", family="airnet", description="Student: widths 48/176/176, 2.1× fewer parameters")
+@register_model(family="airnet", description="Student: widths 48/176/176, 2.1× fewer parameters")
 def airnet_student_2x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (48, 176, 176), tuned_bn)
 
 
-@register_model(
-    "airnet_student_4x", family="airnet", description="Student: widths 32/128/120, 4.2× fewer parameters (the paper's ratio)"
+@register_model(family="airnet", description="Student: widths 32/128/120, 4.2× fewer parameters (the paper's ratio)"
 )
 def airnet_student_4x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (32, 128, 120), tuned_bn)
 
 
-@register_model("airnet_student_8x", family="airnet", description="Student: widths 32/88/84, 8.1× fewer parameters")
+@register_model(family="airnet", description="Student: widths 32/88/84, 8.1× fewer parameters")
 def airnet_student_8x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (32, 88, 84), tuned_bn)
 
 
-@register_model("airnet_student_16x", family="airnet", description="Student: widths 24/64/56, 16× fewer parameters")
+@register_model(family="airnet", description="Student: widths 24/64/56, 16× fewer parameters")
 def airnet_student_16x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (24, 64, 56), tuned_bn)
 
 
-@register_model("airnet_student_32x", family="airnet", description="Student: widths 16/44/40, 32× fewer parameters")
+@register_model(family="airnet", description="Student: widths 16/44/40, 32× fewer parameters")
 def airnet_student_32x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (16, 44, 40), tuned_bn)
 
 
-@register_model("airnet_student_64x", family="airnet", description="Student: widths 16/28/28, 62× fewer parameters")
+@register_model(family="airnet", description="Student: widths 16/28/28, 62× fewer parameters")
 def airnet_student_64x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (16, 28, 28), tuned_bn)

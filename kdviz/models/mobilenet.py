@@ -11,7 +11,7 @@ global average pooling and a linear layer. ``cut=5`` keeps the stem and 13 inver
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import mobilenet_v2
+from torchvision.models import MobileNetV2, mobilenet_v2
 
 from .registry import register_model
 
@@ -27,7 +27,7 @@ def _no_inplace(model: nn.Module) -> nn.Module:
     return model
 
 
-def _cifar_features(width_mult: float, num_classes: int) -> nn.Module:
+def _cifar_features(width_mult: float, num_classes: int) -> MobileNetV2:
     net = mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
     net.features[0][0].stride = (1, 1)  # stem
     net.features[2].conv[1][0].stride = (1, 1)  # first block of the second stage (depthwise conv)
@@ -48,7 +48,6 @@ class CutMobileNetV2(nn.Module):
 
 
 @register_model(
-    "mobilenetv2_cifar",
     family="mobilenetv2",
     description="Teacher: MobileNet-V2, CIFAR strides (2.24 M parameters at width 1.0)",
 )
@@ -59,7 +58,6 @@ def mobilenetv2_cifar(num_classes: int = 10, width_mult: float = 1.0, dropout: f
 
 
 @register_model(
-    "mobilenetv2_cifar_cut",
     family="mobilenetv2",
     description="Student: the teacher's features minus the last `cut` modules, pooled, linear",
 )
@@ -78,23 +76,16 @@ def mobilenetv2_cifar_cut(
     return _no_inplace(CutMobileNetV2(features, channels, num_classes))
 
 
-def _named_student(name: str, cut: int, note: str) -> None:
-    ratio = CUT_RATIOS[cut]
-
-    @register_model(
-        name, family="mobilenetv2", description=f"Student: teacher cut by {cut} modules, {ratio}× smaller{note}"
-    )
-    def build(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
-        return mobilenetv2_cifar_cut(num_classes=num_classes, cut=cut, width_mult=width_mult)
-
-    build.__name__ = name
-    build.__doc__ = f"MobileNet-V2 CIFAR student, cut={cut} ({ratio}× fewer parameters than the teacher)."
+def _cut_student(cut: int, note: str = "") -> str:
+    """The registry's description of the student that drops the teacher's last ``cut`` modules."""
+    return f"Student: teacher cut by {cut} modules, {CUT_RATIOS[cut]}× smaller{note}"
 
 
 @register_model(
-    "mnv2_student_4x_fast",
     family="mobilenetv2",
-    description="Student for CPUs: the paper's cut-by-5 student (4.12× smaller) with a stride-2 stem, 4× fewer MACs",
+    description=(
+        "Student for CPUs: the paper's cut-by-5 student (4.12× smaller) with a stride-2 stem, 4× fewer MACs"
+    ),
 )
 def mnv2_student_4x_fast(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     """The paper's student is only ~2× faster than the teacher on a CPU: most of the work sits in the
@@ -107,21 +98,44 @@ EDGE_SETTING = [[1, 16, 1, 1], [6, 32, 1, 2], [6, 64, 1, 2], [6, 280, 1, 1]]
 
 
 @register_model(
-    "mnv2_student_4x_edge",
     family="mobilenetv2",
-    description="Student for CPUs: 4 MobileNet-V2 blocks, downsampled early; 4.14× smaller, ≥4× faster at batch 1",
+    description=(
+        "Student for CPUs: 4 MobileNet-V2 blocks, downsampled early; 4.14× smaller, ≥4× faster at batch 1"
+    ),
 )
 def mnv2_student_4x_edge(num_classes: int = 10, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
     """At batch 1 on a CPU much of the time is per-layer overhead, not arithmetic: the stride-2 stem
     student does 6× less work than the teacher yet keeps its 13 blocks and misses 4× at batch 1. This
     one keeps the paper's 4.1× parameter ratio (540,218) in 4 blocks (torchvision's ImageNet strides,
     the last block wide) to clear 4×; benchmarks/bench_latency.py measures it."""
-    net = mobilenet_v2(num_classes=num_classes, width_mult=width_mult, inverted_residual_setting=EDGE_SETTING,
-                       dropout=dropout)
+    net = mobilenet_v2(
+        num_classes=num_classes,
+        width_mult=width_mult,
+        inverted_residual_setting=EDGE_SETTING,
+        dropout=dropout,
+    )
     return _no_inplace(net)
 
 
-_named_student("mnv2_student_2x", 3, "")
-_named_student("mnv2_student_4x", 5, " (the paper's student)")
-_named_student("mnv2_student_7x", 7, "")
-_named_student("mnv2_student_12x", 9, "")
+@register_model(family="mobilenetv2", description=_cut_student(3))
+def mnv2_student_2x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=3 (2.19× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=3, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(5, " (the paper's student)"))
+def mnv2_student_4x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=5 (4.12× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=5, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(7))
+def mnv2_student_7x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=7 (7.29× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=7, width_mult=width_mult)
+
+
+@register_model(family="mobilenetv2", description=_cut_student(9))
+def mnv2_student_12x(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
+    """MobileNet-V2 CIFAR student, cut=9 (12.04× fewer parameters than the teacher)."""
+    return mobilenetv2_cifar_cut(num_classes=num_classes, cut=9, width_mult=width_mult)

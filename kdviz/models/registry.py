@@ -7,8 +7,9 @@ never guesses.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, overload
 
 from torch import nn
 
@@ -31,15 +32,57 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(
-    name: str, *, family: str, description: str, pretrained_file: str | None = None, **defaults
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``builder(num_classes=..., **kwargs)`` buildable as ``create_model(name)``."""
+Builder = Callable[..., nn.Module]
 
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, builder, family, description, defaults, pretrained_file)
+
+@overload
+def register_model(builder: Builder, /) -> Builder: ...
+
+
+@overload
+def register_model(
+    name: str | None = None,
+    /,
+    *,
+    family: str = "",
+    description: str = "",
+    pretrained_file: str | None = None,
+    **defaults: Any,
+) -> Callable[[Builder], Builder]: ...
+
+
+def register_model(
+    name: str | Builder | None = None,
+    /,
+    *,
+    family: str = "",
+    description: str = "",
+    pretrained_file: str | None = None,
+    **defaults: Any,
+) -> Builder | Callable[[Builder], Builder]:
+    """Decorator: make ``builder(num_classes=..., **kwargs)`` buildable as ``create_model(builder.__name__)``.
+
+    As in timm and torchvision, the function's name is the model's name, so ``grep "def resnet56"``
+    finds it: ``@register_model`` alone, or ``@register_model(family=..., description=...)``. The
+    family defaults to the defining module's name and the description to the docstring's first line.
+    A name given first (``@register_model("name", ...)``, the older form) is still accepted.
+    """
+    if callable(name):
+        return register_model()(name)
+
+    def wrap(builder: Builder) -> Builder:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModelSpec(
+            key,
+            builder,
+            family or builder.__module__.rpartition(".")[2],
+            description or (doc[0] if doc else ""),
+            defaults,
+            pretrained_file,
+        )
         return builder
 
     return wrap

@@ -68,22 +68,29 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
-def _register(depth: int, pretrained: str | None) -> None:
-    n = (depth - 2) // 6
-
-    @register_model(
-        f"resnet{depth}",
-        family="resnet_cifar",
-        description=f"CIFAR ResNet-{depth} (He et al. 2016, option-A shortcuts, {n} blocks a stage)",
-        pretrained_file=pretrained,
-    )
-    def build(num_classes: int = 10) -> nn.Module:
-        return CifarResNet(n, num_classes)
-
-    build.__name__ = f"resnet{depth}"
+def _description(depth: int) -> str:
+    return f"CIFAR ResNet-{depth} (He et al. 2016, option-A shortcuts, {(depth - 2) // 6} blocks a stage)"
 
 
-_register(20, "resnet20-12fca82f.th")
-_register(32, None)
-_register(44, None)
-_register(56, "resnet56-4bfd9763.th")
+@register_model(family="resnet_cifar", description=_description(20), pretrained_file="resnet20-12fca82f.th")
+def resnet20(num_classes: int = 10) -> nn.Module:
+    """ResNet-20: 3 basic blocks a stage; the pretrained ``resnet20`` file loads into it as it is."""
+    return CifarResNet(3, num_classes)
+
+
+@register_model(family="resnet_cifar", description=_description(32))
+def resnet32(num_classes: int = 10) -> nn.Module:
+    """ResNet-32: 5 basic blocks a stage."""
+    return CifarResNet(5, num_classes)
+
+
+@register_model(family="resnet_cifar", description=_description(44))
+def resnet44(num_classes: int = 10) -> nn.Module:
+    """ResNet-44: 7 basic blocks a stage."""
+    return CifarResNet(7, num_classes)
+
+
+@register_model(family="resnet_cifar", description=_description(56), pretrained_file="resnet56-4bfd9763.th")
+def resnet56(num_classes: int = 10) -> nn.Module:
+    """ResNet-56: 9 basic blocks a stage; the pretrained ``resnet56`` file loads into it as it is."""
+    return CifarResNet(9, num_classes)

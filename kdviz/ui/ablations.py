@@ -4,7 +4,7 @@ the overlay preview, and the hyperparameter search's figures."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -13,19 +13,18 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from kdviz import overlay as render
-from kdviz.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
-from kdviz.attribution import AttributionOptions, attribute
-from kdviz.augment import MODES, OverlayConfig, overlay
-from kdviz.checkpoints import LoadedModel
+from kdviz.attribution import AttributionOptions, attribute, render
+from kdviz.core.jobs import Job
 from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.distill import ARMS
-from kdviz.hpo import SearchView
-from kdviz.jobs import Job
+from kdviz.experiments.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
+from kdviz.experiments.hpo import SearchView
 from kdviz.models import list_models
-from kdviz.recipes import defaults_for
-from kdviz.runs import RunNameError, check_name, now
+from kdviz.models.checkpoints import LoadedModel
+from kdviz.training import ARMS
+from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay
+from kdviz.training.workflows import defaults_for
+from kdviz.training.workspace import RunNameError, check_name, now
 
 from . import job_panel, session
 
@@ -61,7 +60,8 @@ def current_job() -> Job | None:
 
 
 STUDY_TEXT = job_panel.PanelText(
-    stop_label="Stop", stop_help="Ends after the current step; finished runs and epochs are kept.",
+    stop_label="Stop",
+    stop_help="Ends after the current step; finished runs and epochs are kept.",
     done=lambda job: f"{job.title} finished in {job.elapsed:.0f} s.",
     stopped=lambda job: f"{job.title} stopped: start it again to resume where it stopped.",
     failed=lambda job: f"{job.title} failed: {job.error}",
@@ -86,8 +86,12 @@ def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None
     d_arch, d_kwargs, d_cfg = defaults_for(sel.source, "student")
     names = [s.name for s in list_models()]
     c1, c2, c3 = st.columns(3)
-    name = c1.text_input("Study name", value=f"study-{now()}", key="abl_new_name",
-                         help="An existing study of this name with the same settings is resumed.")
+    name = c1.text_input(
+        "Study name",
+        value=f"study-{now()}",
+        key="abl_new_name",
+        help="An existing study of this name with the same settings is resumed.",
+    )
     student = c2.selectbox("Student", names, index=names.index(d_arch), key="abl_new_student")
     arms = c3.multiselect("Arms", list(ARMS), default=list(ARMS), key="abl_new_arms")
     c4, c5, c6, c7 = st.columns(4)
@@ -100,18 +104,36 @@ def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None
     alpha = c9.number_input("α (KD weight)", 0.0, 1.0, 0.5, key="abl_new_alpha")
     p = c10.number_input("Overlay probability p", 0.0, 1.0, 0.1, key="abl_new_p")
     lam = c11.number_input("Overlay strength λ", 0.0, 1.0, 0.5, key="abl_new_lam")
-    st.caption(f"Teacher: `{sel.teacher.name}` (the sidebar's) · data: `{sel.source}` · "
-               f"{len(arms) * seeds} short runs.")
+    st.caption(
+        f"Teacher: `{sel.teacher.name}` (the sidebar's) · data: `{sel.source}` · "
+        f"{len(arms) * seeds} short runs."
+    )
     if st.button("Start the study", type="primary", disabled=busy or not arms, key="abl_new_start"):
         try:
             folder = studies_root() / check_name(name)
             config = StudyConfig(
-                dataset=sel.source, teacher=str(sel.teacher), student=student,
-                student_kwargs=d_kwargs if student == d_arch else {}, arms=arms, seeds=list(range(int(seeds))),
-                train=dict(epochs=int(epochs), batch_size=d_cfg.batch_size, lr=d_cfg.lr, hflip=d_cfg.hflip,
-                           subset=int(subset) or None, ig_steps=int(steps), temperature=float(temperature),
-                           alpha=float(alpha), overlay_p=float(p), overlay_lambda=float(lam)),
-                probe=8, probe_steps=min(16, int(steps)), latency_seconds=0.5)
+                dataset=sel.source,
+                teacher=str(sel.teacher),
+                student=student,
+                student_kwargs=d_kwargs if student == d_arch else {},
+                arms=arms,
+                seeds=list(range(int(seeds))),
+                train=dict(
+                    epochs=int(epochs),
+                    batch_size=d_cfg.batch_size,
+                    lr=d_cfg.lr,
+                    hflip=d_cfg.hflip,
+                    subset=int(subset) or None,
+                    ig_steps=int(steps),
+                    temperature=float(temperature),
+                    alpha=float(alpha),
+                    overlay_p=float(p),
+                    overlay_lambda=float(lam),
+                ),
+                probe=8,
+                probe_steps=min(16, int(steps)),
+                latency_seconds=0.5,
+            )
         except (RunNameError, ValueError) as exc:
             st.error(str(exc))
         else:
@@ -124,42 +146,73 @@ def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None
 
 def table(rows: list[dict]) -> pd.DataFrame:
     """The arms as a table a person reads: percentages, mean ± std, change in points."""
+
     def pct(v):
         return None if v is None or v != v else round(100 * v, 2)
 
-    return pd.DataFrame([{
-        "arm": r["arm"], "what": r["what"], "seeds": f"{r['seeds done']}/{r['of']}",
-        "accuracy %": pct(r["accuracy"]), "± std": pct(r["accuracy std"]),
-        "Δ vs baseline (points)": pct(r["Δ vs baseline"]),
-        "p vs baseline": None if r["p vs baseline"] != r["p vs baseline"] else round(r["p vs baseline"], 3),
-        "teacher's accuracy kept %": pct(r["teacher's accuracy kept"]),
-        "agreement with teacher %": pct(r["agreement with teacher"]),
-        "IG Spearman": None if r["IG spearman"] != r["IG spearman"] else round(r["IG spearman"], 3),
-        "IG top-10 % IoU": None if r["IG top_k_iou"] != r["IG top_k_iou"] else round(r["IG top_k_iou"], 3),
-        "compression ×": round(r["compression ×"], 2),
-        "latency ms": None if r["latency ms"] != r["latency ms"] else round(r["latency ms"], 2),
-        "speed-up ×": None if r["speed-up ×"] != r["speed-up ×"] else round(r["speed-up ×"], 2),
-    } for r in rows])
+    return pd.DataFrame(
+        [
+            {
+                "arm": r["arm"],
+                "what": r["what"],
+                "seeds": f"{r['seeds done']}/{r['of']}",
+                "accuracy %": pct(r["accuracy"]),
+                "± std": pct(r["accuracy std"]),
+                "Δ vs baseline (points)": pct(r["Δ vs baseline"]),
+                "p vs baseline": None
+                if r["p vs baseline"] != r["p vs baseline"]
+                else round(r["p vs baseline"], 3),
+                "teacher's accuracy kept %": pct(r["teacher's accuracy kept"]),
+                "agreement with teacher %": pct(r["agreement with teacher"]),
+                "IG Spearman": None if r["IG spearman"] != r["IG spearman"] else round(r["IG spearman"], 3),
+                "IG top-10 % IoU": None
+                if r["IG top_k_iou"] != r["IG top_k_iou"]
+                else round(r["IG top_k_iou"], 3),
+                "compression ×": round(r["compression ×"], 2),
+                "latency ms": None if r["latency ms"] != r["latency ms"] else round(r["latency ms"], 2),
+                "speed-up ×": None if r["speed-up ×"] != r["speed-up ×"] else round(r["speed-up ×"], 2),
+            }
+            for r in rows
+        ]
+    )
 
 
 def accuracy_bars(rows: list[dict], teacher_accuracy: float | None) -> go.Figure:
     """Mean test accuracy per arm with the seeds' standard deviation as error bars; the teacher as a line."""
     done = [r for r in rows if r["seeds done"]]
-    fig = go.Figure(go.Bar(
-        x=[r["arm"] for r in done], y=[100 * r["accuracy"] for r in done],
-        error_y=dict(type="data", array=[0 if r["accuracy std"] != r["accuracy std"] else 100 * r["accuracy std"]
-                                         for r in done], visible=True),
-        marker_color=[ARM_COLOURS.get(r["arm"], "#1f77b4") for r in done],
-        text=[f"{100 * r['accuracy']:.2f} %" for r in done], textposition="outside",
-        hovertemplate="%{x}: %{y:.2f} % ± %{error_y.array:.2f}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=[r["arm"] for r in done],
+            y=[100 * r["accuracy"] for r in done],
+            error_y=dict(
+                type="data",
+                array=[
+                    0 if r["accuracy std"] != r["accuracy std"] else 100 * r["accuracy std"] for r in done
+                ],
+                visible=True,
+            ),
+            marker_color=[ARM_COLOURS.get(r["arm"], "#1f77b4") for r in done],
+            text=[f"{100 * r['accuracy']:.2f} %" for r in done],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.2f} % ± %{error_y.array:.2f}<extra></extra>",
+        )
+    )
     if teacher_accuracy:
-        fig.add_hline(y=100 * teacher_accuracy, line_dash="dash", annotation_text=f"teacher {100 * teacher_accuracy:.2f} %")
+        fig.add_hline(
+            y=100 * teacher_accuracy,
+            line_dash="dash",
+            annotation_text=f"teacher {100 * teacher_accuracy:.2f} %",
+        )
     values = [100 * r["accuracy"] for r in done] + ([100 * teacher_accuracy] if teacher_accuracy else [])
     if values:
         lo, hi = min(values), max(values)
         fig.update_yaxes(range=[max(0.0, lo - 2 - (hi - lo)), min(100.0, hi + 2 + 0.3 * (hi - lo))])
-    fig.update_layout(title="Test accuracy per arm (mean ± std over seeds)", yaxis_title="test accuracy %",
-                      height=360, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(
+        title="Test accuracy per arm (mean ± std over seeds)",
+        yaxis_title="test accuracy %",
+        height=360,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
     return fig
 
 
@@ -168,14 +221,27 @@ def curves(histories: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "test accuracy %"))
     shown: set[str] = set()
     for name, history in histories.items():
-        arm = next((a for a in sorted(ARMS, key=len, reverse=True) if name.startswith(a.replace("+", "-"))), name)
+        arm = next(
+            (a for a in sorted(ARMS, key=len, reverse=True) if name.startswith(a.replace("+", "-"))), name
+        )
         colour = ARM_COLOURS.get(arm)
         epochs = [r.epoch for r in history]
         for col, (key, scale) in enumerate((("train_loss", 1.0), ("test_acc", 100.0)), 1):
-            fig.add_trace(go.Scatter(x=epochs, y=[scale * getattr(r, key) for r in history], mode="lines+markers",
-                                     name=arm, legendgroup=arm, showlegend=col == 1 and arm not in shown,
-                                     line=dict(color=colour), hovertext=name,
-                                     hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[scale * getattr(r, key) for r in history],
+                    mode="lines+markers",
+                    name=arm,
+                    legendgroup=arm,
+                    showlegend=col == 1 and arm not in shown,
+                    line=dict(color=colour),
+                    hovertext=name,
+                    hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         shown.add(arm)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
@@ -187,10 +253,16 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
     state, cfg = view.state, view.config
     teacher = state.get("teacher", {})
     st.markdown(
-        f"**{view.name}**: {view.status}, {view.finished_runs} of {len(view.runs)} runs finished · data `{cfg.dataset}`"
+        f"**{view.name}**: {view.status}, {view.finished_runs} of {len(view.runs)} runs finished · "
+        f"data `{cfg.dataset}`"
         + (f" ({state['subset_size']:,} training images)" if state.get("subset_size") else "")
-        + (f" · teacher `{teacher.get('arch')}` {100 * teacher['test_accuracy']:.2f} %" if teacher.get("test_accuracy") else "")
-        + f" · student `{cfg.student}` · seeds {', '.join(map(str, cfg.seeds))}")
+        + (
+            f" · teacher `{teacher.get('arch')}` {100 * teacher['test_accuracy']:.2f} %"
+            if teacher.get("test_accuracy")
+            else ""
+        )
+        + f" · student `{cfg.student}` · seeds {', '.join(map(str, cfg.seeds))}"
+    )
     if state.get("error"):
         st.error(f"The study stopped with an error: {state['error']}")
     rows = summarise(view)
@@ -198,15 +270,21 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
         st.info("No run of this study has finished yet.")
         return
     st.dataframe(table(rows), hide_index=True, key="abl_table")
-    st.caption("Mean ± standard deviation over seeds. Δ: change of the mean against the baseline arm, in "
-               "percentage points; p: Welch's t-test against the baseline (with 2–3 seeds, only a large "
-               "effect reaches p < 0.05). Agreement: share of test images where the student predicts "
-               "what the teacher predicts. IG Spearman / IoU: the student's IG maps against the teacher's "
-               "on the probe images.")
-    from kdviz.ablation import markdown_table
+    st.caption(
+        "Mean ± standard deviation over seeds. Δ: change of the mean against the baseline arm, in "
+        "percentage points; p: Welch's t-test against the baseline (with 2–3 seeds, only a large "
+        "effect reaches p < 0.05). Agreement: share of test images where the student predicts "
+        "what the teacher predicts. IG Spearman / IoU: the student's IG maps against the teacher's "
+        "on the probe images."
+    )
+    from kdviz.experiments.ablation import markdown_table
 
-    st.download_button("Download the table (Markdown)", markdown_table(rows), file_name=f"{view.name}.md",
-                       key="abl_download_md")
+    st.download_button(
+        "Download the table (Markdown)",
+        markdown_table(rows),
+        file_name=f"{view.name}.md",
+        key="abl_download_md",
+    )
     st.plotly_chart(accuracy_bars(rows, teacher.get("test_accuracy")), key="abl_bars")
     st.plotly_chart(curves({r.name: r.history for r in view.runs if r.history}), key="abl_curves")
     if data is not None:
@@ -228,26 +306,39 @@ def inspection(view: StudyView, data: Dataset) -> None:
     c1, c2, c3 = st.columns(3)
     seed = c1.selectbox("Seed", seeds, key="abl_seed")
     count = c2.slider("Images", 1, len(indices), min(4, len(indices)), key="abl_count")
-    shared = c3.toggle("One colour scale per image", value=True, key="abl_shared",
-                       help="On: the teacher's and every student's map of an image share one scale, so colours compare.")
+    shared = c3.toggle(
+        "One colour scale per image",
+        value=True,
+        key="abl_shared",
+        help="On: the teacher's and every student's map of an image share one scale, so colours compare.",
+    )
     runs = [r for r in view.runs if r.seed == seed and r.metrics]
-    maps = {r.arm: view.probe_maps(r) for r in runs}
+    # a finished run (one with metrics) wrote its probe maps before its metrics
+    maps = {r.arm: cast(np.ndarray, view.probe_maps(r)) for r in runs}
     names = list(data.class_names)
     for i in range(count):
         idx = int(indices[i])
         row = [teacher_maps[i]] + [maps[r.arm][i] for r in runs]
         scale = render.shared_scale(row) if shared else None
         cols = st.columns(2 + len(runs))
-        cols[0].image(big(data.test.images[idx]), caption=f"#{idx}: {names[data.test.labels[idx]]}", width="stretch")
+        cols[0].image(
+            big(data.test.images[idx]), caption=f"#{idx}: {names[data.test.labels[idx]]}", width="stretch"
+        )
         cols[1].image(big(render.heatmap(teacher_maps[i], scale=scale)), caption="teacher", width="stretch")
-        for col, run in zip(cols[2:], runs):
-            score = run.metrics["attribution_per_image"]["spearman"][i]
-            pred = run.metrics["probe_predictions"][i] if "probe_predictions" in run.metrics else None
+        for col, run in zip(cols[2:], runs, strict=True):
+            metrics = cast(dict, run.metrics)  # runs without metrics were left out above
+            score = metrics["attribution_per_image"]["spearman"][i]
+            pred = metrics["probe_predictions"][i] if "probe_predictions" in metrics else None
             said = f" · says {names[pred]}" if pred is not None else ""
-            col.image(big(render.heatmap(maps[run.arm][i], scale=scale)), width="stretch",
-                      caption=f"{run.arm}: Spearman {score:.2f}{said}")
-    st.caption("Maps: absolute Integrated Gradients of the true class, summed over colour channels; Spearman: "
-               "rank correlation of the student's map with the teacher's (1: the same pixels in the same order).")
+            col.image(
+                big(render.heatmap(maps[run.arm][i], scale=scale)),
+                width="stretch",
+                caption=f"{run.arm}: Spearman {score:.2f}{said}",
+            )
+    st.caption(
+        "Maps: absolute Integrated Gradients of the true class, summed over colour channels; Spearman: "
+        "rank correlation of the student's map with the teacher's (1: the same pixels in the same order)."
+    )
 
 
 # ---------------------------------------------------------------------------------- overlay preview
@@ -258,35 +349,51 @@ def teacher_maps(teacher: LoadedModel, data: Dataset, indices: np.ndarray, steps
     images, through the attribution front door and its cache: seen once, never recomputed."""
     card = teacher.card
     x = normalize(to_float(data.train.images[indices]), card.mean, card.std)
-    result = attribute(teacher.model, x, AttributionOptions(method="ig", steps=steps, target="true"),
-                       mean=card.mean, std=card.std, labels=torch.as_tensor(data.train.labels[indices]))
+    result = attribute(
+        teacher.model,
+        x,
+        AttributionOptions(method="ig", steps=steps, target="true"),
+        mean=card.mean,
+        std=card.std,
+        labels=torch.as_tensor(data.train.labels[indices]),
+    )
     return np.abs(result.maps).sum(1)
 
 
-def overlay_preview(data: Dataset, indices: np.ndarray, maps: np.ndarray, cfg: OverlayConfig, draw: int) -> int:
+def overlay_preview(
+    data: Dataset, indices: np.ndarray, maps: np.ndarray, cfg: OverlayConfig, draw: int
+) -> int:
     """Originals, the teacher's maps, what training would feed the student in this draw at probability p,
     and every image overlaid at strength λ; returns how many images the draw overlaid."""
     images = to_float(data.train.images[indices])
     gen = torch.Generator().manual_seed(draw)
     drawn, chosen = overlay(images, torch.as_tensor(maps), cfg, gen)
-    always, _ = overlay(images, torch.as_tensor(maps), OverlayConfig(p=1.0, lam=cfg.lam, mode=cfg.mode,
-                                                                      power_min=cfg.power_min, power_max=cfg.power_max),
-                        torch.Generator().manual_seed(draw))
+    always, _ = overlay(
+        images,
+        torch.as_tensor(maps),
+        OverlayConfig(p=1.0, lam=cfg.lam, mode=cfg.mode, power_min=cfg.power_min, power_max=cfg.power_max),
+        torch.Generator().manual_seed(draw),
+    )
 
     def to_uint8(t: torch.Tensor) -> np.ndarray:
         return (t.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
-    rows = [("image", data.train.images[indices], None),
-            ("teacher's IG map", np.stack([render.heatmap(m) for m in maps]), None),
-            (f"training view at p = {cfg.p:.2f}", to_uint8(drawn), chosen.numpy()),
-            (f"overlaid, λ = {cfg.lam:.2f}", to_uint8(always), None)]
+    rows = [
+        ("image", data.train.images[indices], None),
+        ("teacher's IG map", np.stack([render.heatmap(m) for m in maps]), None),
+        (f"training view at p = {cfg.p:.2f}", to_uint8(drawn), chosen.numpy()),
+        (f"overlaid, λ = {cfg.lam:.2f}", to_uint8(always), None),
+    ]
     names = list(data.class_names)
     for title, pictures, flags in rows:
         st.markdown(f"**{title}**")
         cols = st.columns(len(indices))
         for j, col in enumerate(cols):
-            caption = (("overlaid" if flags[j] else "unchanged") if flags is not None
-                       else f"#{int(indices[j])}: {names[data.train.labels[indices[j]]]}")
+            caption = (
+                ("overlaid" if flags[j] else "unchanged")
+                if flags is not None
+                else f"#{int(indices[j])}: {names[data.train.labels[indices[j]]]}"
+            )
             col.image(big(pictures[j]), caption=caption, width="stretch")
     return int(chosen.sum())
 
@@ -300,7 +407,7 @@ def mode_label(mode: str) -> str:
 
 def render_search(view: SearchView) -> optuna.Study | None:
     """A search's status, trials and Optuna's own figures; returns the Optuna study (None if unreadable)."""
-    from kdviz.hpo import figures
+    from kdviz.experiments.hpo import figures
 
     try:
         study = view.study()
@@ -309,13 +416,23 @@ def render_search(view: SearchView) -> optuna.Study | None:
         return None
     trials = study.trials
     states = [t.state.name for t in trials]
-    st.markdown(f"**{view.name}**: {view.state.get('status')}, {states.count('COMPLETE')} complete, "
-                f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed of {view.config.trials} · "
-                f"arm `{view.config.arm}` · validated on {view.config.holdout} held-out training images · "
-                f"storage `{view.state.get('storage') or 'optuna.db in the search folder'}`")
+    st.markdown(
+        f"**{view.name}**: {view.state.get('status')}, {states.count('COMPLETE')} complete, "
+        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed of {view.config.trials} · "
+        f"arm `{view.config.arm}` · validated on {view.config.holdout} held-out training images · "
+        f"storage `{view.state.get('storage') or 'optuna.db in the search folder'}`"
+    )
     if trials:
-        rows = [{"trial": t.number, "state": t.state.name.lower(), "validation accuracy %": None if t.value is None else round(100 * t.value, 2),
-                 "epochs": len(t.intermediate_values), **{k: round(v, 5) for k, v in t.params.items()}} for t in trials]
+        rows = [
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "validation accuracy %": None if t.value is None else round(100 * t.value, 2),
+                "epochs": len(t.intermediate_values),
+                **{k: round(v, 5) for k, v in t.params.items()},
+            }
+            for t in trials
+        ]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="hpo_trials")
     for title, fig in figures(study).items():
         st.plotly_chart(fig, key=f"hpo_fig_{title}")
@@ -325,20 +442,30 @@ def render_search(view: SearchView) -> optuna.Study | None:
 
 def best_trial(view: SearchView, study: optuna.Study | None, data: Dataset | None) -> None:
     """The best trial's values and a button that distils a student with them into the workspace."""
-    from kdviz.hpo import train_best
+    from kdviz.experiments.hpo import train_best
 
     complete = [t for t in (study.trials if study is not None else []) if t.state.name == "COMPLETE"]
     if not complete:
         return
-    best = max(complete, key=lambda t: t.value)
-    st.markdown(f"**Best trial {best.number}**: validation accuracy {100 * best.value:.2f} % with "
-                + ", ".join(f"{k} = {v:.4g}" for k, v in best.params.items()))
+    best = max(complete, key=lambda t: cast(float, t.value))  # a complete trial has its value
+    st.markdown(
+        f"**Best trial {best.number}**: validation accuracy {100 * cast(float, best.value):.2f} % with "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in best.params.items())
+    )
     c1, c2 = st.columns(2)
     run_name = c1.text_input("Student run name", value=f"student-best-{view.name}", key="hpo_best_name")
-    epochs = int(c2.number_input("Epochs", 1, 500, int(view.config.base.train.get("epochs", 10)), key="hpo_best_epochs"))
+    epochs = int(
+        c2.number_input(
+            "Epochs", 1, 500, int(view.config.base.train.get("epochs", 10)), key="hpo_best_epochs"
+        )
+    )
     job = current_job()
-    if st.button("Train a student from the best trial", type="primary", key="hpo_best_go",
-                 disabled=job is not None and job.running):
+    if st.button(
+        "Train a student from the best trial",
+        type="primary",
+        key="hpo_best_go",
+        disabled=job is not None and job.running,
+    ):
         try:
             run_dir = session.workspace().create(check_name(run_name), exist_ok=True)
         except (RunNameError, OSError) as exc:
@@ -347,11 +474,22 @@ def best_trial(view: SearchView, study: optuna.Study | None, data: Dataset | Non
 
         def work(job: Job):
             def on_event(e):
-                job.report(e.fraction, f"epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}", run=run_name,
-                           history=list(e.history))
+                job.report(
+                    e.fraction,
+                    f"epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                    run=run_name,
+                    history=list(e.history),
+                )
 
-            return train_best(view, run_name, run_dir, epochs=epochs, data=data, callback=on_event,
-                              should_stop=job.should_stop)
+            return train_best(
+                view,
+                run_name,
+                run_dir,
+                epochs=epochs,
+                data=data,
+                callback=on_event,
+                should_stop=job.should_stop,
+            )
 
         session.start_job(JOB_KEY, f"student {run_name}", work, kind="distill")
         session.choose("student", run_dir)

@@ -10,12 +10,19 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz import overlay
-from kdviz.attribution import (BASELINES, DEFAULT_IG_STEPS, IG_RULES, METHODS, Attribution, AttributionOptions,
-                               attribute)
-from kdviz.checkpoints import LoadedModel
+from kdviz.attribution import (
+    BASELINES,
+    DEFAULT_IG_STEPS,
+    IG_RULES,
+    METHODS,
+    AttributionOptions,
+    AttributionResult,
+    attribute,
+    render,
+)
 from kdviz.data.loader import normalize, to_float
-from kdviz.evaluate import predict, spread_indices
+from kdviz.models.checkpoints import LoadedModel
+from kdviz.models.evaluate import predict, spread_indices
 
 from . import cache, urlstate
 
@@ -38,47 +45,77 @@ def controls(num_classes: int, class_names, key: str = "attr") -> ViewSettings:
     """The method and the look of the maps, in one row of widgets plus an expander."""
     c1, c2, c3, c4 = st.columns(4)
     urlstate.bind_choice(f"{key}_method", "ig", list(METHODS), param="method")  # kept in the URL
-    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key=f"{key}_method")
-    target_kind = c2.selectbox("Target class", ["predicted", "true", "choose…"], key=f"{key}_target_kind",
-                               help="Whose evidence the map shows: the class each model predicts, the true label, or any class.")
+    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.__getitem__, key=f"{key}_method")
+    target_kind = c2.selectbox(
+        "Target class",
+        ["predicted", "true", "choose…"],
+        key=f"{key}_target_kind",
+        help="Whose evidence the map shows: the class each model predicts, the true label, or any class.",
+    )
     target: str | int = {"predicted": "pred", "true": "true"}.get(target_kind, "pred")
     if target_kind == "choose…":
-        target = c2.selectbox("Class", list(range(num_classes)), format_func=lambda k: f"{k}: {class_names[k]}",
-                              key=f"{key}_target_class")
-    sign = c3.selectbox("Sign", list(overlay.SIGNS), format_func=lambda s: f"{s}: {overlay.SIGNS[s]}", key=f"{key}_sign")
+        target = c2.selectbox(
+            "Class",
+            list(range(num_classes)),
+            format_func=lambda k: f"{k}: {class_names[k]}",
+            key=f"{key}_target_class",
+        )
+    sign = c3.selectbox(
+        "Sign", list(render.SIGNS), format_func=lambda s: f"{s}: {render.SIGNS[s]}", key=f"{key}_sign"
+    )
     urlstate.bind_float(f"{key}_strength", 0.6, 0.0, 1.0, param="strength")
     strength = c4.slider("Overlay strength", 0.0, 1.0, step=0.05, key=f"{key}_strength")
     with st.expander("Method settings and colours"):
         e1, e2, e3, e4 = st.columns(4)
         urlstate.bind_int(f"{key}_steps", DEFAULT_IG_STEPS, 4, 128, param="steps")
         steps = e1.slider("IG steps", 4, 128, step=4, key=f"{key}_steps", disabled=method != "ig")
-        rule = e2.selectbox("IG rule", list(IG_RULES), format_func=IG_RULES.get, key=f"{key}_rule", disabled=method != "ig")
-        baseline = e3.selectbox("IG baseline", list(BASELINES), format_func=lambda b: f"{b}: {BASELINES[b]}",
-                                key=f"{key}_baseline", disabled=method != "ig")
-        cmap = e4.selectbox("Colour map", ["auto", *overlay.COLORMAPS], key=f"{key}_cmap")
-        shared = st.toggle("One colour scale for teacher and student", value=True, key=f"{key}_shared",
-                           help="On: both maps are divided by one scale, so colours compare. Off: each map uses its own 99th percentile.")
+        rule = e2.selectbox(
+            "IG rule",
+            list(IG_RULES),
+            format_func=IG_RULES.__getitem__,
+            key=f"{key}_rule",
+            disabled=method != "ig",
+        )
+        baseline = e3.selectbox(
+            "IG baseline",
+            list(BASELINES),
+            format_func=lambda b: f"{b}: {BASELINES[b]}",
+            key=f"{key}_baseline",
+            disabled=method != "ig",
+        )
+        cmap = e4.selectbox("Colour map", ["auto", *render.COLORMAPS], key=f"{key}_cmap")
+        shared = st.toggle(
+            "One colour scale for teacher and student",
+            value=True,
+            key=f"{key}_shared",
+            help=(
+                "On: both maps are divided by one scale, so colours compare. "
+                "Off: each map uses its own 99th percentile."
+            ),
+        )
     options = AttributionOptions(method=method, steps=steps, rule=rule, baseline=baseline, target=target)
     return ViewSettings(options, sign, None if cmap == "auto" else cmap, strength, shared)
 
 
-def attribute_image(loaded: LoadedModel, image: np.ndarray, options: AttributionOptions,
-                    label: int | None = None) -> Attribution:
+def attribute_image(
+    loaded: LoadedModel, image: np.ndarray, options: AttributionOptions, label: int | None = None
+) -> AttributionResult:
     """One uint8 image through one model (cached per weights, image and options)."""
     card = loaded.card
     x = normalize(to_float(image[None]), card.mean, card.std)
     labels = None if label is None else torch.tensor([label])
     if options.target == "true" and labels is None:
         options = AttributionOptions(**{**options.__dict__, "target": "pred"})
-    return attribute(loaded.model, x, options, mean=card.mean, std=card.std, labels=labels,
-                     fingerprint=fingerprint(loaded))
+    return attribute(
+        loaded.model, x, options, mean=card.mean, std=card.std, labels=labels, fingerprint=fingerprint(loaded)
+    )
 
 
 def fingerprint(loaded: LoadedModel) -> str:
     """The weights' hash, computed once per loaded model object."""
     fp = getattr(loaded, "_kdviz_fingerprint", None)
     if fp is None:
-        from kdviz.attribution import model_fingerprint
+        from kdviz.models.fingerprint import model_fingerprint
 
         fp = model_fingerprint(loaded.model)
         loaded._kdviz_fingerprint = fp  # type: ignore[attr-defined]
@@ -88,55 +125,103 @@ def fingerprint(loaded: LoadedModel) -> str:
 def top5_chart(probs: np.ndarray, class_names, highlight: int | None = None) -> go.Figure:
     top = np.argsort(-probs)[:5][::-1]
     colours = ["#d62728" if k == highlight else "#1f77b4" for k in top]
-    fig = go.Figure(go.Bar(x=probs[top], y=[f"{class_names[k]}" for k in top], orientation="h",
-                           marker_color=colours, text=[f"{p:.1%}" for p in probs[top]], textposition="auto"))
+    fig = go.Figure(
+        go.Bar(
+            x=probs[top],
+            y=[f"{class_names[k]}" for k in top],
+            orientation="h",
+            marker_color=colours,
+            text=[f"{p:.1%}" for p in probs[top]],
+            textposition="auto",
+        )
+    )
     fig.update_layout(height=180, margin=dict(l=0, r=0, t=0, b=0), xaxis=dict(range=[0, 1], tickformat=".0%"))
     return fig
 
 
-def panel(title: str, loaded: LoadedModel, image: np.ndarray, result: Attribution, view: ViewSettings,
-          scale: float | None, class_names, true_label: int | None, key: str) -> None:
+def panel(
+    title: str,
+    loaded: LoadedModel,
+    image: np.ndarray,
+    result: AttributionResult,
+    view: ViewSettings,
+    scale: float | None,
+    class_names,
+    true_label: int | None,
+    key: str,
+) -> None:
     """Image, map, overlay, prediction and the completeness check of one model."""
     st.subheader(title)
-    m2d = overlay.reduce_channels(result.maps[0], view.sign)
+    m2d = render.reduce_channels(result.maps[0], view.sign)
     pred = int(result.predicted[0])
     target = int(result.target[0])
-    verdict = "" if true_label is None else (" ✓" if pred == true_label else f" ✗ (true: {class_names[true_label]})")
-    st.markdown(f"**{class_names[pred]}**{verdict} · map for class *{class_names[target]}*"
-                + (" · from the cache" if result.cached[0] else ""))
+    verdict = (
+        ""
+        if true_label is None
+        else (" ✓" if pred == true_label else f" ✗ (true: {class_names[true_label]})")
+    )
+    st.markdown(
+        f"**{class_names[pred]}**{verdict} · map for class *{class_names[target]}*"
+        + (" · from the cache" if result.cached[0] else "")
+    )
     cols = st.columns(3)
     up = max(1, 160 // image.shape[0])
     big = lambda a: np.kron(a, np.ones((up, up, 1), dtype=np.uint8))  # noqa: E731 - crisp pixels
     cols[0].image(big(image), caption="input", width="stretch")
-    cols[1].image(big(overlay.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
-                  caption=f"{METHODS[result.options.method]}", width="stretch")
-    cols[2].image(big(overlay.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap,
-                                    scale=scale)), caption="overlay", width="stretch")
+    cols[1].image(
+        big(render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
+        caption=f"{METHODS[result.options.method]}",
+        width="stretch",
+    )
+    cols[2].image(
+        big(
+            render.blend(
+                image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap, scale=scale
+            )
+        ),
+        caption="overlay",
+        width="stretch",
+    )
     with st.expander("Map with values (hover)"):
-        st.plotly_chart(overlay.figure(m2d, sign=view.sign, cmap=view.cmap, scale=scale), key=f"{key}_fig")
+        st.plotly_chart(render.figure(m2d, sign=view.sign, cmap=view.cmap, scale=scale), key=f"{key}_fig")
     st.plotly_chart(top5_chart(result.probs[0], class_names, pred), key=f"{key}_top5")
-    if result.delta is not None:
-        rel = float(result.relative_delta[0])
-        text = (f"Completeness: the map sums to {result.maps[0].sum():.3f}; F(x) − F(baseline) = "
-                f"{float(result.score[0] - result.baseline_score[0]):.3f}; gap {float(result.delta[0]):+.3f} ({rel:.1%}).")
+    delta, score, base_score, rel_delta = (
+        result.delta,
+        result.score,
+        result.baseline_score,
+        result.relative_delta,
+    )
+    if delta is not None and score is not None and base_score is not None and rel_delta is not None:  # IG
+        rel = float(rel_delta[0])
+        text = (
+            f"Completeness: the map sums to {result.maps[0].sum():.3f}; F(x) − F(baseline) = "
+            f"{float(score[0] - base_score[0]):.3f}; "
+            f"gap {float(delta[0]):+.3f} ({rel:.1%})."
+        )
         if rel > DELTA_WARNING:
-            st.warning(text + " The gap is large: the map does not account for the whole change in the score. "
-                       "More steps or the Gauss–Legendre rule usually close it; ReLU networks sometimes keep a gap.")
+            st.warning(
+                text + " The gap is large: the map does not account for the whole change in the score. "
+                "More steps or the Gauss–Legendre rule usually close it; ReLU networks sometimes keep a gap."
+            )
         else:
             st.caption(text)
 
 
-def figure_png(rows: list[tuple[str, np.ndarray, Attribution]], view: ViewSettings, scale: float | None) -> bytes:
+def figure_png(
+    rows: list[tuple[str, np.ndarray, AttributionResult]], view: ViewSettings, scale: float | None
+) -> bytes:
     """The side-by-side figure as one PNG: a row per model, image | map | overlay."""
     tiles = []
     for _, image, result in rows:
-        heat = overlay.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)
-        over = overlay.blend(image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap, scale=scale)
+        heat = render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)
+        over = render.blend(
+            image, result.maps[0], strength=view.strength, sign=view.sign, cmap=view.cmap, scale=scale
+        )
         gap = np.full((image.shape[0], 2, 3), 255, np.uint8)
         tiles.append(np.concatenate([image, gap, heat, gap, over], axis=1))
     sep = np.full((2, tiles[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([t if i == 0 else np.concatenate([sep, t]) for i, t in enumerate(tiles)])
-    return overlay.to_png(grid, upscale=max(1, 256 // rows[0][1].shape[0]))
+    return render.to_png(grid, upscale=max(1, 256 // rows[0][1].shape[0]))
 
 
 @st.cache_data(show_spinner="Predicting the gallery images…", max_entries=8)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz.checkpoints import WEIGHTS, LoadedModel, load_checkpoint
 from kdviz.data import Dataset, load_dataset
+from kdviz.models.checkpoints import WEIGHTS, LoadedModel, load_checkpoint
 
 
-@st.cache_resource(show_spinner="Loading the data set (decoded once, then read from the cache)…", max_entries=4)
+@st.cache_resource(
+    show_spinner="Loading the data set (decoded once, then read from the cache)…", max_entries=4
+)
 def dataset(source: str) -> Dataset:
     return load_dataset(source)
 

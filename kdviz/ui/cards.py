@@ -6,14 +6,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz.checkpoints import ModelCard
 from kdviz.models import ModelStats, compression_ratio
-from kdviz.train import read_history
+from kdviz.models.checkpoints import ModelCard
+from kdviz.training.loop import read_history
 
 from .charts import training_curves
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -23,7 +23,11 @@ def human_bytes(n: int) -> str:
 
 def stats_of(card: ModelCard) -> ModelStats | None:
     s = card.stats or {}
-    return ModelStats(s["params"], s["size_bytes"], s["macs"]) if {"params", "size_bytes", "macs"} <= set(s) else None
+    return (
+        ModelStats(s["params"], s["size_bytes"], s["macs"])
+        if {"params", "size_bytes", "macs"} <= set(s)
+        else None
+    )
 
 
 def render_card(card: ModelCard, path: Path, *, title: str, reference: ModelCard | None = None) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kdviz.train import EpochRecord
+from kdviz.training.loop import EpochRecord
 
 
 def training_curves(histories: dict[str, Sequence[EpochRecord]], title: str = "") -> go.Figure:
@@ -20,21 +20,49 @@ def training_curves(histories: dict[str, Sequence[EpochRecord]], title: str = ""
             continue
         colour = palette[i % len(palette)]
         epochs = [r.epoch for r in history]
-        for col, (train_key, test_key) in enumerate((("train_loss", "test_loss"), ("train_acc", "test_acc")), 1):
-            fig.add_trace(go.Scatter(x=epochs, y=[getattr(r, train_key) for r in history], mode="lines+markers",
-                                     name=f"{name} train", line=dict(color=colour, dash="dash"),
-                                     legendgroup=name, showlegend=col == 1), row=1, col=col)
-            fig.add_trace(go.Scatter(x=epochs, y=[getattr(r, test_key) for r in history], mode="lines+markers",
-                                     name=f"{name} test", line=dict(color=colour), legendgroup=name,
-                                     showlegend=col == 1), row=1, col=col)
+        for col, (train_key, test_key) in enumerate(
+            (("train_loss", "test_loss"), ("train_acc", "test_acc")), 1
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[getattr(r, train_key) for r in history],
+                    mode="lines+markers",
+                    name=f"{name} train",
+                    line=dict(color=colour, dash="dash"),
+                    legendgroup=name,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[getattr(r, test_key) for r in history],
+                    mode="lines+markers",
+                    name=f"{name} test",
+                    line=dict(color=colour),
+                    legendgroup=name,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_xaxes(title_text="epoch", dtick=1 if len(next(iter(histories.values()), [])) < 15 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(title=title or None, height=340, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        title=title or None,
+        height=340,
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 6) -> np.ndarray:
+def sample_grid(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 6
+) -> np.ndarray:
     """A mosaic, one row per class, of the first ``per_class`` images of each (uint8 HWC)."""
     rows = []
     size = images.shape[1]
@@ -42,13 +70,22 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     for c in range(len(class_names)):
         idx = np.flatnonzero(labels == c)[:per_class]
         tiles = [images[i] for i in idx] + [np.full_like(images[0], 255)] * (per_class - len(idx))
-        row = np.concatenate([np.pad(t, ((gap, gap), (gap, gap), (0, 0)), constant_values=255) for t in tiles], axis=1)
+        row = np.concatenate(
+            [np.pad(t, ((gap, gap), (gap, gap), (0, 0)), constant_values=255) for t in tiles], axis=1
+        )
         rows.append(row)
     return np.concatenate(rows, axis=0)
 
 
 def compare_bars(names: Sequence[str], values: Sequence[float], title: str, fmt: str = ",.0f") -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(names), y=list(values), text=[format(v, fmt) for v in values],
-                           textposition="auto", marker_color=["#1f77b4", "#d62728", "#2ca02c"][: len(names)]))
+    fig = go.Figure(
+        go.Bar(
+            x=list(names),
+            y=list(values),
+            text=[format(v, fmt) for v in values],
+            textposition="auto",
+            marker_color=["#1f77b4", "#d62728", "#2ca02c"][: len(names)],
+        )
+    )
     fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10))
     return fig

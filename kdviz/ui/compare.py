@@ -10,22 +10,35 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from kdviz import compare
-from kdviz.checkpoints import LoadedModel
+from kdviz.attribution import comparison
+from kdviz.attribution.faithfulness import Curves
 from kdviz.data.base import ImageSplit
-from kdviz.faithfulness import Curves
+from kdviz.models.checkpoints import LoadedModel
 
 from .attributions import fingerprint
 
 
-def faithfulness(loaded: LoadedModel, split: ImageSplit, where: str, indices: np.ndarray, maps: np.ndarray,
-                 labels: np.ndarray) -> Curves:
-    """:func:`kdviz.compare.faithfulness`, computed once per weights, split (``where``: the data
-    set's source and the split's name), images and maps."""
+def faithfulness(
+    loaded: LoadedModel,
+    split: ImageSplit,
+    where: str,
+    indices: np.ndarray,
+    maps: np.ndarray,
+    labels: np.ndarray,
+) -> Curves:
+    """:func:`kdviz.attribution.comparison.faithfulness`, computed once per weights, split
+    (``where``: the data set's source and the split's name), images and maps."""
     return _faithfulness(loaded, split, fingerprint(loaded), where, np.asarray(indices), maps, labels)
 
 
 @st.cache_data(show_spinner="Deletion and insertion curves…", max_entries=32)
-def _faithfulness(_loaded: LoadedModel, _split: ImageSplit, weights: str, where: str, indices: np.ndarray,
-                  maps: np.ndarray, labels: np.ndarray) -> Curves:
-    return compare.faithfulness(_loaded, _split, indices, maps, labels)
+def _faithfulness(
+    _loaded: LoadedModel,
+    _split: ImageSplit,
+    weights: str,
+    where: str,
+    indices: np.ndarray,
+    maps: np.ndarray,
+    labels: np.ndarray,
+) -> Curves:
+    return comparison.faithfulness(_loaded, _split, indices, maps, labels)

@@ -3,13 +3,13 @@ matters is that progress, Stop, the end state and the one rerun after it must be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from kdviz.jobs import Job
+from kdviz.core.jobs import Job
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,15 @@ class PanelText:
     failed: Callable[[Job], str]
 
 
-def show(job: Job, text: PanelText, *, key: str, chart: Callable[[Job], go.Figure | None],
-         live_only: bool = False, on_finish: Callable[[Job], None] | None = None) -> None:
+def show(
+    job: Job,
+    text: PanelText,
+    *,
+    key: str,
+    chart: Callable[[Job], go.Figure | None],
+    live_only: bool = False,
+    on_finish: Callable[[Job], None] | None = None,
+) -> None:
     """Progress bar, live figure and Stop; refreshes itself every second while the job runs.
 
     ``key`` prefixes the widget keys (``{key}stop_{id}``); ``on_finish`` runs once when the job has

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz import latency, lesson
 from kdviz.attribution import make_baseline
-from kdviz.checkpoints import LoadedModel
+from kdviz.bench import latency
 from kdviz.data.loader import normalize, to_float
+from kdviz.models.checkpoints import LoadedModel
+from kdviz.teaching import lesson
 
 from . import benchmark, urlstate
 
@@ -29,7 +31,7 @@ STEPS = {
 #: Step counts the convergence chart measures (each one's map is compared with Captum's 256-step map).
 CONVERGENCE_STEPS = (2, 4, 8, 16, 32, 64)
 #: A short latency measurement: the lesson shows the order of magnitude, the Benchmark page the details.
-QUICK_TIMING = dict(warmup=3, repeats=15, max_seconds=1.0)
+QUICK_TIMING: dict[str, Any] = dict(warmup=3, repeats=15, max_seconds=1.0)
 #: The thread count timings are keyed by; the Benchmark page's default, so both pages share them.
 THREADS = min(2, os.cpu_count() or 1)
 
@@ -46,9 +48,18 @@ def navigation() -> int:
     step = urlstate.bind_int(STEP_KEY, 1, 1, len(STEPS), param="step")
     st.progress(step / len(STEPS), text=f"Step {step} of {len(STEPS)}: {STEPS[step]}")
     back, ahead, _ = st.columns([1, 1, 4])
-    back.button("← Previous", key="lesson_prev", on_click=_move, args=(-1,), disabled=step == 1, width="stretch")
-    ahead.button("Next →", key="lesson_next", on_click=_move, args=(1,), disabled=step == len(STEPS),
-                 type="primary", width="stretch")
+    back.button(
+        "← Previous", key="lesson_prev", on_click=_move, args=(-1,), disabled=step == 1, width="stretch"
+    )
+    ahead.button(
+        "Next →",
+        key="lesson_next",
+        on_click=_move,
+        args=(1,),
+        disabled=step == len(STEPS),
+        type="primary",
+        width="stretch",
+    )
     return step
 
 
@@ -75,14 +86,23 @@ def path_view(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baselin
 
 
 @st.cache_data(show_spinner="Adding up the gradients…", max_entries=64)
-def walk(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, steps: int,
-         rule: str) -> lesson.RunningSum:
+def walk(
+    _loaded: LoadedModel,
+    fingerprint: str,
+    image: np.ndarray,
+    baseline: str,
+    target: int,
+    steps: int,
+    rule: str,
+) -> lesson.RunningSum:
     x = model_input(_loaded, image)
     return lesson.running_sum(_loaded.model, x, _baseline(_loaded, x, baseline), target, steps, rule)
 
 
 @st.cache_data(show_spinner="Comparing step counts with Captum's 256-step map…", max_entries=32)
-def convergence(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str):
+def convergence(
+    _loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str
+):
     """The reference map and how far each step count in ``CONVERGENCE_STEPS`` is from it."""
     x = model_input(_loaded, image)
     base = _baseline(_loaded, x, baseline)
@@ -108,16 +128,40 @@ def crisp(image: np.ndarray, side: int = 192) -> np.ndarray:
 def path_figure(scores: lesson.PathScores, walked: lesson.RunningSum, class_name: str) -> go.Figure:
     """F along the path, the rule's points on it, and F(baseline) plus the running sum climbing to F(x)."""
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=scores.alphas, y=scores.logits, mode="lines", name=f"score F for '{class_name}'",
-                             line=dict(color="#1f77b4", width=3)))
-    fig.add_trace(go.Scatter(x=walked.alphas, y=np.interp(walked.alphas, scores.alphas, scores.logits), mode="markers",
-                             name=f"the {walked.steps} points where the gradient is taken",
-                             marker=dict(color="#1f77b4", size=9, symbol="circle-open", line=dict(width=2))))
-    fig.add_trace(go.Scatter(x=walked.alphas, y=walked.baseline_score + walked.totals, mode="lines+markers",
-                             line=dict(color="#d62728", shape="hv", dash="dot"),
-                             name="F(baseline) + running sum of the map"))
-    fig.update_layout(xaxis_title="α: 0 is the baseline, 1 the image", yaxis_title="logit", height=360,
-                      margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.add_trace(
+        go.Scatter(
+            x=scores.alphas,
+            y=scores.logits,
+            mode="lines",
+            name=f"score F for '{class_name}'",
+            line=dict(color="#1f77b4", width=3),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=walked.alphas,
+            y=np.interp(walked.alphas, scores.alphas, scores.logits),
+            mode="markers",
+            name=f"the {walked.steps} points where the gradient is taken",
+            marker=dict(color="#1f77b4", size=9, symbol="circle-open", line=dict(width=2)),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=walked.alphas,
+            y=walked.baseline_score + walked.totals,
+            mode="lines+markers",
+            line=dict(color="#d62728", shape="hv", dash="dot"),
+            name="F(baseline) + running sum of the map",
+        )
+    )
+    fig.update_layout(
+        xaxis_title="α: 0 is the baseline, 1 the image",
+        yaxis_title="logit",
+        height=360,
+        margin=dict(l=10, r=10, t=10, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -126,9 +170,20 @@ def convergence_figure(points: list[lesson.ConvergencePoint], current: int) -> g
 
     steps = [p.steps for p in points]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("distance to the 256-step map", "|completeness gap|"))
-    fig.add_trace(go.Scatter(x=steps, y=[p.error for p in points], mode="lines+markers", name="distance"), 1, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[abs(p.gap) for p in points], mode="lines+markers", name="|gap|",
-                             line=dict(color="#d62728")), 1, 2)
+    fig.add_trace(
+        go.Scatter(x=steps, y=[p.error for p in points], mode="lines+markers", name="distance"), 1, 1
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[abs(p.gap) for p in points],
+            mode="lines+markers",
+            name="|gap|",
+            line=dict(color="#d62728"),
+        ),
+        1,
+        2,
+    )
     for col in (1, 2):
         fig.add_vline(x=current, line_dash="dot", line_color="#7f7f7f", row=1, col=col)
     fig.update_xaxes(type="log", title_text="steps", tickvals=steps)
@@ -137,15 +192,23 @@ def convergence_figure(points: list[lesson.ConvergencePoint], current: int) -> g
     return fig
 
 
-def soft_targets_figure(class_names, one_hot: np.ndarray, plain: np.ndarray, soft: np.ndarray,
-                        temperature: float) -> go.Figure:
+def soft_targets_figure(
+    class_names, one_hot: np.ndarray, plain: np.ndarray, soft: np.ndarray, temperature: float
+) -> go.Figure:
     names = list(class_names)
-    fig = go.Figure([
-        go.Bar(x=names, y=one_hot, name="label (one-hot)", marker_color="#7f7f7f"),
-        go.Bar(x=names, y=plain, name="teacher, T = 1", marker_color="#aec7e8"),
-        go.Bar(x=names, y=soft, name=f"teacher, T = {temperature:g}", marker_color="#d62728"),
-    ])
+    fig = go.Figure(
+        [
+            go.Bar(x=names, y=one_hot, name="label (one-hot)", marker_color="#7f7f7f"),
+            go.Bar(x=names, y=plain, name="teacher, T = 1", marker_color="#aec7e8"),
+            go.Bar(x=names, y=soft, name=f"teacher, T = {temperature:g}", marker_color="#d62728"),
+        ]
+    )
     fig.update_xaxes(type="category")  # class names such as "3" are names, not numbers
-    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.02], tickformat=".0%", title="probability"),
-                      height=360, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        barmode="group",
+        yaxis=dict(range=[0, 1.02], tickformat=".0%", title="probability"),
+        height=360,
+        margin=dict(l=10, r=10, t=10, b=10),
+        legend=dict(orientation="h", y=-0.2),
+    )
     return fig

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from kdviz.images import LoadedImage, from_array
-from kdviz.samples import SAMPLES, load_sample, sample_names
+from kdviz.data.images import LoadedImage, from_array
+from kdviz.data.samples import SAMPLES, load_sample, sample_names
 
 from . import urlstate
 
@@ -18,11 +18,17 @@ def prepared(name: str, size: int) -> LoadedImage:
 
 
 def choose(key: str, size: int, *, param: str = "sample") -> tuple[str, LoadedImage]:
-    """A select box of the sample photos (its choice kept in the URL); returns the title and the prepared photo."""
+    """A select box of the sample photos (its choice kept in the URL); returns the title and the
+    prepared photo."""
     names = sample_names()
     urlstate.bind_choice(key, names[0], names, param=param)
-    name = st.selectbox("Sample photo", names, format_func=lambda n: f"{SAMPLES[n].title}: {SAMPLES[n].note}", key=key,
-                        help="Real photographs that ship inside scikit-image: no network, no file of your own needed.")
+    name = st.selectbox(
+        "Sample photo",
+        names,
+        format_func=lambda n: f"{SAMPLES[n].title}: {SAMPLES[n].note}",
+        key=key,
+        help="Real photographs that ship inside scikit-image: no network, no file of your own needed.",
+    )
     return SAMPLES[name].title, prepared(name, size)
 
 

@@ -7,14 +7,15 @@ on one server never see each other's choices or jobs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
-from kdviz.jobs import MANAGER, Job
-from kdviz.runs import Workspace
+from kdviz.core.jobs import MANAGER, Job
+from kdviz.training.workspace import Workspace
 
 DATA_SOURCE = "kdviz_data_source"
 TEACHER = "kdviz_teacher_path"

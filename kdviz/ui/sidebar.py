@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from kdviz import settings
+from kdviz.core import settings
 from kdviz.data import DataError, find_cifar10
-from kdviz.runs import RunInfo, model_choices, unusable_runs
+from kdviz.training.workspace import RunInfo, model_choices, unusable_runs
 
 from . import presentation, session
 
@@ -18,19 +18,27 @@ BUILT_IN, CIFAR, FOLDER = "Built-in digits (offline)", "CIFAR-10", "Image folder
 def _source_widget() -> str:
     kinds = [BUILT_IN, CIFAR, FOLDER]
     default_root = settings.data_root()
-    kind = st.sidebar.selectbox("Data set", kinds, key="sidebar_data_kind",
-                                help="The built-in set ships with scikit-learn and needs no network.")
+    kind = st.sidebar.selectbox(
+        "Data set",
+        kinds,
+        key="sidebar_data_kind",
+        help="The built-in set ships with scikit-learn and needs no network.",
+    )
     if kind == BUILT_IN:
         return "digits"
     if kind == CIFAR:
         root = st.sidebar.text_input(
-            "Data folder (KDVIZ_DATA)", value=str(default_root or ""), key="sidebar_data_root",
+            "Data folder (KDVIZ_DATA)",
+            value=str(default_root or ""),
+            key="sidebar_data_root",
             help="The folder holding cifar10/train/<class>/*.jpg, or cifar-10-batches-py.",
         )
         found = find_cifar10(Path(root)) if root else None
         if found is None:
-            st.sidebar.warning(f"No CIFAR-10 under `{root}`. Using the built-in digits instead. "
-                               "Download with `python -m kdviz data cifar10 --download`.")
+            st.sidebar.warning(
+                f"No CIFAR-10 under `{root}`. Using the built-in digits instead. "
+                "Download with `python -m kdviz data cifar10 --download`."
+            )
             return "digits"
         return f"cifar10:{found[1] if found[0] == 'folder' else found[1].parent}"
     folder = st.sidebar.text_input("Image folder (train/<class>/, test/<class>/)", key="sidebar_folder")
@@ -54,8 +62,11 @@ def _model_widget(role: str, options: list[RunInfo]) -> None:
     widget_key = f"sidebar_{role}"
     # A choice made on a page (session.choose) wins, then the select box's own value, then the last
     # choice; else the newest of this role, else the first.
-    for current in (st.session_state.pop(session.PENDING[role], None), st.session_state.get(widget_key),
-                    st.session_state.get(key)):
+    for current in (
+        st.session_state.pop(session.PENDING[role], None),
+        st.session_state.get(widget_key),
+        st.session_state.get(key),
+    ):
         if current in paths:
             break
     else:
@@ -64,7 +75,7 @@ def _model_widget(role: str, options: list[RunInfo]) -> None:
     # Set through the session state, before the widget exists: the browser's select box then shows
     # it too (a changed ``index`` alone leaves the browser showing, and later sending, the old value).
     st.session_state[widget_key] = current
-    chosen = st.sidebar.selectbox(role.capitalize(), paths, format_func=labels.get, key=widget_key)
+    chosen = st.sidebar.selectbox(role.capitalize(), paths, format_func=labels.__getitem__, key=widget_key)
     st.session_state[key] = chosen
 
 
@@ -85,12 +96,15 @@ def _unusable_note(source: str) -> None:
     """Broken run folders are not offered above; say which and why, so nothing vanishes silently."""
     broken = unusable_runs(session.workspace(), source)
     if broken:
+
         def short(text: str) -> str:
             return text if len(text) <= 140 else text[:139] + "…"
 
-        st.sidebar.warning(f"Not offered, cannot be loaded ({len(broken)}): "
-                           + "; ".join(f"**{r.name}**: {short(r.problem)}" for r in broken)
-                           + ". The Runs tab of the Models page shows the whole reason.")
+        st.sidebar.warning(
+            f"Not offered, cannot be loaded ({len(broken)}): "
+            + "; ".join(f"**{r.name}**: {short(r.problem or '')}" for r in broken)
+            + ". The Runs tab of the Models page shows the whole reason."
+        )
 
 
 def safe_dataset(source: str):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kdviz.jobs import Job
-from kdviz.recipes import TrainRequest, train_run
-from kdviz.train import TrainEvent
+from kdviz.core.jobs import Job
+from kdviz.training.loop import TrainEvent
+from kdviz.training.workflows import TrainRequest, train_run
 
 from . import job_panel, session
 from .charts import training_curves
@@ -24,15 +24,20 @@ def start(request: TrainRequest) -> Job:
 
         def on_event(event: TrainEvent) -> None:
             last = event.history[-1] if event.history else None
-            msg = f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, loss {event.loss:.3f}"
+            msg = (
+                f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, loss {event.loss:.3f}"
+            )
             if last is not None:
                 msg += f" · last test accuracy {last.test_acc:.2%}"
             job.report(event.fraction, msg, history=list(event.history))
 
-        run_dir, result = train_run(request, workspace=workspace, data=data, callback=on_event,
-                                    should_stop=job.should_stop)
+        run_dir, result = train_run(
+            request, workspace=workspace, data=data, callback=on_event, should_stop=job.should_stop
+        )
         epochs = len(result.history)
-        job.report(message=f"{epochs} epoch{'s' if epochs != 1 else ''} in `{run_dir.name}`", run_dir=str(run_dir))
+        job.report(
+            message=f"{epochs} epoch{'s' if epochs != 1 else ''} in `{run_dir.name}`", run_dir=str(run_dir)
+        )
         return run_dir
 
     return session.start_job(JOB_KEY, f"train {request.name}", work, kind="train")
@@ -53,9 +58,12 @@ def _choose_finished(job: Job) -> None:
 
 
 TEXT = job_panel.PanelText(
-    stop_label="Stop training", stop_help="Ends after the current step; finished epochs are kept.",
-    done=lambda job: (f"Training finished in {job.elapsed:.0f} s: {job.message}, "
-                      f"now the sidebar's {job.data.get('role', 'model')}."),
+    stop_label="Stop training",
+    stop_help="Ends after the current step; finished epochs are kept.",
+    done=lambda job: (
+        f"Training finished in {job.elapsed:.0f} s: {job.message}, "
+        f"now the sidebar's {job.data.get('role', 'model')}."
+    ),
     stopped=lambda job: f"Stopped after {job.message}. Start the same run name again to resume it.",
     failed=lambda job: f"Training failed: {job.error}",
 )

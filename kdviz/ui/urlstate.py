@@ -14,7 +14,8 @@ Call it just before the widget is drawn, and draw the widget without its own def
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -23,9 +24,16 @@ _READ = "kdviz_url_read"  # the keys whose parameter was read in this session
 _SHADOW = "kdviz_url_shadow::"
 
 
-def bind(key: str, default: T, *, param: str | None = None, parse: Callable[[str], T] = str,
-         fmt: Callable[[T], str] = str, valid: Callable[[T], bool] | None = None,
-         why: str = "not a valid value") -> T:
+def bind(
+    key: str,
+    default: T,
+    *,
+    param: str | None = None,
+    parse: Callable[[str], Any] = str,  # a parser for T (str, the default, parses any T that is a str)
+    fmt: Callable[[T], str] = str,
+    valid: Callable[[T], bool] | None = None,
+    why: str = "not a valid value",
+) -> T:
     """Tie ``st.session_state[key]`` to the query parameter ``param`` (default: ``key``); return the value."""
     param = param or key
     state = st.session_state
@@ -57,12 +65,26 @@ def bind(key: str, default: T, *, param: str | None = None, parse: Callable[[str
 
 
 def bind_int(key: str, default: int, lo: int, hi: int, *, param: str | None = None) -> int:
-    return bind(key, default, param=param, parse=int, valid=lambda v: lo <= v <= hi, why=f"not a whole number in {lo}–{hi}")
+    return bind(
+        key,
+        default,
+        param=param,
+        parse=int,
+        valid=lambda v: lo <= v <= hi,
+        why=f"not a whole number in {lo}–{hi}",
+    )
 
 
 def bind_float(key: str, default: float, lo: float, hi: float, *, param: str | None = None) -> float:
-    return bind(key, default, param=param, parse=float, fmt=lambda v: f"{v:g}", valid=lambda v: lo <= v <= hi,
-                why=f"not a number in {lo:g}–{hi:g}")
+    return bind(
+        key,
+        default,
+        param=param,
+        parse=float,
+        fmt=lambda v: f"{v:g}",
+        valid=lambda v: lo <= v <= hi,
+        why=f"not a number in {lo:g}–{hi:g}",
+    )
 
 
 def bind_choice(key: str, default: T, options: Sequence[T], *, param: str | None = None) -> T:
@@ -79,7 +101,16 @@ def bind_choice(key: str, default: T, options: Sequence[T], *, param: str | None
 
 
 def bind_bool(key: str, default: bool, *, param: str | None = None) -> bool:
-    words = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
+    words = {
+        "1": True,
+        "true": True,
+        "on": True,
+        "yes": True,
+        "0": False,
+        "false": False,
+        "off": False,
+        "no": False,
+    }
 
     def parse(raw: str) -> bool:
         word = raw.strip().lower()

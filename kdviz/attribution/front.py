@@ -1,0 +1,137 @@
+"""One front door for attributions, the method a parameter (as Captum's ``attribute()``).
+
+``attribute(model, x, options)`` runs Captum's Integrated Gradients, Saliency, SmoothGrad,
+Grad-CAM or Occlusion on a batch of normalised images and returns the maps together with what a
+person needs to read them: the target class, the probabilities and, for IG, the scores at the image
+and at the baseline and the completeness gap (convergence delta).
+
+Results are cached per image under a key made of the model's weights, the image's bytes and the
+options, in memory and on disk: looking at an image again returns the same maps without calling
+the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.fingerprint import model_fingerprint
+from .cache import AttributionCache, default_cache, image_hash
+from .methods import METHOD_TABLE, MethodInput
+from .options import AttributionOptions
+from .result import AttributionResult
+
+#: IG's expanded inputs per pass when not measured (the page's single images need no more; bulk work
+#: such as ``ig-precompute`` measures the fastest size with :func:`kdviz.attribution.fastest_batch_size`).
+DEFAULT_INTERNAL_BATCH = 128
+
+
+def _resolve_targets(target: str | int, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    if target == "pred":
+        return logits.argmax(1)
+    if target == "true":
+        if labels is None:
+            raise ValueError("target 'true' needs the images' labels")
+        return labels.to(logits.device).long()
+    k = int(target)
+    if not 0 <= k < logits.shape[1]:
+        raise ValueError(f"target class {k} is outside 0..{logits.shape[1] - 1}")
+    return torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
+
+
+def _compute(model, x, labels, opts: AttributionOptions, mean, std, data_mean, internal_batch_size) -> dict:
+    """Run the options' method (looked up in the table) on a batch: maps, targets, logits, IG's scores."""
+    with torch.no_grad():
+        logits = model(x)
+    targets = _resolve_targets(opts.target, logits, labels)
+    score = logits.gather(1, targets[:, None])[:, 0]
+    out = {"logits": logits, "target": targets}
+    inputs = MethodInput(x, targets, opts, mean, std, data_mean, internal_batch_size)
+    maps, base_score = METHOD_TABLE[opts.method].compute(model, inputs)
+    if base_score is not None:  # IG: the completeness check comes with the map
+        out.update(
+            score=score, baseline_score=base_score, delta=maps.flatten(1).sum(1) - (score - base_score)
+        )
+    out["maps"] = maps.detach()
+    return out
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    options: AttributionOptions | None = None,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    labels: torch.Tensor | Sequence[int] | None = None,
+    data_mean: Sequence[float] | None = None,
+    cache: AttributionCache | None | bool = None,
+    internal_batch_size: int | None = None,
+    fingerprint: str | None = None,
+    **overrides,
+) -> AttributionResult:
+    """Attribute a batch of normalised images ``x`` (N, C, H, W) to the target class of each.
+
+    ``mean``/``std`` are the model's normalisation (baselines are made in pixel space);
+    ``labels`` are needed for ``target="true"``; ``cache=False`` turns caching off, ``None`` uses
+    the process-wide cache. Keyword ``overrides`` replace fields of ``options``
+    (``attribute(m, x, method="saliency", mean=..., std=...)``).
+    """
+    opts = (
+        replace(options or AttributionOptions(), **overrides)
+        if overrides
+        else (options or AttributionOptions())
+    )
+    model.eval()
+    device = next(model.parameters()).device
+    x = x.to(device, torch.float32)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+    store = None if cache is False else (cache if isinstance(cache, AttributionCache) else default_cache())
+    n = x.shape[0]
+    entries: list[dict | None] = [None] * n
+    keys: list[str] = []
+    if store is not None:
+        fp = fingerprint or model_fingerprint(model)
+        extra = f"{tuple(mean)}|{tuple(std)}|{tuple(data_mean) if data_mean else ''}"
+        for i in range(n):
+            lab = f"|y={int(labels[i])}" if (labels is not None and opts.target == "true") else ""
+            keys.append(AttributionCache.key(fp, image_hash(x[i]), opts, extra + lab))
+            entries[i] = store.get(keys[-1])
+    cached = np.array([e is not None for e in entries], dtype=bool)
+    todo = [i for i in range(n) if entries[i] is None]
+    if todo:
+        sub_labels = labels[todo] if labels is not None else None
+        ibs = internal_batch_size or DEFAULT_INTERNAL_BATCH
+        out = _compute(model, x[todo], sub_labels, opts, mean, std, data_mean, ibs)
+        for j, i in enumerate(todo):
+            entry = {
+                k: v[j].detach().float().cpu().numpy() if v.dtype.is_floating_point else v[j].cpu().numpy()
+                for k, v in out.items()
+            }
+            entries[i] = entry
+            if store is not None:
+                store.put(keys[i], entry)
+
+    done = [e for e in entries if e is not None]  # every entry is filled by now
+
+    def stack(k: str) -> np.ndarray:
+        return np.stack([e[k] for e in done])
+
+    def stack_ig(k: str) -> np.ndarray | None:  # IG's scores; the other methods have none
+        return stack(k) if k in done[0] else None
+
+    return AttributionResult(
+        maps=stack("maps").astype(np.float32),
+        target=stack("target").astype(np.int64),
+        logits=stack("logits").astype(np.float32),
+        options=opts,
+        score=stack_ig("score"),
+        baseline_score=stack_ig("baseline_score"),
+        delta=stack_ig("delta"),
+        cached=cached,
+    )

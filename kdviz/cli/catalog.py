@@ -1,0 +1,72 @@
+"""``data`` and ``models``: what this machine can load and which architectures there are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..core import settings
+from .common import emit, load_data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ..data import available_sources
+
+    if not args.source:
+        sources = available_sources()
+        if args.json:
+            print(json.dumps({"sources": sources, "data_root": str(settings.data_root())}))
+        else:
+            print(f"data root (KDVIZ_DATA): {settings.data_root()}")
+            for s in sources:
+                print(f"  {s['source']:<10} {s['where']}")
+        return 0
+    data = load_data(args.source, download=args.download)
+    summary = data.summary()
+    summary["train_per_class"] = [int((data.train.labels == c).sum()) for c in range(data.num_classes)]
+    emit(summary, args.json)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import create_model, list_models, model_stats
+
+    rows: list[dict[str, Any]] = []
+    for spec in list_models():
+        stats = model_stats(create_model(spec.name, num_classes=args.num_classes))
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "params": stats.params,
+                "macs": stats.macs,
+                "size_bytes": stats.size_bytes,
+                "description": spec.description,
+                "arguments": spec.signature(),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"{'name':<22}{'params':>12}{'MMACs':>10}  description")
+        for r in rows:
+            print(f"{r['name']:<22}{r['params']:>12,}{r['macs'] / 1e6:>10.1f}  {r['description']}")
+    return 0
+
+
+def add_data(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("data", help="list data sources, or load one and summarise it")
+    d.add_argument("source", nargs="?", help="digits, cifar10, cifar10:PATH or an image folder")
+    d.add_argument(
+        "--download", action="store_true", help="download CIFAR-10 through torchvision if not found"
+    )
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_data)
+
+
+def add_models(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("models", help="list the registered architectures with their cost")
+    m.add_argument("--num-classes", type=int, default=10)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)

@@ -1,0 +1,162 @@
+"""What every command shares: one-line errors, output, progress bars, reading weights and options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """A mistake in the command line or its inputs: printed as one line."""
+
+
+def emit(obj: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, default=str))
+    else:
+        for key, value in obj.items():
+            print(f"{key:>18}: {value}")
+
+
+def tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return progress
+
+
+def load_data(source: str, download: bool = False):
+    from ..data import load_dataset
+
+    return load_dataset(source, download=download, progress=tqdm_progress(f"decoding {source}"))
+
+
+def resolve_weights(spec: str) -> Path:
+    """A path, or the name of a run in the workspace, or of a model in ``assets/``."""
+    from ..training.workspace import NAME_RE, Workspace, asset_models
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if NAME_RE.match(spec):
+        ws = Workspace()
+        if ws.exists(spec):
+            return ws.path(spec)
+        for asset in asset_models():
+            if asset.name == spec:
+                return asset.path
+    raise CLIError(f"no such file, run or asset: {spec}")
+
+
+def floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise CLIError(f"{what} must be three numbers, e.g. 0.485,0.456,0.406") from None
+    if len(values) != 3:
+        raise CLIError(f"{what} must be three numbers (one per colour channel), got {len(values)}")
+    return values
+
+
+def stop_on_sigint() -> dict:
+    """First Ctrl-C asks the work to stop after the current step; a second one kills."""
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        stop["asked"] = True
+        print(
+            "\nstopping after this step; finished work is kept (run the same command to resume)",
+            file=sys.stderr,
+        )
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return stop
+
+
+def json_arg(text: str | None, what: str) -> dict | None:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{what} is not JSON ({exc}); example: '{{\"width_mult\": 0.5}}'") from None
+
+
+def list_arg(text: str | None, cast=str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [cast(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise CLIError(f"cannot read the list {text!r}") from None
+
+
+DISTILL_FIELDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "seed",
+    "crop_padding",
+    "train_limit",
+    "eval_limit",
+    "temperature",
+    "alpha",
+    "overlay_p",
+    "overlay_lambda",
+    "overlay_mode",
+    "subset",
+    "subset_seed",
+    "ig_steps",
+)
+
+
+def add_schedule_settings(s: argparse.ArgumentParser) -> None:
+    """The optimiser and schedule options that `train` and the distilling commands share."""
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--optimizer", choices=["sgd", "adamw"])
+    s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--warmup-epochs", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crop)")
+    s.add_argument("--train-limit", type=int, help="train on a fixed random subset of N training images")
+    s.add_argument(
+        "--eval-limit", type=int, help="evaluate each epoch on N test images spread evenly over the split"
+    )
+
+
+def add_distill_settings(s: argparse.ArgumentParser) -> None:
+    add_schedule_settings(s)
+    s.add_argument("--temperature", "-T", type=float, help="KD temperature T")
+    s.add_argument("--alpha", type=float, help="weight of the KD term against the cross-entropy")
+    s.add_argument("--overlay-p", "-p", type=float, help="probability of the IG overlay per image")
+    s.add_argument(
+        "--overlay-lambda", "--lam", type=float, help="overlay strength λ (0.5: the paper's half-and-half)"
+    )
+    s.add_argument(
+        "--overlay-mode", choices=["blend", "emphasis"], help="blend (the paper's) or multiplicative emphasis"
+    )
+    s.add_argument(
+        "--subset", type=int, help="a fixed random subset of N training images (the IG cache covers them)"
+    )
+    s.add_argument("--subset-seed", type=int)
+    s.add_argument("--ig-steps", type=int, help="IG steps of a teacher IG cache made on the way")

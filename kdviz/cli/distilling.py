@@ -1,0 +1,139 @@
+"""``distill``: one student from a teacher, in one process or under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..core import settings
+from .common import (
+    DISTILL_FIELDS,
+    CLIError,
+    add_distill_settings,
+    emit,
+    json_arg,
+    load_data,
+    resolve_weights,
+    stop_on_sigint,
+)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..models import get_spec
+    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student, load_teacher
+    from ..training.workspace import Workspace, now
+
+    ctx = ddp.init_distributed()
+    if ctx.world > 1 and not args.name:
+        raise CLIError("under torchrun, name the run (--name) so that every process writes to the same one")
+    device = ddp.local_device(args.device or settings.device(), ctx)
+    arch, arch_kwargs, base = defaults_for(args.data, "student")
+    if args.arch:
+        arch, arch_kwargs = args.arch, {}
+    arch_kwargs.update(json_arg(args.arch_kwargs, "--arch-kwargs") or {})
+    get_spec(arch)  # a mistake in the command is reported before any long work
+    values = {
+        **base.as_dict(),
+        **{k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k) is not None},
+    }
+    cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip})
+    ws = Workspace()
+    name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
+    ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
+    teacher_path = resolve_weights(args.teacher)
+    data = load_data(args.data)
+    teacher = load_teacher(teacher_path, data, args.teacher_arch)
+    stop = stop_on_sigint()
+    bars: dict = {}
+
+    def ig_bar():
+        if "ig" not in bars:
+            bars["ig"] = tqdm(
+                desc="teacher IG maps", unit="img", file=sys.stderr, disable=args.json or not ctx.is_writer
+            )
+        return bars["ig"]
+
+    def ig_progress(done: int, total: int, rate: float) -> None:
+        bar = ig_bar()
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def callback(event) -> None:
+        if event.kind == "step":
+            if "bar" not in bars:
+                bars["bar"] = tqdm(
+                    total=event.steps,
+                    desc=f"{name} epoch {event.epoch}/{event.epochs}",
+                    leave=False,
+                    file=sys.stderr,
+                    disable=args.json,
+                )
+            bars["bar"].update(1)
+            bars["bar"].set_postfix(loss=f"{event.loss:.3f}")
+        elif event.kind == "epoch" and "bar" in bars:
+            bars.pop("bar").close()
+            print(
+                f"epoch {event.epoch}/{event.epochs}: test accuracy {event.record.test_acc:.4f}",
+                file=sys.stderr,
+            )
+
+    request = DistillRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, config=cfg)
+    outcome = distill_student(
+        request,
+        teacher,
+        data,
+        workspace=ws,
+        ig_cache=args.ig_cache,
+        ig_progress=ig_progress,
+        ig_done=lambda store: ig_bar().close(),
+        callback=callback,
+        should_stop=lambda: stop["asked"],
+        device=device,
+        resume=not args.no_resume,
+        ctx=ctx,
+    )
+    if outcome.model is None or outcome.result is None:  # stopped while the teacher's IG cache was made
+        return 130
+    model, result, run_dir = outcome.model, outcome.result, outcome.run_dir
+    checksums = ddp.replica_checksums(model, ctx, device)
+    ddp.shutdown(ctx)
+    if ctx.is_writer:
+        last = result.history[-1] if result.history else None
+        emit(
+            {
+                "run": name,
+                "path": str(run_dir),
+                "arm": cfg.arm,
+                "epochs_done": len(result.history),
+                "stopped": result.stopped,
+                "resumed_from": result.resumed_from,
+                "test_accuracy": last.test_acc if last else None,
+                "world_size": ctx.world,
+                "replica_checksums": checksums,
+                "ig_cache": cfg.ig_cache or None,
+            },
+            args.json,
+        )
+    return 130 if result.stopped else 0
+
+
+def add_distill(sub: argparse._SubParsersAction) -> None:
+    ds = sub.add_parser(
+        "distill", help="distil a student from a teacher: baseline, KD, IG overlays or both (torchrun: DDP)"
+    )
+    ds.add_argument("--teacher", required=True, help="teacher checkpoint folder or file, run or asset name")
+    ds.add_argument("--teacher-arch", help="architecture of a foreign teacher file (e.g. resnet56)")
+    ds.add_argument("--data", default="digits")
+    ds.add_argument("--arch", help="student architecture (default: the data set's default student)")
+    ds.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
+    ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])
+    ds.add_argument("--ig-cache", help="the teacher's IG cache folder (default: made once under KDVIZ_CACHE)")
+    ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")
+    ds.add_argument("--no-flip", action="store_true")
+    ds.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
+    add_distill_settings(ds)
+    ds.add_argument("--device")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_distill)

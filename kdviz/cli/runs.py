@@ -1,0 +1,279 @@
+"""``train``, ``eval``, ``runs`` and ``make-assets``: plain training runs and the workspace they live in."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from ..core import settings
+from .common import CLIError, add_schedule_settings, emit, floats, load_data, resolve_weights, tqdm_progress
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..training.workflows import TrainRequest, defaults_for, train_run
+    from ..training.workspace import Workspace, now
+
+    arch, arch_kwargs, cfg = defaults_for(args.data, args.role)
+    if args.arch:
+        arch, arch_kwargs = args.arch, {}
+    if args.arch_kwargs:
+        try:
+            arch_kwargs.update(json.loads(args.arch_kwargs))
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--arch-kwargs is not JSON ({exc}); example: '{{\"width_mult\": 0.5}}'") from None
+    for field_name in (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
+        "seed",
+        "crop_padding",
+        "train_limit",
+        "eval_limit",
+    ):
+        value = getattr(args, field_name)
+        if value is not None:
+            setattr(cfg, field_name, value)
+    if args.no_flip:
+        cfg.hflip = False
+    if args.no_augment:
+        cfg.hflip, cfg.crop_padding = False, 0
+    ws = Workspace()
+    name = args.name or ws.unique_name(f"{args.role}-{arch}-{now()}")
+    data = load_data(args.data)
+    request = TrainRequest(
+        name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, role=args.role, config=cfg
+    )
+
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish cleanly; second: default behaviour
+        stop["asked"] = True
+        print(
+            "\nstopping after this step; the last finished epoch is kept (run again to resume)",
+            file=sys.stderr,
+        )
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=cfg.epochs, desc=name, unit="epoch", file=sys.stderr, disable=args.json)
+    bars: dict = {}
+
+    def callback(event) -> None:
+        if event.kind == "step":
+            if "steps" not in bars:
+                bars["steps"] = tqdm(
+                    total=event.steps,
+                    desc=f"epoch {event.epoch}",
+                    leave=False,
+                    file=sys.stderr,
+                    disable=args.json,
+                )
+            bars["steps"].update(1)
+            bars["steps"].set_postfix(loss=f"{event.loss:.3f}")
+        elif event.kind == "epoch":
+            bars.pop("steps").close() if "steps" in bars else None
+            r = event.record
+            bar.n = r.epoch
+            bar.set_postfix(test_acc=f"{r.test_acc:.4f}", loss=f"{r.train_loss:.3f}")
+            bar.refresh()
+
+    run_dir, result = train_run(
+        request,
+        workspace=ws,
+        data=data,
+        callback=callback,
+        should_stop=lambda: stop["asked"],
+        device=args.device or settings.device(),
+        resume=not args.no_resume,
+    )
+    bar.close()
+    last = result.history[-1] if result.history else None
+    out = {
+        "run": name,
+        "path": str(run_dir),
+        "epochs_done": len(result.history),
+        "stopped": result.stopped,
+        "resumed_from": result.resumed_from,
+        "test_accuracy": last.test_acc if last else None,
+        "train_seconds": sum(r.seconds for r in result.history),
+    }
+    emit(out, args.json)
+    return 130 if result.stopped else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..models.checkpoints import load_any
+    from ..models.evaluate import predict
+
+    weights = resolve_weights(args.weights)
+    data = load_data(args.data)
+    loaded = load_any(weights, args.arch, num_classes=data.num_classes)
+    card = loaded.card
+    if card.num_classes != data.num_classes:
+        raise CLIError(
+            f"{weights} predicts {card.num_classes} classes but {args.data} has {data.num_classes}"
+        )
+    from_card = card.source_file is None  # a kdviz checkpoint knows its normalisation
+    mean = floats(args.mean, "--mean") or (card.mean if from_card else list(data.mean))
+    std = floats(args.std, "--std") or (card.std if from_card else list(data.std))
+    split = data.split(args.split)
+    preds = predict(
+        loaded.model,
+        split,
+        mean=mean,
+        std=std,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device or settings.device(),
+        progress=None if args.json else tqdm_progress("eval"),
+    )
+    out = {
+        "accuracy": preds.accuracy,
+        "n": int(len(preds.labels)),
+        "correct": int((preds.predicted == preds.labels).sum()),
+        "weights": str(weights),
+        "arch": card.arch,
+        "data": args.data,
+        "split": args.split,
+        "mean": list(mean),
+        "std": list(std),
+        "per_class_accuracy": {
+            name: (None if np.isnan(a) else round(float(a), 4))
+            for name, a in zip(data.class_names, preds.per_class_accuracy(data.num_classes), strict=True)
+        },
+    }
+    emit(out, args.json)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..training.workspace import Workspace
+
+    ws = Workspace()
+    if args.action == "list":
+        rows = [
+            {
+                "name": r.name,
+                "arch": r.card.arch if r.card else None,
+                "status": r.status,
+                "dataset": r.card.dataset if r.card else None,
+                "test_accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
+            }
+            for r in ws.list()
+        ]
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print(f"workspace (KDVIZ_HOME): {ws.root}")
+            for r in rows:
+                acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+                print(f"  {r['name']:<40} {r['arch'] or '?':<20} {acc:>8}  {r['status']}")
+        return 0
+    if args.action == "rename":
+        if not args.new:
+            raise CLIError("usage: python -m kdviz runs rename OLD NEW")
+        print(ws.rename(args.name, args.new))
+        return 0
+    if args.action == "delete":
+        ws.delete(args.name)
+        print(f"deleted {args.name}")
+        return 0
+    raise CLIError(f"unknown action {args.action}")
+
+
+def cmd_make_assets(args: argparse.Namespace) -> int:
+    """Train the default teacher and student on the built-in data set into ``assets/``."""
+    import shutil
+    import tempfile
+
+    from ..training.workflows import TrainRequest, defaults_for, train_run
+    from ..training.workspace import Workspace
+
+    out = Path(args.out)
+    data = load_data("digits")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(tmp)
+        for role in ("teacher", "student"):
+            arch, kwargs, cfg = defaults_for("digits", role)
+            cfg.seed = args.seed
+            name = f"digits_{role}"
+            request = TrainRequest(
+                name=name, arch=arch, dataset="digits", arch_kwargs=kwargs, role=role, config=cfg
+            )
+            run_dir, result = train_run(request, workspace=ws, data=data, resume=False)
+            print(
+                f"{name}: {arch} {kwargs} test accuracy {result.history[-1].test_acc:.4f} "
+                f"in {sum(r.seconds for r in result.history):.0f} s",
+                file=sys.stderr,
+            )
+            target = out / name
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            for f in ("model.safetensors", "card.json", "history.json"):
+                shutil.copy2(run_dir / f, target / f)
+    print(out)
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a teacher or a plain student into the workspace")
+    t.add_argument("--data", default="digits", help="data source (default: digits)")
+    t.add_argument("--role", choices=["teacher", "student"], default="teacher")
+    t.add_argument("--arch", help="registered architecture (default: the data set's default for the role)")
+    t.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
+    t.add_argument("--name", help="run name (default: made from role, arch and time)")
+    add_schedule_settings(t)
+    t.add_argument("--momentum", type=float)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    t.add_argument("--no-augment", action="store_true", help="neither crop nor flip")
+    t.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA if present)")
+    t.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    t.set_defaults(func=cmd_train)
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="accuracy of a checkpoint on a data set")
+    e.add_argument("--weights", required=True, help="checkpoint folder or file, a run name, or an asset name")
+    e.add_argument("--arch", help="architecture, for a foreign file without a card")
+    e.add_argument("--data", default="digits")
+    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument(
+        "--mean", help="normalisation mean, three numbers (foreign files default to the data set's)"
+    )
+    e.add_argument("--std", help="normalisation std, three numbers")
+    e.add_argument("--limit", type=int, help="evaluate N images spread evenly over the split (every class)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+
+def add_runs(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("runs", help="list, rename or delete runs in the workspace (KDVIZ_HOME)")
+    r.add_argument("action", choices=["list", "rename", "delete"])
+    r.add_argument("name", nargs="?")
+    r.add_argument("new", nargs="?")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+
+
+def add_make_assets(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("make-assets", help="train the default teacher and student for the built-in data set")
+    a.add_argument("--out", default=str(settings.assets_dir()))
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=cmd_make_assets)

@@ -1,0 +1,83 @@
+"""Atomic writes: a reader sees the old file or the new one, never half of one.
+
+Everything kdviz saves (checkpoints, cards, histories, caches) goes through here, so a run killed
+at any instant leaves no truncated file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual mode
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a process killed mid-write left in ``directory``; returns them.
+
+    ``kill -9`` lets no ``finally`` run, so the half-written ``.NAME.XXXX.tmp`` stays beside the
+    whole file it was meant to replace. Whoever resumes the work in that folder calls this first.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for leftover in directory.glob(".*.tmp"):
+        try:
+            leftover.unlink()
+            removed.append(leftover)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    """Numbers from numpy and torch, tuples and paths, written as plain JSON."""
+    if hasattr(obj, "tolist"):  # before .item(): arrays of more than one element have both
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,50 @@
+"""Where kdviz reads and writes, in one place, each overridable by an environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The project's root (the folder holding ``app.py``): ``assets/`` and the ``../shared`` default hang off it.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def home() -> Path:
+    """The workspace: one folder per run. ``KDVIZ_HOME``, default ``./runs``."""
+    return Path(os.environ.get("KDVIZ_HOME", "runs")).expanduser().resolve()
+
+
+def data_root() -> Path:
+    """Where data sets such as CIFAR-10 are looked for.
+
+    ``KDVIZ_DATA`` when set; otherwise ``../shared/data`` beside the project when it exists
+    (the layout of this project's machines); otherwise ``~/.kdviz/data`` (where downloads go).
+    """
+    env = os.environ.get("KDVIZ_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return Path("~/.kdviz/data").expanduser()
+
+
+def cache_dir() -> Path:
+    """Decoded-image arrays and other derived files. ``KDVIZ_CACHE``, default ``~/.cache/kdviz``."""
+    env = os.environ.get("KDVIZ_CACHE")
+    return Path(env).expanduser().resolve() if env else Path("~/.cache/kdviz").expanduser()
+
+
+def assets_dir() -> Path:
+    """Small files shipped with the project: the default checkpoints for the built-in data set."""
+    return PROJECT_ROOT / "assets"
+
+
+def device() -> str:
+    """``KDVIZ_DEVICE`` when set; CUDA where present; the CPU otherwise."""
+    env = os.environ.get("KDVIZ_DEVICE")
+    if env:
+        return env
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

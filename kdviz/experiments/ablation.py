@@ -1,0 +1,653 @@
+"""Ablation studies: the four arms (baseline, KD, IG, KD + IG), each with several seeds, in one folder.
+
+A study folder holds everything it needs and made, so the dashboard and the CLI read the same::
+
+    study.json              configuration, arms, seeds, status of every run (rewritten atomically)
+    teacher/                the teacher, when the study trained or fine-tuned it (a normal run folder)
+    igcache/                the teacher's IG maps of the training images (IG arms only)
+    teacher_predictions.npy the teacher's test-set predictions (for the agreement metric)
+    probe_indices.npy       the fixed test images whose attributions are compared
+    teacher_probe_maps.npy  the teacher's IG maps of them
+    runs/<arm>-s<seed>/     one normal run folder per arm and seed (card, weights, history, resume
+                            state), plus metrics.json and probe_maps.npy once it is finished
+
+Interrupted, a study resumes where it stopped: a run with ``metrics.json`` is never redone, an
+unfinished run resumes from its last finished epoch (kdviz.training's resume), the IG cache from its
+last finished chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attribution import AttributionOptions
+from ..attribution.comparison import compare
+from ..attribution.igcache import IGMapStore
+from ..core import atomic, settings
+from ..core.version import __version__
+from ..data import Dataset, load_dataset
+from ..models import create_model, model_stats
+from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
+from ..models.evaluate import predict, spread_indices
+from ..training import (
+    ARMS,
+    DistillConfig,
+    DistillRequest,
+    distill_run,
+    ensure_ig_cache,
+    load_teacher,
+    subset_dataset,
+)
+from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
+from ..training.workflows import TrainRequest, card_for
+
+STUDY = "study.json"
+METRICS = "metrics.json"
+PROBE_MAPS = "probe_maps.npy"
+AGREEMENT_METRICS = ("spearman", "cosine", "top_k_iou", "ssim")
+
+
+def studies_root() -> Path:
+    """Where studies live: ``<KDVIZ_HOME>/studies`` (the page and the CLI share it)."""
+    return settings.home() / "studies"
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    """Training of the teacher inside a study; ``init_from`` names the weights it was fine-tuned from."""
+
+    init_from: str = ""
+
+
+@dataclass
+class StudyConfig:
+    """What a study compares and how; stored in ``study.json`` and checked when a study resumes."""
+
+    dataset: str = "digits"
+    teacher: str = ""  # checkpoint folder or foreign file; empty: train ``teacher_arch`` from scratch
+    teacher_arch: str | None = None  # for a foreign file, or the architecture to train
+    teacher_arch_kwargs: dict = field(default_factory=dict)
+    teacher_train: dict | None = None  # TrainConfig fields: fine-tune (or train) the teacher in the study
+    student: str = "mnv2_student_4x"
+    student_kwargs: dict = field(default_factory=dict)
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    train: dict = field(default_factory=dict)  # DistillConfig fields shared by every run
+    probe: int = 32  # test images whose IG maps are compared with the teacher's
+    probe_steps: int = 16  # IG steps for those maps
+    test_limit: int | None = None  # final accuracy on N test images spread over the split (all by default)
+    latency_seconds: float = 2.0  # time spent measuring each model's latency (0: not measured)
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(
+                f"unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARMS)}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if not self.teacher and not self.teacher_arch:
+            raise ValueError(
+                "a study needs a teacher: a checkpoint (teacher) or an architecture to train (teacher_arch)"
+            )
+        self.run_config("baseline", self.seeds[0])  # checks the shared training settings now, not mid-study
+
+    def run_config(self, arm: str, seed: int) -> DistillConfig:
+        known = {f.name for f in fields(DistillConfig)}
+        bad = sorted(set(self.train) - known)
+        if bad:
+            raise ValueError(f"unknown training setting(s): {', '.join(bad)}")
+        return DistillConfig(**{**self.train, "arm": arm, "seed": seed})
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # plain JSON types, so a stored config compares equal
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> StudyConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def run_name(arm: str, seed: int) -> str:
+    """A folder name for an arm and seed (``kd+ig`` → ``kd-ig-s0``)."""
+    return f"{arm.replace('+', '-')}-s{seed}"
+
+
+@dataclass
+class StudyEvent:
+    """What a study reports while it works: for a progress bar and live curves."""
+
+    stage: str  # "teacher", "igcache", "reference", "run", "metrics", "done", "stopped"
+    message: str
+    fraction: float
+    run: str | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class StudyError(Exception):
+    """A study that cannot start or resume as asked; the message says why."""
+
+
+# ---------------------------------------------------------------------------------- running
+
+
+def _write_state(folder: Path, state: dict) -> None:
+    state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic.write_json(folder / STUDY, state)
+
+
+def open_or_create(folder: str | Path, config: StudyConfig | None) -> tuple[Path, StudyConfig, dict]:
+    """Load the study in ``folder``, or start one with ``config``; a different config is refused."""
+    folder = Path(folder)
+    atomic.remove_leftovers(folder)  # a study killed while writing study.json left its temporary file
+    if (folder / STUDY).is_file():
+        state = json.loads((folder / STUDY).read_text())
+        stored = StudyConfig.from_dict(state["config"])
+        if config is not None and config.as_dict() != stored.as_dict():
+            diff = [k for k, v in config.as_dict().items() if state["config"].get(k) != v]
+            raise StudyError(
+                f"{folder} holds a study with other settings ({', '.join(diff)}); "
+                "choose another name or delete it"
+            )
+        return folder, stored, state
+    if config is None:
+        raise StudyError(f"no study in {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "config": config.as_dict(),
+        "status": "created",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "kdviz_version": __version__,
+        "runs": [
+            {"name": run_name(a, s), "arm": a, "seed": s, "status": "pending"}
+            for s in config.seeds
+            for a in config.arms
+        ],
+    }
+    _write_state(folder, state)
+    return folder, config, state
+
+
+def prepare_teacher(
+    folder: Path,
+    config: StudyConfig,
+    data: Dataset,
+    *,
+    callback: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+) -> LoadedModel | None:
+    """The study's teacher: the given checkpoint, or one trained or fine-tuned into ``folder/teacher``.
+
+    Returns None when stopped before the teacher was finished (it resumes next time).
+    """
+    if not config.teacher_train:
+        return load_teacher(config.teacher, data, config.teacher_arch)
+    tdir = folder / "teacher"
+    if (tdir / CARD).is_file() and json.loads((tdir / CARD).read_text()).get("metrics", {}).get("complete"):
+        return load_checkpoint(tdir)
+    tcfg = TeacherConfig(**{**config.teacher_train, "init_from": config.teacher})
+    if config.teacher:
+        base = load_teacher(config.teacher, data, config.teacher_arch)
+        model, arch, kwargs = base.model, base.card.arch, dict(base.card.arch_kwargs)
+    else:
+        torch.manual_seed(tcfg.seed)
+        assert config.teacher_arch is not None  # StudyConfig asks for a teacher or an architecture
+        arch, kwargs = config.teacher_arch, dict(config.teacher_arch_kwargs)
+        model = create_model(arch, num_classes=data.num_classes, **kwargs)
+    card = card_for(
+        TrainRequest(
+            name="teacher", arch=arch, dataset=data.source, arch_kwargs=kwargs, role="teacher", config=tcfg
+        ),
+        data,
+        model,
+    )
+    result = train(
+        model, data, tcfg, run_dir=tdir, card=card, callback=callback, should_stop=should_stop, device=device
+    )
+    return None if result.stopped else load_checkpoint(tdir)
+
+
+def prepare_inputs(
+    folder: Path,
+    config: StudyConfig,
+    *,
+    data: Dataset | None = None,
+    report: Callable[[StudyEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+) -> tuple[LoadedModel, Dataset, Dataset, IGMapStore | None] | None:
+    """Teacher, full data, training data (the subset) and IG cache of a study or a search (None: stopped)."""
+    report = report or (lambda e: None)
+    data = data or load_dataset(config.dataset)
+
+    def teacher_event(e: TrainEvent) -> None:
+        report(
+            StudyEvent(
+                "teacher",
+                f"teacher: epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                0.0,
+                "teacher",
+                list(e.history),
+            )
+        )
+
+    report(StudyEvent("teacher", "preparing the teacher…", 0.0))
+    teacher = prepare_teacher(
+        folder, config, data, callback=teacher_event, should_stop=should_stop, device=device
+    )
+    if teacher is None:
+        return None
+    shared = config.run_config(config.arms[0], config.seeds[0])
+    train_data = subset_dataset(data, shared.subset, shared.subset_seed)
+    store = None
+    if any(DistillConfig(arm=a).uses_ig for a in config.arms):
+
+        def ig_progress(done: int, total: int, rate: float) -> None:
+            report(StudyEvent("igcache", f"teacher IG maps: {done}/{total} ({rate:.0f} images/s)", 0.0))
+
+        store = ensure_ig_cache(
+            teacher,
+            train_data,
+            folder / "igcache",
+            steps=shared.ig_steps,
+            progress=ig_progress,
+            should_stop=should_stop,
+        )
+        if not store.complete:
+            return None
+    return teacher, data, train_data, store
+
+
+def _reference(
+    folder: Path, config: StudyConfig, state: dict, teacher: LoadedModel, data: Dataset, device: str
+) -> np.ndarray:
+    """Teacher predictions, probe images and model costs: computed once per study, then read."""
+    pred_file = folder / "teacher_predictions.npy"
+    if pred_file.is_file():
+        return np.load(pred_file, allow_pickle=False)
+    preds = predict(
+        teacher.model,
+        data.test,
+        mean=teacher.card.mean,
+        std=teacher.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
+    student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
+    t_stats, s_stats = model_stats(teacher.model, data.image_size), model_stats(student, data.image_size)
+    state["teacher"] = {
+        "path": str(teacher.path),
+        "arch": teacher.card.arch,
+        "test_accuracy": preds.accuracy,
+        **t_stats.as_dict(),
+    }
+    state["student"] = {"arch": config.student, "arch_kwargs": config.student_kwargs, **s_stats.as_dict()}
+    state["compression"] = t_stats.params / max(s_stats.params, 1)
+    if config.latency_seconds > 0:
+        from ..bench.latency import eager
+
+        kw: dict[str, Any] = dict(warmup=2, repeats=30, max_seconds=config.latency_seconds)
+        t_ms = eager(teacher.model, "teacher", image_size=data.image_size, **kw).median_ms
+        s_ms = eager(student, "student", image_size=data.image_size, **kw).median_ms
+        state["teacher"]["latency_ms"], state["student"]["latency_ms"] = t_ms, s_ms
+        teacher.model.to(device)
+    atomic_save_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
+    _write_state(folder, state)
+    atomic_save_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
+    return preds.predicted
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+
+
+def evaluate_run(
+    folder: Path,
+    run_dir: Path,
+    config: StudyConfig,
+    teacher: LoadedModel,
+    data: Dataset,
+    teacher_pred: np.ndarray,
+    device: str = "cpu",
+) -> dict:
+    """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
+    student = load_checkpoint(run_dir, map_location=device)
+    preds = predict(
+        student.model,
+        data.test,
+        mean=student.card.mean,
+        std=student.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
+    probe = np.load(folder / "probe_indices.npy", allow_pickle=False)
+    options = AttributionOptions(method="ig", steps=config.probe_steps, target="true")
+    student.model.cpu()
+    teacher.model.cpu()
+    cmp = compare(teacher, student, data.test, probe, options)
+    teacher.model.to(device)
+    t_maps = folder / "teacher_probe_maps.npy"
+    if not t_maps.is_file():
+        atomic_save_npy(t_maps, cmp.teacher_maps.astype(np.float32))
+    atomic_save_npy(run_dir / PROBE_MAPS, cmp.student_maps.astype(np.float32))
+    history = read_history(run_dir)
+    card = student.card
+    metrics = {
+        "arm": card.train_config.get("arm"),
+        "seed": card.train_config.get("seed"),
+        "test_accuracy": preds.accuracy,
+        "test_images": int(len(preds.labels)),
+        "teacher_agreement": float((preds.predicted == teacher_pred).mean()),
+        "attribution": {k: float(np.nanmean(v)) for k, v in cmp.agreement.items()},
+        "attribution_per_image": {k: [float(x) for x in v] for k, v in cmp.agreement.items()},
+        "probe_predictions": [int(p) for p in cmp.student_pred],
+        "epochs": len(history),
+        "train_seconds": sum(r.seconds for r in history),
+        "params": card.stats.get("params"),
+        "macs": card.stats.get("macs"),
+    }
+    atomic.write_json(run_dir / METRICS, metrics)
+    return metrics
+
+
+def run_study(
+    folder: str | Path,
+    config: StudyConfig | None = None,
+    *,
+    data: Dataset | None = None,
+    report: Callable[[StudyEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+) -> StudyView:
+    """Run (or resume) the study in ``folder``; returns what it holds when it ends or is stopped."""
+    folder, config, state = open_or_create(folder, config)
+    report = report or (lambda e: None)
+    stop = should_stop or (lambda: False)
+    state["status"] = "running"
+    _write_state(folder, state)
+    try:
+        prepared = prepare_inputs(folder, config, data=data, report=report, should_stop=stop, device=device)
+        if prepared is None:
+            return _stopped(folder, state, report)
+        teacher, data, train_data, store = prepared
+        state["subset_size"] = len(train_data.train)
+        if store is not None:
+            state["ig_cache"] = str(store.folder)
+        report(StudyEvent("reference", "teacher predictions, probe images, latency…", 0.0))
+        teacher_pred = _reference(folder, config, state, teacher, data, device)
+        runs = state["runs"]
+        for i, entry in enumerate(runs):
+            run_dir = folder / "runs" / entry["name"]
+            if (run_dir / METRICS).is_file():
+                entry["status"] = "done"
+                continue
+            entry["status"] = "running"
+            _write_state(folder, state)
+
+            def on_event(e: TrainEvent, i: int = i, name: str = entry["name"]) -> None:
+                report(
+                    StudyEvent(
+                        "run",
+                        f"{name} ({i + 1}/{len(runs)}): epoch {e.epoch}/{e.epochs}, step {e.step}/{e.steps}",
+                        (i + e.fraction) / len(runs),
+                        name,
+                        list(e.history),
+                    )
+                )
+
+            cfg = config.run_config(entry["arm"], entry["seed"])
+            cfg.teacher = str(teacher.path)
+            cfg.ig_cache = str(store.folder) if (store is not None and cfg.uses_ig) else ""
+            request = DistillRequest(
+                name=entry["name"],
+                arch=config.student,
+                dataset=config.dataset,
+                arch_kwargs=dict(config.student_kwargs),
+                config=cfg,
+            )
+            _, result = distill_run(
+                request,
+                teacher,
+                train_data,
+                run_dir,
+                store=store,
+                callback=on_event,
+                should_stop=stop,
+                device=device,
+            )
+            if result.stopped:
+                entry["status"] = "stopped"
+                return _stopped(folder, state, report)
+            report(
+                StudyEvent(
+                    "metrics",
+                    f"{entry['name']}: accuracy and attribution agreement…",
+                    (i + 1) / len(runs),
+                    entry["name"],
+                )
+            )
+            evaluate_run(folder, run_dir, config, teacher, data, teacher_pred, device)
+            entry["status"] = "done"
+            _write_state(folder, state)
+            if stop():
+                return _stopped(folder, state, report)
+    except BaseException as exc:
+        state["status"], state["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        _write_state(folder, state)
+        raise
+    state["status"] = "done"
+    state.pop("error", None)
+    _write_state(folder, state)
+    report(StudyEvent("done", "study finished", 1.0))
+    return load_study(folder)
+
+
+def _stopped(folder: Path, state: dict, report: Callable[[StudyEvent], None]) -> StudyView:
+    state["status"] = "stopped"
+    _write_state(folder, state)
+    report(
+        StudyEvent(
+            "stopped",
+            "stopped; run it again to resume",
+            sum(r["status"] == "done" for r in state["runs"]) / len(state["runs"]),
+        )
+    )
+    return load_study(folder)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RunView:
+    name: str
+    arm: str
+    seed: int
+    folder: Path
+    status: str
+    metrics: dict | None
+    history: list[EpochRecord]
+
+
+@dataclass
+class StudyView:
+    """A study folder as read from disk (finished or not): what the page and the CLI show."""
+
+    folder: Path
+    config: StudyConfig
+    state: dict
+    runs: list[RunView]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def status(self) -> str:
+        return self.state.get("status", "?")
+
+    @property
+    def finished_runs(self) -> int:
+        return sum(r.metrics is not None for r in self.runs)
+
+    def probe(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The probe images' indices into the test split and the teacher's maps of them (None before)."""
+        idx, maps = self.folder / "probe_indices.npy", self.folder / "teacher_probe_maps.npy"
+        if not (idx.is_file() and maps.is_file()):
+            return None
+        return np.load(idx, allow_pickle=False), np.load(maps, allow_pickle=False)
+
+    def probe_maps(self, run: RunView) -> np.ndarray | None:
+        path = run.folder / PROBE_MAPS
+        return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def load_study(folder: str | Path) -> StudyView:
+    folder = Path(folder)
+    if not (folder / STUDY).is_file():
+        raise StudyError(f"{folder} is not a study folder (no {STUDY})")
+    try:
+        state = json.loads((folder / STUDY).read_text())
+        config = StudyConfig.from_dict(state["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StudyError(f"{folder / STUDY} cannot be read ({exc})") from None
+    runs = []
+    for entry in state.get("runs", []):
+        run_dir = folder / "runs" / entry["name"]
+        metrics = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else None
+        status = "done" if metrics is not None else entry.get("status", "pending")
+        runs.append(
+            RunView(
+                entry["name"],
+                entry["arm"],
+                int(entry["seed"]),
+                run_dir,
+                status,
+                metrics,
+                read_history(run_dir),
+            )
+        )
+    return StudyView(folder, config, state, runs)
+
+
+def list_studies(root: str | Path | None = None) -> list[StudyView]:
+    """The readable studies under ``root`` (default :func:`studies_root`), newest first."""
+    root = Path(root) if root is not None else studies_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if (path / STUDY).is_file():
+            try:
+                found.append(load_study(path))
+            except StudyError:
+                continue
+    return sorted(found, key=lambda s: (s.folder / STUDY).stat().st_mtime, reverse=True)
+
+
+# ---------------------------------------------------------------------------------- the table
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's t-test p-value of two arms' accuracies (NaN with fewer than two seeds, or no spread)."""
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-identical seeds: the p-value is still defined
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarise(study: StudyView) -> list[dict]:
+    """One row per arm: accuracy mean ± std over seeds, change against the baseline and its p-value
+    (Welch's t-test), share of the teacher's accuracy kept, agreement with the teacher, cost."""
+    teacher = study.state.get("teacher", {})
+    student = study.state.get("student", {})
+    by_arm = {arm: [r.metrics for r in study.runs if r.arm == arm and r.metrics] for arm in study.config.arms}
+    base = [m["test_accuracy"] for m in by_arm.get("baseline", [])]
+    rows = []
+    for arm, done in by_arm.items():
+        acc = [m["test_accuracy"] for m in done]
+        mean, std = _mean_std(acc)
+        row = {
+            "arm": arm,
+            "what": ARMS[arm],
+            "seeds done": len(done),
+            "of": len(study.config.seeds),
+            "accuracy": mean,
+            "accuracy std": std,
+        }
+        if base and arm != "baseline" and acc:
+            row["Δ vs baseline"] = mean - float(np.mean(base))
+            row["p vs baseline"] = _welch_p(acc, base)
+        else:
+            row["Δ vs baseline"], row["p vs baseline"] = (
+                (0.0 if arm == "baseline" and acc else float("nan")),
+                float("nan"),
+            )
+        t_acc = teacher.get("test_accuracy")
+        row["teacher's accuracy kept"] = mean / t_acc if t_acc and acc else float("nan")
+        row["agreement with teacher"], row["agreement std"] = _mean_std(
+            [m["teacher_agreement"] for m in done]
+        )
+        for k in AGREEMENT_METRICS:
+            row[f"IG {k}"] = _mean_std([m["attribution"][k] for m in done])[0]
+        row["compression ×"] = study.state.get("compression", float("nan"))
+        row["latency ms"] = student.get("latency_ms", float("nan"))
+        row["speed-up ×"] = (
+            teacher["latency_ms"] / student["latency_ms"]
+            if teacher.get("latency_ms") and student.get("latency_ms")
+            else float("nan")
+        )
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The summary as a Markdown table (for docs/results.md and the CLI)."""
+
+    def num(v: float, fmt: str, scale: float = 1.0) -> str:
+        return "–" if v is None or v != v else format(scale * v, fmt)
+
+    head = (
+        "| arm | seeds | accuracy % (mean ± std) | Δ vs baseline (points) | p (Welch) "
+        "| teacher's accuracy kept % | agreement with teacher % | IG Spearman with teacher "
+        "| compression × | latency ms (batch 1) |"
+    )
+    lines = [head, "|" + " --- |" * 10]
+    for r in rows:
+        cells = [
+            r["arm"],
+            f"{r['seeds done']}/{r['of']}",
+            f"{num(r['accuracy'], '.2f', 100)} ± {num(r['accuracy std'], '.2f', 100)}",
+            num(r["Δ vs baseline"], "+.2f", 100),
+            num(r["p vs baseline"], ".3f"),
+            num(r["teacher's accuracy kept"], ".2f", 100),
+            num(r["agreement with teacher"], ".2f", 100),
+            num(r["IG spearman"], ".3f"),
+            num(r["compression ×"], ".2f"),
+            num(r["latency ms"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

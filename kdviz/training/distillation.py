@@ -1,0 +1,206 @@
+"""One distilled student: :func:`distill_run` trains it into a folder, :func:`distill_student` is the
+whole workflow (subset, the teacher's IG cache, the run in the workspace) that ``python -m kdviz
+distill`` runs and a page can run the same way.
+
+A distilled student is an ordinary :func:`kdviz.training.train` call with two hooks: an objective
+that adds the teacher's softened outputs to the cross-entropy (Hinton et al. 2015,
+:mod:`.losses`), and a batch source that lays the teacher's precomputed IG maps onto some training
+images (the paper's augmentation, :mod:`.ig_overlay`; :mod:`.batches`). Everything else (schedule,
+resume, atomic saving, progress, stop) is train()'s. The four arms of the paper's ablation are the
+four combinations of the two. The teacher sees exactly the view the student sees, overlay
+included, in eval mode and without gradients.
+
+Under ``torchrun`` every rank takes its own shard of each epoch's shuffled indices, gradients are
+averaged by DistributedDataParallel (:mod:`.ddp`), and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..attribution.igcache import IGCacheError, IGMapStore
+from ..data.base import Dataset
+from ..models import create_model
+from ..models.checkpoints import LoadedModel
+from . import ddp
+from .arms import DistillConfig
+from .batches import distill_batches, holdout_split, subset_dataset
+from .ddp import DistContext
+from .loop import TrainEvent, TrainResult, train, train_indices
+from .losses import distill_objective
+from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
+from .workflows import TrainRequest, card_for
+from .workspace import Workspace
+
+
+@dataclass
+class DistillRequest:
+    """A student to distil: its name, architecture, data set and configuration."""
+
+    name: str
+    arch: str
+    dataset: str = "digits"
+    arch_kwargs: dict = field(default_factory=dict)
+    config: DistillConfig = field(default_factory=DistillConfig)
+
+
+def distill_run(
+    request: DistillRequest,
+    teacher: LoadedModel,
+    data: Dataset,
+    run_dir: str | Path,
+    *,
+    store: IGMapStore | None = None,
+    callback: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+    ctx: DistContext | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Train one student of ``request``'s arm into ``run_dir`` (resumed if it holds a finished epoch).
+
+    ``data`` is the data set already cut to ``config.subset`` (see :func:`subset_dataset`); IG arms
+    need ``store``, the teacher's IG cache of exactly its training images.
+    """
+    cfg, ctx = request.config, ctx or DistContext()
+    if cfg.uses_ig:
+        if store is None:
+            raise ValueError(
+                f"the {cfg.arm} arm needs the teacher's IG cache "
+                "(make one with `python -m kdviz ig-precompute`)"
+            )
+        if len(store) != len(data.train):
+            raise IGCacheError(
+                f"the IG cache holds {len(store)} maps but training uses {len(data.train)} images"
+            )
+    data, store_index = holdout_split(data, cfg.holdout)
+    cfg.world_size = ctx.world
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
+    model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs).to(device)
+    card = card_for(
+        TrainRequest(
+            name=request.name,
+            arch=request.arch,
+            dataset=data.source,
+            arch_kwargs=request.arch_kwargs,
+            role="student",
+            config=cfg,
+            teacher=cfg.teacher or str(teacher.path),
+        ),
+        data,
+        model,
+    )
+    teacher.model.to(device)
+    forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
+    objective = distill_objective(
+        cfg, teacher_view(teacher, data.mean, data.std) if cfg.uses_kd else None, forward
+    )
+    batches = distill_batches(
+        data.train,
+        cfg,
+        mean=data.mean,
+        std=data.std,
+        indices=train_indices(len(data.train), cfg),
+        store=store if cfg.uses_ig else None,
+        store_index=store_index,
+        rank=ctx.rank,
+        world=ctx.world,
+        device=device,
+    )
+    result = train(
+        model,
+        data,
+        cfg,
+        run_dir=run_dir,
+        card=card,
+        objective=objective,
+        batches=batches,
+        callback=callback if ctx.is_writer else None,
+        should_stop=ddp.synced_stop(should_stop, ctx, device),
+        device=device,
+        resume=resume,
+        write=ctx.is_writer,
+    )
+    return model, result
+
+
+@dataclass
+class DistillOutcome:
+    """What :func:`distill_student` did: the run folder, and the student unless it stopped before training."""
+
+    run_dir: Path
+    model: nn.Module | None  # None when stopped while the teacher's IG cache was being made
+    result: TrainResult | None
+    store: IGMapStore | None  # the IG cache the overlays read (IG arms)
+
+    @property
+    def stopped(self) -> bool:
+        return self.result is None or self.result.stopped
+
+
+def distill_student(
+    request: DistillRequest,
+    teacher: LoadedModel,
+    data: Dataset,
+    *,
+    workspace: Workspace | None = None,
+    ig_cache: str | Path | None = None,
+    ig_progress: Callable[[int, int, float], None] | None = None,
+    ig_done: Callable[[IGMapStore], None] | None = None,
+    callback: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+    ctx: DistContext | None = None,
+) -> DistillOutcome:
+    """Distil ``request``'s student from ``teacher`` into the workspace run of its name.
+
+    The counterpart of :func:`kdviz.training.train_run` for students, so the command line and the
+    dashboard distil the same way: the training split is cut to the configuration's subset, the
+    teacher's IG cache of exactly those images is reused or made (IG arms; in ``ig_cache``, else a
+    folder under ``KDVIZ_CACHE/igcache``, with ``ig_progress`` and then ``ig_done`` called), and the
+    student is trained, resumed when its run holds finished epochs (``resume=False`` refuses an
+    existing run). ``data`` is the whole data set; under torchrun ``ctx`` says which rank this is.
+    """
+    cfg, ctx = request.config, ctx or DistContext()
+    workspace = workspace or Workspace()
+    run_dir = workspace.path(request.name)
+    cfg.teacher = str(teacher.path)
+    if ctx.is_writer:
+        workspace.create(request.name, exist_ok=resume)
+    train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
+    store = None
+    if cfg.uses_ig:
+        folder = Path(ig_cache) if ig_cache else default_ig_cache(teacher, train_data, cfg)
+        store = ensure_ig_cache(
+            teacher,
+            train_data,
+            folder,
+            steps=cfg.ig_steps,
+            progress=ig_progress,
+            should_stop=should_stop,
+            ctx=ctx,
+        )
+        if ig_done is not None:
+            ig_done(store)
+        if not store.complete:
+            return DistillOutcome(run_dir, None, None, store)
+        cfg.ig_cache = str(store.folder)
+    model, result = distill_run(
+        request,
+        teacher,
+        train_data,
+        run_dir,
+        store=store,
+        callback=callback,
+        should_stop=should_stop,
+        device=device,
+        resume=resume,
+        ctx=ctx,
+    )
+    return DistillOutcome(run_dir, model, result, store)

@@ -1,0 +1,136 @@
+"""The teacher's side of distillation: loading it, its logits for the KD loss, its IG cache.
+
+The IG cache of a teacher is made once per teacher, data set and subset, reused when finished,
+resumed when not, and refused when it was made by another teacher or for other images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, precompute
+from ..core import settings
+from ..data.base import Dataset
+from ..data.loader import denormalize, normalize
+from ..models.checkpoints import LoadedModel, load_any
+from ..models.fingerprint import model_fingerprint
+from ..models.speedups import fused_for_inference
+from .arms import DistillConfig
+from .ddp import DistContext
+
+
+def load_teacher(path: str | Path, data: Dataset, arch: str | None = None) -> LoadedModel:
+    """A teacher checkpoint, or a foreign file loaded into ``arch`` with the data set's normalisation."""
+    loaded = load_any(path, arch, num_classes=data.num_classes)
+    if loaded.card.num_classes != data.num_classes:
+        raise ValueError(
+            f"the teacher {path} predicts {loaded.card.num_classes} classes "
+            f"but {data.name} has {data.num_classes}"
+        )
+    if loaded.card.source_file is not None:  # a foreign file knows no normalisation: the data set's
+        loaded.card.mean, loaded.card.std = list(data.mean), list(data.std)
+        loaded.card.dataset, loaded.card.class_names = data.source, list(data.class_names)
+    return loaded
+
+
+def teacher_view(
+    teacher: LoadedModel, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teacher's logits for a batch normalised with ``mean``/``std`` (re-normalised when its own differ).
+
+    The teacher only runs forward, so it runs fused and channels-last (:mod:`kdviz.models.speedups`): its
+    pass is most of a KD step's extra cost. Its parameters are the checkpoint's, untouched.
+    """
+    device = next(iter(teacher.model.parameters()), torch.empty(0)).device
+    size = teacher.card.image_size
+    example = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    model = fused_for_inference(
+        teacher.model.eval().requires_grad_(False), example
+    )  # about 0.25 s, once per run
+    same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and list(
+        map(float, teacher.card.std)
+    ) == list(map(float, std))
+
+    @torch.no_grad()
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        if not same:
+            x = normalize(denormalize(x, mean, std), teacher.card.mean, teacher.card.std)
+        return model(x)
+
+    return logits
+
+
+def ensure_ig_cache(
+    teacher: LoadedModel,
+    data: Dataset,
+    folder: str | Path,
+    *,
+    steps: int = 32,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    ctx: DistContext | None = None,
+) -> IGMapStore:
+    """The teacher's IG cache of ``data``'s training split in ``folder``: reused when finished, else
+    made or resumed.
+
+    A cache made by another teacher, or for other images, is refused with a message, never used.
+    Under torchrun (``ctx``) the ranks share the work, each taking every ``world``-th image.
+    """
+    ctx = ctx or DistContext()
+    folder = Path(folder)
+    rule, baseline = "gausslegendre", "zero"
+    if (folder / INDEX).is_file():
+        store = IGMapStore(folder)
+        if (
+            store.spec.n != len(data.train)
+            or store.spec.dataset != data.source
+            or store.spec.split != "train"
+        ):
+            raise IGCacheError(
+                f"{folder} holds {store.spec.n} maps of {store.spec.dataset}/{store.spec.split}, but "
+                f"training uses {len(data.train)} images of {data.source}/train"
+            )
+        if store.spec.teacher != model_fingerprint(teacher.model):
+            raise IGCacheError(
+                f"{folder} was made with another teacher ({store.spec.teacher_name}); choose another folder"
+            )
+        if store.complete:
+            return store
+        steps, rule, baseline = (
+            store.spec.steps,
+            store.spec.rule,
+            store.spec.baseline,
+        )  # finish it as it was begun
+    return precompute(
+        teacher.model,
+        data,
+        folder,
+        mean=teacher.card.mean,
+        std=teacher.card.std,
+        split="train",
+        steps=steps,
+        rule=rule,
+        baseline=baseline,
+        teacher_name=teacher.card.name or str(teacher.path),
+        progress=progress,
+        should_stop=should_stop,
+        rank=ctx.rank,
+        world=ctx.world,
+        barrier=ctx.barrier,
+    )
+
+
+def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) -> Path:
+    """A cache folder under ``KDVIZ_CACHE/igcache`` named by teacher, data and subset: made once, reused."""
+    import re
+
+    source = re.sub(r"[^A-Za-z0-9._-]+", "-", data.source).strip("-")[-40:]
+    part = f"subset{cfg.subset}-{cfg.subset_seed}" if cfg.subset else "all"
+    return (
+        settings.cache_dir()
+        / "igcache"
+        / f"{model_fingerprint(teacher.model)[:16]}-{source}-{part}-{cfg.ig_steps}steps"
+    )

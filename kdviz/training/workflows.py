@@ -1,0 +1,163 @@
+"""Named recipes shared by the CLI and the dashboard: default models per data set, and
+``train_run`` which turns a request into a finished run folder, the same way from both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import Dataset, load_dataset
+from ..models import create_model, model_stats
+from ..models.checkpoints import ModelCard
+from .loop import TrainConfig, TrainEvent, TrainResult, train
+from .workspace import Workspace
+
+#: airbench's learning rate per example of a batch (11.5 per 1024 examples, divided by Nesterov
+#: momentum 0.85's step gain 1 + 1/(1 - 0.85)) for a mean loss; and its weight decay, which then
+#: needs no scaling with the batch.
+FAST_LR_PER_EXAMPLE = 11.5 / (1024 * (1 + 1 / (1 - 0.85)))
+FAST_WEIGHT_DECAY = 0.0153 / 11.5
+
+#: the techniques of the fast recipe and the TrainConfig values that switch each one off
+FAST_TECHNIQUES: dict[str, dict] = {
+    "whiten": {"whiten": False},
+    "lookahead": {"lookahead": False},
+    "label_smoothing": {"label_smoothing": 0.0},
+    "alternate_flip": {"flip_mode": "random"},
+    "translate": {"crop_padding": 0},
+    "bias_lr": {"bias_lr_scale": 1.0},
+    "triangle": {"schedule": "cosine"},
+}
+
+
+def fast_config(epochs: int = 10, batch_size: int = 1024, *, precision: str = "float32",
+                off: tuple[str, ...] = (), **overrides) -> TrainConfig:
+    """The fast CPU recipe (after airbench94): a ~94 %-in-10-epochs schedule for the airnet family.
+
+    Nesterov SGD at batch 1024 with a triangular learning rate, label smoothing 0.2, a whitened
+    and frozen stem (its bias trained 3 epochs), look-ahead weight averaging, batch-norm biases at
+    64× the learning rate, reflect-padded 2-px translations with alternating flips, and test-time
+    augmentation measured at the end. ``off`` names techniques (of :data:`FAST_TECHNIQUES`) to
+    switch off; ``overrides`` sets any other field.
+    """
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=FAST_LR_PER_EXAMPLE * batch_size,
+        momentum=0.85, weight_decay=FAST_WEIGHT_DECAY, warmup_epochs=0.0, label_smoothing=0.2,
+        crop_padding=2, hflip=True, schedule="triangle", bias_lr_scale=64.0, lookahead=True,
+        whiten=True, whiten_bias_epochs=3, pad_mode="reflect", flip_mode="alternate",
+        precision=precision, tta=True, recipe="fast",
+    )
+    for name in off:
+        if name not in FAST_TECHNIQUES:
+            raise ValueError(f"unknown technique {name!r}; the fast recipe has {', '.join(FAST_TECHNIQUES)}")
+        overrides = {**FAST_TECHNIQUES[name], **overrides}
+    return TrainConfig(**{**cfg.as_dict(), **overrides})
+
+
+#: The default teacher and student per data set: (architecture, its arguments, training config).
+DEFAULTS: dict[str, dict[str, tuple[str, dict, TrainConfig]]] = {
+    # Half-width MobileNet-V2 on the small built-in set: ≥97 % / ≥95 % in under two minutes on 2 cores.
+    # No flips: a mirrored digit is another glyph.
+    "digits": {
+        "teacher": ("mobilenetv2_cifar", {"width_mult": 0.5}, TrainConfig(epochs=10, lr=0.05, hflip=False)),
+        "student": ("mnv2_student_4x", {"width_mult": 0.5}, TrainConfig(epochs=8, lr=0.05, hflip=False)),
+    },
+    # The paper's pair: teacher and the cut-by-5 student (4.12× fewer parameters).
+    "cifar10": {
+        "teacher": ("mobilenetv2_cifar", {}, TrainConfig(epochs=100, lr=0.05, batch_size=128)),
+        "student": ("mnv2_student_4x", {}, TrainConfig(epochs=100, lr=0.05, batch_size=128)),
+    },
+}
+
+
+def defaults_for(source: str, role: str) -> tuple[str, dict, TrainConfig]:
+    key = "cifar10" if source.startswith("cifar10") else "digits" if source == "digits" else "cifar10"
+    arch, kwargs, cfg = DEFAULTS[key][role]
+    return arch, dict(kwargs), TrainConfig(**asdict(cfg))
+
+
+@dataclass
+class TrainRequest:
+    """Everything that defines a training run; stored in the card so the run can be redone."""
+
+    name: str
+    arch: str
+    dataset: str = "digits"
+    arch_kwargs: dict = field(default_factory=dict)
+    role: str = "teacher"
+    config: TrainConfig = field(default_factory=TrainConfig)
+    teacher: str | None = None  # recorded in the card (distillation fills it)
+
+
+def card_for(request: TrainRequest, data: Dataset, model: torch.nn.Module) -> ModelCard:
+    return ModelCard(
+        arch=request.arch,
+        arch_kwargs=request.arch_kwargs,
+        num_classes=data.num_classes,
+        class_names=list(data.class_names),
+        dataset=data.source,
+        image_size=data.image_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        role=request.role,
+        teacher=request.teacher,
+        stats=model_stats(model, data.image_size).as_dict(),
+        name=request.name,
+        train_config=request.config.as_dict(),
+    )
+
+
+def train_run(
+    request: TrainRequest,
+    *,
+    workspace: Workspace | None = None,
+    data: Dataset | None = None,
+    callback: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+) -> tuple[Path, TrainResult]:
+    """Train ``request`` into the workspace folder of its name; an existing folder is resumed."""
+    workspace = workspace or Workspace()
+    data = data or load_dataset(request.dataset)
+    run_dir = workspace.create(request.name, exist_ok=resume)
+    torch.manual_seed(request.config.seed)  # the initial weights are part of what the seed fixes
+    model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs)
+    card = card_for(request, data, model)
+    result = train(model, data, request.config, run_dir=run_dir, card=card, callback=callback,
+                   should_stop=should_stop, device=device, resume=resume)
+    return run_dir, result
+
+
+
+def import_checkpoint(
+    file: str | Path,
+    arch: str,
+    data: Dataset,
+    name: str,
+    *,
+    workspace: Workspace | None = None,
+    role: str = "model",
+    arch_kwargs: dict | None = None,
+) -> Path:
+    """Turn a foreign weights file into a workspace run with a card (for uploads and the CLI).
+
+    The file is read safely (see :func:`kdviz.checkpoints.read_state_dict`); the card records the
+    data set's classes and normalisation, and where the weights came from.
+    """
+    from ..models.checkpoints import load_foreign, save_checkpoint
+
+    workspace = workspace or Workspace()
+    loaded = load_foreign(file, arch, num_classes=data.num_classes, arch_kwargs=arch_kwargs)
+    card = loaded.card
+    card.name, card.role, card.dataset = name, role, data.source
+    card.class_names, card.image_size = list(data.class_names), data.image_size
+    card.mean, card.std = list(data.mean), list(data.std)
+    card.stats = model_stats(loaded.model, data.image_size).as_dict()
+    run_dir = workspace.create(name)
+    save_checkpoint(run_dir, loaded.model, card)
+    return run_dir
