@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, ROOT, machine, write_results  # noqa: E402
-from kdviz.data import load_dataset  # noqa: E402
-from kdviz.training.workflows import FAST_TECHNIQUES, TrainRequest, fast_config, train_run  # noqa: E402
-from kdviz.training.workspace import Workspace  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, machine, write_results
+from kdviz.data import load_dataset
+from kdviz.training.workflows import FAST_TECHNIQUES, TrainRequest, fast_config, train_run
+from kdviz.training.workspace import Workspace
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 
@@ -42,11 +42,18 @@ def figure(results: Path = RESULTS) -> Path:
     for path in sorted(results.glob("fast_recipe_*.json")):
         doc = json.loads(path.read_text())
         rows = doc["rows"]
-        fig.add_scatter(x=[r["train minutes"] for r in rows], y=[100 * r["test accuracy"] for r in rows],
-                        mode="lines+markers", name=doc["machine"].get("label", path.stem))
-    fig.update_layout(title="Fast recipe on CIFAR-10 (JPEG test folder, 10,000 images)",
-                      xaxis_title="training wall time, minutes (evaluation excluded)",
-                      yaxis_title="test accuracy, %", template="plotly_white")
+        fig.add_scatter(
+            x=[r["train minutes"] for r in rows],
+            y=[100 * r["test accuracy"] for r in rows],
+            mode="lines+markers",
+            name=doc["machine"].get("label", path.stem),
+        )
+    fig.update_layout(
+        title="Fast recipe on CIFAR-10 (JPEG test folder, 10,000 images)",
+        xaxis_title="training wall time, minutes (evaluation excluded)",
+        yaxis_title="test accuracy, %",
+        template="plotly_white",
+    )
     out = results / "fast_recipe.html"
     fig.write_html(out, include_plotlyjs="cdn")
     return out
@@ -58,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--off", default="", help=f"techniques to switch off, comma-separated: {', '.join(FAST_TECHNIQUES)}")
+    p.add_argument(
+        "--off", default="", help=f"techniques to switch off, comma-separated: {', '.join(FAST_TECHNIQUES)}"
+    )
     p.add_argument("--train-limit", type=int, default=None, help="train on a fixed subset of N images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", required=True, help="names the results file and the run folder")
@@ -71,16 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     off = tuple(t for t in args.off.split(",") if t)
-    cfg = fast_config(args.epochs, args.batch_size, precision=args.precision, off=off,
-                      train_limit=args.train_limit, seed=args.seed)
+    cfg = fast_config(
+        args.epochs,
+        args.batch_size,
+        precision=args.precision,
+        off=off,
+        train_limit=args.train_limit,
+        seed=args.seed,
+    )
     data = load_dataset(f"cifar10:{CIFAR10}")
     request = TrainRequest(name=f"fast-{args.label}", arch=args.arch, dataset=data.source, config=cfg)
 
     def progress(event) -> None:
         if event.kind == "epoch" and event.record is not None:
             r = event.record
-            print(f"epoch {r.epoch}/{event.epochs}: test {r.test_acc:.4f}  loss {r.train_loss:.3f}  "
-                  f"{r.seconds:.0f} s  {r.images_per_second:.0f} img/s", flush=True)
+            print(
+                f"epoch {r.epoch}/{event.epochs}: test {r.test_acc:.4f}  loss {r.train_loss:.3f}  "
+                f"{r.seconds:.0f} s  {r.images_per_second:.0f} img/s",
+                flush=True,
+            )
 
     t0 = time.perf_counter()
     run_dir, result = train_run(request, workspace=Workspace(args.workspace), data=data, callback=progress)
@@ -89,19 +107,35 @@ def main(argv: list[str] | None = None) -> int:
     rows, total = [], 0.0
     for r in result.history:
         total += r.seconds
-        rows.append({"epoch": r.epoch, "train minutes": round(total / 60, 2), "test accuracy": r.test_acc,
-                     "train loss": round(r.train_loss, 4), "images/s": round(r.images_per_second, 1)})
+        rows.append(
+            {
+                "epoch": r.epoch,
+                "train minutes": round(total / 60, 2),
+                "test accuracy": r.test_acc,
+                "train loss": round(r.train_loss, 4),
+                "images/s": round(r.images_per_second, 1),
+            }
+        )
     metrics = card["metrics"]
     extra = machine() | {
-        "label": args.label, "arch": args.arch, "precision": args.precision, "off": list(off),
-        "epochs": args.epochs, "train_limit": args.train_limit, "seed": args.seed,
-        "test accuracy": metrics.get("test_accuracy"), "test accuracy, TTA": metrics.get("test_accuracy_tta"),
+        "label": args.label,
+        "arch": args.arch,
+        "precision": args.precision,
+        "off": list(off),
+        "epochs": args.epochs,
+        "train_limit": args.train_limit,
+        "seed": args.seed,
+        "test accuracy": metrics.get("test_accuracy"),
+        "test accuracy, TTA": metrics.get("test_accuracy_tta"),
         "train minutes": round(metrics.get("train_seconds", 0.0) / 60, 2),
-        "wall minutes of this call (evaluation included)": round(wall / 60, 2), "run": str(run_dir),
+        "wall minutes of this call (evaluation included)": round(wall / 60, 2),
+        "run": str(run_dir),
     }
     write_results(f"fast_recipe_{args.label}", rows, extra)
-    print(f"final: {metrics.get('test_accuracy'):.4f}, with TTA {metrics.get('test_accuracy_tta')}; "
-          f"{extra['train minutes']} min of training → {figure()}")
+    print(
+        f"final: {metrics.get('test_accuracy'):.4f}, with TTA {metrics.get('test_accuracy_tta')}; "
+        f"{extra['train minutes']} min of training → {figure()}"
+    )
     return 0
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results  # noqa: E402
-from kdviz.data import load_dataset  # noqa: E402
-from kdviz.training.workflows import FAST_TECHNIQUES, TrainRequest, fast_config, train_run  # noqa: E402
-from kdviz.training.workspace import Workspace  # noqa: E402
+from benchmarks.common import ROOT, machine, write_results
+from kdviz.data import load_dataset
+from kdviz.training.workflows import FAST_TECHNIQUES, TrainRequest, fast_config, train_run
+from kdviz.training.workspace import Workspace
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 
@@ -53,16 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         request = TrainRequest(name=name, arch=args.arch, dataset=data.source, config=cfg)
         run_dir, result = train_run(request, workspace=ws, data=data)
         metrics = json.loads((run_dir / "card.json").read_text())["metrics"]
-        rows.append({"variant": label, "precision": precision, "test accuracy": metrics["test_accuracy"],
-                     "TTA accuracy": metrics.get("test_accuracy_tta"),
-                     "train minutes": round(metrics["train_seconds"] / 60, 2)})
+        rows.append(
+            {
+                "variant": label,
+                "precision": precision,
+                "test accuracy": metrics["test_accuracy"],
+                "TTA accuracy": metrics.get("test_accuracy_tta"),
+                "train minutes": round(metrics["train_seconds"] / 60, 2),
+            }
+        )
         print(rows[-1], flush=True)
     whole = rows[0]
     for r in rows:
         r["Δ accuracy, points"] = round(100 * (r["test accuracy"] - whole["test accuracy"]), 2)
         r["time × whole"] = round(r["train minutes"] / whole["train minutes"], 2)
-    write_results("fast_techniques", rows, machine() | {"arch": args.arch, "epochs": args.epochs,
-                                                         "data": "CIFAR-10 JPEG folders, 50,000 / 10,000"})
+    write_results(
+        "fast_techniques",
+        rows,
+        machine()
+        | {"arch": args.arch, "epochs": args.epochs, "data": "CIFAR-10 JPEG folders, 50,000 / 10,000"},
+    )
     return 0
 
 

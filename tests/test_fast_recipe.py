@@ -8,11 +8,11 @@ import torch
 from kdviz.core import machine
 from kdviz.data import load_dataset
 from kdviz.data.loader import Augment, iterate_batches, random_crop_flip
-from kdviz.models.evaluate import predict, tta_logits
 from kdviz.models import create_model, get_spec, list_models, model_stats
 from kdviz.models.airnet import AirNet
-from kdviz.training.workflows import FAST_TECHNIQUES, fast_config
+from kdviz.models.evaluate import predict, tta_logits
 from kdviz.training.loop import Lookahead, TrainConfig, lr_at, make_optimizer, train
+from kdviz.training.workflows import FAST_TECHNIQUES, fast_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,8 +30,15 @@ def digits():
 
 def test_airnet_family_is_registered_with_stated_ratios():
     names = {s.name for s in list_models("airnet")}
-    assert names == {"airnet_cifar", "airnet_student_2x", "airnet_student_4x", "airnet_student_8x",
-                     "airnet_student_16x", "airnet_student_32x", "airnet_student_64x"}
+    assert names == {
+        "airnet_cifar",
+        "airnet_student_2x",
+        "airnet_student_4x",
+        "airnet_student_8x",
+        "airnet_student_16x",
+        "airnet_student_32x",
+        "airnet_student_64x",
+    }
     teacher = model_stats(create_model("airnet_cifar"), 32)
     assert 1.9e6 < teacher.params < 2.05e6  # airbench94's size
     for name in names - {"airnet_cifar"}:
@@ -125,7 +132,9 @@ def test_ema_weights_differ_from_raw_weights(digits):
     b = create_model("airnet_student_64x")
     train(a, digits, fast_config(2, **TINY), write=False)
     train(b, digits, fast_config(2, off=("lookahead",), **TINY), write=False)
-    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert any(
+        not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_alternating_flip_flips_each_image_every_other_epoch():
@@ -194,8 +203,14 @@ def test_bfloat16_run_trains_and_its_card_says_so(digits, tmp_path):
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")
-    card = ModelCard(arch="airnet_student_64x", num_classes=10, class_names=list(digits.class_names),
-                     dataset="digits", mean=list(digits.mean), std=list(digits.std))
+    card = ModelCard(
+        arch="airnet_student_64x",
+        num_classes=10,
+        class_names=list(digits.class_names),
+        dataset="digits",
+        mean=list(digits.mean),
+        std=list(digits.std),
+    )
     train(net, digits, fast_config(1, precision="bfloat16", **TINY), run_dir=tmp_path, card=card)
     saved = read_card(tmp_path)
     assert saved.metrics["precision"] == "bfloat16" and saved.metrics["machine"]["native_bfloat16"]
@@ -225,7 +240,9 @@ def test_fast_recipe_resume_is_bitwise_the_uninterrupted_run(digits, tmp_path):
     resumed, result_resumed = _run(digits, tmp_path / "cut")
     assert result_resumed.resumed_from == 1 and len(result_resumed.history) == 3
     a, b = full.state_dict(), resumed.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed fast-recipe run differs from the uninterrupted one"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "the resumed fast-recipe run differs from the uninterrupted one"
+    )
     assert result_full.history[-1].test_acc == result_resumed.history[-1].test_acc
     again, _ = _run(digits, tmp_path / "again")  # and the same seed gives the same weights
     assert all(torch.equal(a[k], again.state_dict()[k]) for k in a)
@@ -236,8 +253,14 @@ def test_fast_recipe_writes_the_tta_accuracy_beside_the_plain_one(digits, tmp_pa
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")
-    card = ModelCard(arch="airnet_student_64x", num_classes=10, class_names=list(digits.class_names),
-                     dataset="digits", mean=list(digits.mean), std=list(digits.std))
+    card = ModelCard(
+        arch="airnet_student_64x",
+        num_classes=10,
+        class_names=list(digits.class_names),
+        dataset="digits",
+        mean=list(digits.mean),
+        std=list(digits.std),
+    )
     result = train(net, digits, fast_config(2, **TINY), run_dir=tmp_path, card=card)
     metrics = read_card(tmp_path).metrics
     assert metrics["test_accuracy"] == result.history[-1].test_acc  # the plain figure, as every run has
@@ -247,10 +270,30 @@ def test_fast_recipe_writes_the_tta_accuracy_beside_the_plain_one(digits, tmp_pa
 
 def test_iterate_batches_passes_the_epoch_to_the_alternating_flip(digits):
     aug = Augment(crop_padding=0, hflip=True, flip_mode="alternate", seed=0)
-    first = [x for x, _, _ in iterate_batches(digits.train, 16, mean=digits.mean, std=digits.std, augment=aug,
-                                              indices=torch.arange(16).numpy(), epoch=1)][0]
-    second = [x for x, _, _ in iterate_batches(digits.train, 16, mean=digits.mean, std=digits.std, augment=aug,
-                                               indices=torch.arange(16).numpy(), epoch=2)][0]
+    first = [
+        x
+        for x, _, _ in iterate_batches(
+            digits.train,
+            16,
+            mean=digits.mean,
+            std=digits.std,
+            augment=aug,
+            indices=torch.arange(16).numpy(),
+            epoch=1,
+        )
+    ][0]
+    second = [
+        x
+        for x, _, _ in iterate_batches(
+            digits.train,
+            16,
+            mean=digits.mean,
+            std=digits.std,
+            augment=aug,
+            indices=torch.arange(16).numpy(),
+            epoch=2,
+        )
+    ][0]
     assert torch.allclose(first, second.flip(3))
 
 

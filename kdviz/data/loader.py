@@ -135,7 +135,9 @@ def iterate_batches(
     permutes it with ``generator`` so a seeded epoch is reproducible; ``epoch`` drives the
     alternating flip.
     """
-    order = torch.as_tensor(np.arange(len(split)) if indices is None else np.asarray(indices), dtype=torch.long)
+    order = torch.as_tensor(
+        np.arange(len(split)) if indices is None else np.asarray(indices), dtype=torch.long
+    )
     if shuffle:
         order = order[torch.randperm(len(order), generator=generator)]
     images = torch.from_numpy(np.ascontiguousarray(split.images))

@@ -38,17 +38,19 @@ class TunedBatchNorm(nn.BatchNorm2d):
 
 class ConvGroup(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, tuned_bn: bool) -> None:
+        first = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        second = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        for conv in (first, second):
+            _dirac_init(conv)
         super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            first,
             nn.MaxPool2d(2),
             TunedBatchNorm(c_out, tuned_bn),
             nn.GELU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            second,
             TunedBatchNorm(c_out, tuned_bn),
             nn.GELU(),
         )
-        for conv in (self[0], self[4]):
-            _dirac_init(conv)
 
 
 def _dirac_init(conv: nn.Conv2d) -> None:
@@ -71,7 +73,7 @@ class AirNet(nn.Module):
         super().__init__()
         stem_width = 2 * 3 * whiten_kernel**2  # every whitened direction, with both signs
         self.whiten = nn.Conv2d(3, stem_width, whiten_kernel, padding=0, bias=True)
-        nn.init.zeros_(self.whiten.bias)
+        nn.init.zeros_(self._whiten_bias())
         self.act = nn.GELU()
         w1, w2, w3 = widths
         self.layers = nn.Sequential(
@@ -102,17 +104,23 @@ class AirNet(nn.Module):
         filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + eps).view(-1, 1)).view(-1, 3, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight.dtype))
 
+    def _whiten_bias(self) -> torch.Tensor:
+        bias = self.whiten.bias
+        assert bias is not None  # built with bias=True
+        return bias
+
     def set_whitening_trainable(self, weight: bool, bias: bool) -> None:
         """The fast recipe freezes the whitened filters and trains their bias for the first epochs only."""
         self.whiten.weight.requires_grad_(weight)
-        self.whiten.bias.requires_grad_(bias)
+        self._whiten_bias().requires_grad_(bias)
 
 
 def _airnet(num_classes: int, widths: tuple[int, int, int], tuned_bn: bool) -> AirNet:
     return AirNet(num_classes, tuple(int(w) for w in widths), tuned_bn)  # type: ignore[arg-type]
 
 
-@register_model(family="airnet",
+@register_model(
+    family="airnet",
     description="Teacher for fast CPU training: airbench94's network (1.97 M parameters, 3×3 convs)",
 )
 def airnet_cifar(num_classes: int = 10, widths: tuple = TEACHER_WIDTHS, tuned_bn: bool = True) -> nn.Module:
@@ -124,7 +132,8 @@ def airnet_student_2x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module
     return _airnet(num_classes, (48, 176, 176), tuned_bn)
 
 
-@register_model(family="airnet", description="Student: widths 32/128/120, 4.2× fewer parameters (the paper's ratio)"
+@register_model(
+    family="airnet", description="Student: widths 32/128/120, 4.2× fewer parameters (the paper's ratio)"
 )
 def airnet_student_4x(num_classes: int = 10, tuned_bn: bool = True) -> nn.Module:
     return _airnet(num_classes, (32, 128, 120), tuned_bn)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from safetensors.torch import load_file, save_file
 
@@ -65,37 +65,62 @@ def make_assets(
     if not data.source.startswith("cifar10"):
         raise ValueError(f"assets are made for digits or cifar10, not {data.source}")
     machine.check_precision(precision)
-    return _cifar10(data, Path(out), seed, precision, epochs or CIFAR_EPOCHS[precision], workspace or Workspace(),
-                    callback)
+    return _cifar10(
+        data,
+        Path(out),
+        seed,
+        precision,
+        epochs or CIFAR_EPOCHS[precision],
+        workspace or Workspace(),
+        callback,
+    )
 
 
 def _digits(data: Dataset, out: Path, seed: int, callback) -> list[AssetReport]:
     reports = []
+
+    def relay(name: str) -> Callable[[TrainEvent], None] | None:
+        return (lambda event: callback(name, event)) if callback else None
+
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(tmp)
         for role in ("teacher", "student"):
             arch, kwargs, cfg = defaults_for("digits", role)
             cfg.seed = seed
             name = f"digits_{role}"
-            request = TrainRequest(name=name, arch=arch, dataset="digits", arch_kwargs=kwargs, role=role, config=cfg)
-            run_dir, _ = train_run(request, workspace=ws, data=data, resume=False,
-                                   callback=(lambda e, n=name: callback(n, e)) if callback else None)
+            request = TrainRequest(
+                name=name, arch=arch, dataset="digits", arch_kwargs=kwargs, role=role, config=cfg
+            )
+            run_dir, _ = train_run(
+                request,
+                workspace=ws,
+                data=data,
+                resume=False,
+                callback=relay(name),
+            )
             reports.append(_copy(run_dir, out / name, half=False, data=data))
     return reports
 
 
-def _cifar10(data: Dataset, out: Path, seed: int, precision: str, epochs: tuple[int, int], ws: Workspace,
-             callback) -> list[AssetReport]:
+def _cifar10(
+    data: Dataset, out: Path, seed: int, precision: str, epochs: tuple[int, int], ws: Workspace, callback
+) -> list[AssetReport]:
     from .arms import DistillConfig
     from .distillation import DistillRequest, distill_run
     from .teacher import load_teacher
 
     teacher_epochs, student_epochs = epochs
     name = "cifar10_teacher"
-    request = TrainRequest(name=f"assets-{name}", arch=CIFAR_TEACHER, dataset=data.source, role="teacher",
-                           config=fast_config(teacher_epochs, precision=precision, seed=seed))
-    teacher_dir, _ = train_run(request, workspace=ws, data=data,
-                               callback=(lambda e: callback(name, e)) if callback else None)
+    request = TrainRequest(
+        name=f"assets-{name}",
+        arch=CIFAR_TEACHER,
+        dataset=data.source,
+        role="teacher",
+        config=fast_config(teacher_epochs, precision=precision, seed=seed),
+    )
+    teacher_dir, _ = train_run(
+        request, workspace=ws, data=data, callback=(lambda e: callback(name, e)) if callback else None
+    )
     reports = [_copy(teacher_dir, out / name, half=True, data=data)]
 
     name = "cifar10_student"
@@ -103,8 +128,13 @@ def _cifar10(data: Dataset, out: Path, seed: int, precision: str, epochs: tuple[
     cfg = DistillConfig(**{**base, "arm": "kd", **CIFAR_KD, "teacher": f"assets/{reports[0].name}"})
     teacher = load_teacher(teacher_dir, data)
     run_dir = ws.create(f"assets-{name}", exist_ok=True)
-    distill_run(DistillRequest(name=f"assets-{name}", arch=CIFAR_STUDENT, dataset=data.source, config=cfg),
-                teacher, data, run_dir, callback=(lambda e: callback(name, e)) if callback else None)
+    distill_run(
+        DistillRequest(name=f"assets-{name}", arch=CIFAR_STUDENT, dataset=data.source, config=cfg),
+        teacher,
+        data,
+        run_dir,
+        callback=(lambda e: callback(name, e)) if callback else None,
+    )
     reports.append(_copy(run_dir, out / name, half=True, data=data))
     return reports
 
@@ -120,15 +150,20 @@ def _copy(run_dir: Path, target: Path, *, half: bool, data: Dataset) -> AssetRep
     shutil.copy2(run_dir / HISTORY, staging / HISTORY)
     if half:
         state = load_file(str(run_dir / WEIGHTS))
-        save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(staging / WEIGHTS),
-                  metadata={"arch": card["arch"], "stored": "float16"})
+        save_file(
+            {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+            str(staging / WEIGHTS),
+            metadata={"arch": card["arch"], "stored": "float16"},
+        )
         card["metrics"]["stored_dtype"] = "float16"
         atomic.write_json(staging / CARD, card)
         stored = load_checkpoint(staging).model
         acc = predict(stored, data.test, mean=card["mean"], std=card["std"]).accuracy
         trained = card["metrics"]["test_accuracy"]
         if abs(acc - trained) > HALF_TOLERANCE:
-            raise RuntimeError(f"stored in float16, {target.name} scores {acc:.4f} against {trained:.4f}: kept float32")
+            raise RuntimeError(
+                f"stored in float16, {target.name} scores {acc:.4f} against {trained:.4f}: kept float32"
+            )
         card["metrics"]["test_accuracy_stored"] = acc
     else:
         shutil.copy2(run_dir / WEIGHTS, staging / WEIGHTS)
@@ -138,4 +173,6 @@ def _copy(run_dir: Path, target: Path, *, half: bool, data: Dataset) -> AssetRep
         shutil.rmtree(target)
     staging.rename(target)
     m = card["metrics"]
-    return AssetReport(target.name, target, m["test_accuracy"], m.get("test_accuracy_tta"), m.get("train_seconds", 0.0))
+    return AssetReport(
+        target.name, target, m["test_accuracy"], m.get("test_accuracy_tta"), m.get("train_seconds", 0.0)
+    )

@@ -62,7 +62,7 @@ class TrainConfig:
     tta: bool = False  # also measure test-time-augmented accuracy after the last epoch (reported apart)
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "TrainConfig":
+    def from_dict(cls, obj: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
 
@@ -111,8 +111,9 @@ class TrainResult:
 class Objective(Protocol):
     """The loss of one batch; plain cross-entropy here, distillation losses elsewhere."""
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ...
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Objective:
@@ -141,7 +142,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if id(p) not in ids]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-        {"params": special, "weight_decay": 0.0 if scale == 1 else cfg.weight_decay / scale, "lr_scale": scale},
+        {
+            "params": special,
+            "weight_decay": 0.0 if scale == 1 else cfg.weight_decay / scale,
+            "lr_scale": scale,
+        },
     ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -267,14 +272,25 @@ def train(
     steps = num_batches(len(indices), cfg.batch_size)
     total_steps, warmup_steps = cfg.epochs * steps, int(round(cfg.warmup_epochs * steps))
     augment = augment_for(cfg)
-    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                              enabled=cfg.precision == "bfloat16")
+    autocast = torch.autocast(
+        device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"
+    )
 
     if batches is None:
 
         def batches(epoch: int, gen: torch.Generator):
-            return iterate_batches(data.train, cfg.batch_size, mean=data.mean, std=data.std, shuffle=True,
-                                   augment=augment, generator=gen, device=device, indices=indices, epoch=epoch)
+            return iterate_batches(
+                data.train,
+                cfg.batch_size,
+                mean=data.mean,
+                std=data.std,
+                shuffle=True,
+                augment=augment,
+                generator=gen,
+                device=device,
+                indices=indices,
+                epoch=epoch,
+            )
 
     history: list[EpochRecord] = []
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -321,13 +337,22 @@ def train(
         seconds = time.perf_counter() - t0
         test = predict(model, data.test, mean=data.mean, std=data.std, limit=cfg.eval_limit, device=device)
         test_loss = float(F.cross_entropy(torch.from_numpy(test.logits), torch.from_numpy(test.labels)))
-        record = EpochRecord(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), test_loss, test.accuracy,
-                             lr, seconds, seen / max(seconds, 1e-9))
+        record = EpochRecord(
+            epoch,
+            loss_sum / max(seen, 1),
+            correct / max(seen, 1),
+            test_loss,
+            test.accuracy,
+            lr,
+            seconds,
+            seen / max(seconds, 1e-9),
+        )
         history.append(record)
         extra: dict = {}
         if cfg.tta and epoch == cfg.epochs:
-            extra["test_accuracy_tta"] = predict(model, data.test, mean=data.mean, std=data.std,
-                                                 limit=cfg.eval_limit, device=device, tta=True).accuracy
+            extra["test_accuracy_tta"] = predict(
+                model, data.test, mean=data.mean, std=data.std, limit=cfg.eval_limit, device=device, tta=True
+            ).accuracy
         if run_dir is not None and write:
             save_epoch(run_dir, model, optimizer, history, cfg, card, lookahead, extra)
         if callback:
@@ -343,13 +368,21 @@ def train(
 
 
 def save_epoch(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochRecord],
-    cfg: TrainConfig, card: ModelCard | None, lookahead: Lookahead | None = None, extra: dict | None = None,
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: list[EpochRecord],
+    cfg: TrainConfig,
+    card: ModelCard | None,
+    lookahead: Lookahead | None = None,
+    extra: dict | None = None,
 ) -> None:
     """One atomic file holds everything a resume needs; the checkpoint and history follow it."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if lookahead is not None:
-        tensors.update({f"lookahead.{k}": v.detach().cpu().contiguous() for k, v in lookahead.average.items()})
+        tensors.update(
+            {f"lookahead.{k}": v.detach().cpu().contiguous() for k, v in lookahead.average.items()}
+        )
     opt_state = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for pid, state in opt_state["state"].items():

@@ -55,7 +55,11 @@ def distill_objective(
         if not cfg.uses_kd:
             return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
         return kd_loss(
-            logits, teacher(x), y, temperature=cfg.temperature, alpha=cfg.alpha,
+            logits,
+            teacher(x),
+            y,
+            temperature=cfg.temperature,
+            alpha=cfg.alpha,
             label_smoothing=cfg.label_smoothing,
         ), logits
 

@@ -34,8 +34,14 @@ FAST_TECHNIQUES: dict[str, dict] = {
 }
 
 
-def fast_config(epochs: int = 10, batch_size: int = 1024, *, precision: str = "float32",
-                off: tuple[str, ...] = (), **overrides) -> TrainConfig:
+def fast_config(
+    epochs: int = 10,
+    batch_size: int = 1024,
+    *,
+    precision: str = "float32",
+    off: tuple[str, ...] = (),
+    **overrides,
+) -> TrainConfig:
     """The fast CPU recipe (after airbench94): a ~94 %-in-10-epochs schedule for the airnet family.
 
     Nesterov SGD at batch 1024 with a triangular learning rate, label smoothing 0.2, a whitened
@@ -45,11 +51,26 @@ def fast_config(epochs: int = 10, batch_size: int = 1024, *, precision: str = "f
     switch off; ``overrides`` sets any other field.
     """
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=FAST_LR_PER_EXAMPLE * batch_size,
-        momentum=0.85, weight_decay=FAST_WEIGHT_DECAY, warmup_epochs=0.0, label_smoothing=0.2,
-        crop_padding=2, hflip=True, schedule="triangle", bias_lr_scale=64.0, lookahead=True,
-        whiten=True, whiten_bias_epochs=3, pad_mode="reflect", flip_mode="alternate",
-        precision=precision, tta=True, recipe="fast",
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=FAST_LR_PER_EXAMPLE * batch_size,
+        momentum=0.85,
+        weight_decay=FAST_WEIGHT_DECAY,
+        warmup_epochs=0.0,
+        label_smoothing=0.2,
+        crop_padding=2,
+        hflip=True,
+        schedule="triangle",
+        bias_lr_scale=64.0,
+        lookahead=True,
+        whiten=True,
+        whiten_bias_epochs=3,
+        pad_mode="reflect",
+        flip_mode="alternate",
+        precision=precision,
+        tta=True,
+        recipe="fast",
     )
     for name in off:
         if name not in FAST_TECHNIQUES:
@@ -128,10 +149,18 @@ def train_run(
     torch.manual_seed(request.config.seed)  # the initial weights are part of what the seed fixes
     model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs)
     card = card_for(request, data, model)
-    result = train(model, data, request.config, run_dir=run_dir, card=card, callback=callback,
-                   should_stop=should_stop, device=device, resume=resume)
+    result = train(
+        model,
+        data,
+        request.config,
+        run_dir=run_dir,
+        card=card,
+        callback=callback,
+        should_stop=should_stop,
+        device=device,
+        resume=resume,
+    )
     return run_dir, result
-
 
 
 def import_checkpoint(
