@@ -128,6 +128,51 @@ DISTILL_FIELDS = (
 )
 
 
+def add_recipe_settings(s: argparse.ArgumentParser) -> None:
+    """The named recipe and what the fast one adds (precision, techniques switched off)."""
+    s.add_argument(
+        "--recipe",
+        choices=["default", "fast"],
+        default="default",
+        help="default: SGD + cosine (the paper's kind); fast: airbench-style, minutes on a CPU",
+    )
+    s.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        help="float32 (default) or bfloat16 autocast, on CPUs with native bfloat16 instructions",
+    )
+    s.add_argument(
+        "--off",
+        help="fast recipe: techniques to switch off, comma-separated "
+        "(whiten, lookahead, label_smoothing, alternate_flip, translate, bias_lr, triangle)",
+    )
+
+
+def recipe_config(cfg, args: argparse.Namespace):
+    """``cfg`` with the command line's precision and switched-off techniques applied."""
+    from ..training.workflows import FAST_TECHNIQUES
+
+    if args.off:
+        if args.recipe != "fast":
+            raise CLIError("--off switches off techniques of the fast recipe: add --recipe fast")
+        for name in list_arg(args.off) or []:
+            if name not in FAST_TECHNIQUES:
+                raise CLIError(
+                    f"unknown technique {name!r}; the fast recipe has {', '.join(FAST_TECHNIQUES)}"
+                )
+            for key, value in FAST_TECHNIQUES[name].items():
+                setattr(cfg, key, value)
+    if args.precision:
+        from ..core.machine import PrecisionError, check_precision
+
+        try:
+            check_precision(args.precision)
+        except PrecisionError as exc:
+            raise CLIError(str(exc)) from None
+        cfg.precision = args.precision
+    return cfg
+
+
 def add_schedule_settings(s: argparse.ArgumentParser) -> None:
     """The optimiser and schedule options that `train` and the distilling commands share."""
     s.add_argument("--epochs", type=int)

@@ -10,9 +10,11 @@ from .common import (
     DISTILL_FIELDS,
     CLIError,
     add_distill_settings,
+    add_recipe_settings,
     emit,
     json_arg,
     load_data,
+    recipe_config,
     resolve_weights,
     stop_on_sigint,
 )
@@ -29,7 +31,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if ctx.world > 1 and not args.name:
         raise CLIError("under torchrun, name the run (--name) so that every process writes to the same one")
     device = ddp.local_device(args.device or settings.device(), ctx)
-    arch, arch_kwargs, base = defaults_for(args.data, "student")
+    arch, arch_kwargs, base = defaults_for(args.data, "student", args.recipe)
     if args.arch:
         arch, arch_kwargs = args.arch, {}
     arch_kwargs.update(json_arg(args.arch_kwargs, "--arch-kwargs") or {})
@@ -39,6 +41,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k) is not None},
     }
     cfg = DistillConfig(**{**values, "arm": args.arm, "hflip": base.hflip and not args.no_flip})
+    cfg = recipe_config(cfg, args)
     ws = Workspace()
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
@@ -133,6 +136,7 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")
     ds.add_argument("--no-flip", action="store_true")
     ds.add_argument("--no-resume", action="store_true", help="fail instead of resuming an existing run")
+    add_recipe_settings(ds)
     add_distill_settings(ds)
     ds.add_argument("--device")
     ds.add_argument("--json", action="store_true")
