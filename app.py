@@ -7,17 +7,24 @@ import streamlit as st
 
 from kdviz.ui import sidebar
 
-st.set_page_config(page_title="kdviz: distillation made visible", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="kdviz: distillation made visible", page_icon=":material/biotech:", layout="wide")
 
-PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
-    st.Page("pages/lesson.py", title="Lesson", icon="🎓"),
-    st.Page("pages/models.py", title="Models", icon="🧠"),
-    st.Page("pages/attributions.py", title="Attributions", icon="🔥"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/ablations.py", title="Ablations", icon="🧪"),
-    st.Page("pages/benchmark.py", title="Benchmark", icon="⏱️"),
-]
+# Material icons, not emoji: emoji show as empty boxes on machines without an emoji font.
+PAGES = {
+    "Start": [
+        st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page("pages/lesson.py", title="Lesson", icon=":material/school:"),
+    ],
+    "Look": [
+        st.Page("pages/attributions.py", title="Attributions", icon=":material/local_fire_department:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
+    ],
+    "Build and measure": [
+        st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
+        st.Page("pages/ablations.py", title="Ablations", icon=":material/science:"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/timer:"),
+    ],
+}
 
 page = st.navigation(PAGES)
 sidebar.render()

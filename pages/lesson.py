@@ -10,14 +10,13 @@ import torch
 
 from kdviz.attribution import BASELINES, IG_RULES, AttributionOptions, attribute, render
 from kdviz.attribution.agreement import compare_maps
-from kdviz.data.images import ImageError, read_image
+from kdviz.data import Dataset
 from kdviz.models.checkpoints import CheckpointError, LoadedModel
-from kdviz.models.evaluate import spread_indices
 from kdviz.teaching import lesson
 from kdviz.training.workspace import model_choices
 from kdviz.ui import attributions as attr_ui
 from kdviz.ui import benchmark as bench_ui
-from kdviz.ui import cache, presentation, samples, session, urlstate
+from kdviz.ui import cache, image_source, presentation, session, urlstate
 from kdviz.ui import lesson as ui
 from kdviz.ui.cards import human_bytes
 from kdviz.ui.shell import require_app
@@ -25,7 +24,6 @@ from kdviz.ui.sidebar import safe_dataset
 
 require_app()
 
-SOURCES = {"data": "From the data set", "sample": "Sample photo", "upload": "Upload your own"}
 LESSON_BASELINES = ("zero", "black", "blur", "noise")  # one straight path each ("multi" averages three)
 TRAINING_EXAMPLES = 8
 MOST_RUNS = 12
@@ -33,7 +31,7 @@ MOST_RUNS = 12
 
 @dataclass
 class Context:
-    data: object
+    data: Dataset | None
     teacher: LoadedModel
     teacher_path: Path
     student: LoadedModel | None
@@ -44,7 +42,7 @@ class Context:
 
     @property
     def names(self) -> list[str]:
-        return list(self.data.class_names)
+        return attr_ui.class_names(self.data, self.teacher)
 
     def options(self, target: str | int = "pred") -> AttributionOptions:
         return AttributionOptions(method="ig", steps=32, baseline=self.baseline, target=target)
@@ -53,17 +51,10 @@ class Context:
 st.title("Lesson: how a small network learns from a large one")
 sel = session.selection()
 data = safe_dataset(sel.source)
-loaded = {}
-for role, path in (("teacher", sel.teacher), ("student", sel.student)):
-    if path is not None:
-        try:
-            loaded[role] = cache.model(path)
-        except CheckpointError as exc:
-            st.error(f"The {role} cannot be loaded: {exc}")
-if data is None or "teacher" not in loaded:
+loaded = {role: model for role, (_, model) in cache.chosen_models(sel.teacher, sel.student).items()}
+if "teacher" not in loaded:
     st.info(
-        "Choose a data set and a teacher in the sidebar "
-        "(the built-in digits and the models in assets/ work offline)."
+        "Choose a teacher in the sidebar (the models in assets/ work offline, on photos with no data set)."
     )
     st.stop()
 
@@ -74,10 +65,7 @@ with presentation.controls("Image and baseline"):
     size = loaded["teacher"].card.image_size
     c1, c2 = st.columns([3, 1])
     with c1:
-        urlstate.bind_choice("lesson_source", "data", list(SOURCES), param="source")
-        source = st.radio(
-            "Image", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="lesson_source"
-        )
+        source = image_source.choose_source("lesson_source", data_available=data is not None)
     with c2:
         urlstate.bind_choice("lesson_baseline", "zero", LESSON_BASELINES, param="baseline")
         baseline = st.selectbox(
@@ -87,35 +75,17 @@ with presentation.controls("Image and baseline"):
             format_func=lambda b: f"{b}: {BASELINES[b]}",
             help="Where IG's straight path starts. 'zero' is the paper's choice.",
         )
-    image, label = None, None
+    picked = None
     if source == "data":
-        last = len(data.test) - 1
-        if st.session_state.get("lesson_index", 0) > last:
-            st.session_state["lesson_index"] = last
-        urlstate.bind_int("lesson_index", 0, 0, last, param="image")
-        index = int(st.number_input(f"Test image (0–{last})", 0, last, step=1, key="lesson_index"))
-        image, label = data.test.images[index], int(data.test.labels[index])
-        st.caption(f"Test image #{index}, true class **{data.class_names[label]}**.")
+        picked = ui.test_image(data, "lesson_index")
     elif source == "sample":
-        name, photo = samples.choose("lesson_sample", size)
-        samples.show(photo, name)
-        image = photo.model_input
+        picked = image_source.sample_photo("lesson_sample", size)
     else:
-        upload = st.file_uploader(
-            "An image of your own",
-            type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"],
-            key="lesson_upload",
-        )
-        if upload is not None:
-            try:
-                mine = read_image(upload.getvalue(), size=size, name=upload.name)
-                samples.show(mine, upload.name)
-                image = mine.model_input
-            except ImageError as exc:
-                st.error(f"Cannot use this file: {exc}")
-if image is None:
+        picked = image_source.upload("lesson_upload", size, prompt="An image of your own")
+if picked is None:
     st.info("Upload an image, or pick a sample photo.")
     st.stop()
+image, label = picked.image, picked.label
 
 ctx = Context(
     data, loaded["teacher"], sel.teacher, loaded.get("student"), sel.student, image, label, baseline
@@ -275,24 +245,31 @@ def step_4() -> None:
         "random power in [1, 2] and scaled to [0, 1]: the student is *shown* where the teacher looked. "
         "The paper's best p was 0.1."
     )
-    train = ctx.data.train
-    idx = spread_indices(len(train), TRAINING_EXAMPLES)
-    images, labels = train.images[idx], train.labels[idx]
+    images, labels = ui.training_examples(ctx.data, TRAINING_EXAMPLES, ctx.teacher.card.image_size)
+    if labels is None:
+        st.caption(
+            "No training set on this machine: the sample photos stand in, each mapped for the class "
+            "the teacher sees."
+        )
     card = ctx.teacher.card
     with st.spinner("The teacher's maps of these training images…"):
         result = attribute(
             ctx.teacher.model,
             ui.model_input(ctx.teacher, images),
-            AttributionOptions(method="ig", steps=50, baseline="zero", target="true"),
+            AttributionOptions(
+                method="ig", steps=50, baseline="zero", target="pred" if labels is None else "true"
+            ),
             mean=card.mean,
             std=card.std,
-            labels=torch.as_tensor(labels),
+            labels=None if labels is None else torch.as_tensor(labels),
             fingerprint=teacher_fp,
         )
+    if labels is None:
+        labels = result.predicted
     maps = np.stack([render.reduce_channels(m) for m in result.maps])
     changed, applied = lesson.overlay_examples(images, maps, p, lam, seed=seed)
     for col, original, m, after, label_k, hit in zip(
-        st.columns(len(idx)), images, maps, changed, labels, applied, strict=True
+        st.columns(len(images)), images, maps, changed, labels, applied, strict=True
     ):
         col.image(ui.crisp(original, 96), caption=ctx.names[int(label_k)], width="stretch")
         col.image(ui.crisp(render.heatmap(m), 96), caption="its map", width="stretch")

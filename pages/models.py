@@ -6,12 +6,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from kdviz.models import get_spec, list_models
+from kdviz.models import list_models
 from kdviz.models.checkpoints import CheckpointError
-from kdviz.training.loop import TrainConfig
-from kdviz.training.workflows import TrainRequest, defaults_for, import_checkpoint
-from kdviz.training.workspace import RunNameError, now
-from kdviz.ui import cache, session, training
+from kdviz.training.workflows import import_checkpoint
+from kdviz.training.workspace import RunNameError
+from kdviz.ui import cache, session, train_form, training
 from kdviz.ui.cards import human_bytes, render_card
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
@@ -29,16 +28,13 @@ tab_cards, tab_train, tab_runs, tab_upload = st.tabs(
 with tab_cards:
     cols = st.columns(2)
     teacher_card = None
-    for col, role, path in ((cols[0], "teacher", sel.teacher), (cols[1], "student", sel.student)):
+    models = cache.chosen_models(sel.teacher, sel.student)
+    for col, role in ((cols[0], "teacher"), (cols[1], "student")):
         with col:
-            if path is None:
+            if role not in models:
                 st.info(f"No {role} for this data set yet: train one in the **Train** tab.")
                 continue
-            try:
-                loaded = cache.model(path)
-            except CheckpointError as exc:
-                st.error(f"The {role} cannot be loaded: {exc}")
-                continue
+            path, loaded = models[role]
             render_card(
                 loaded.card,
                 path,
@@ -54,95 +50,10 @@ with tab_train:
     if job is not None:
         training.show(job)
     busy = job is not None and job.running
-    role = st.radio("Role", ["teacher", "student"], horizontal=True, key="train_role")
-    d_arch, d_kwargs, d_cfg = defaults_for(sel.source, role)
-    names = [s.name for s in list_models()]
-    c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox(
-        "Architecture",
-        names,
-        index=names.index(d_arch),
-        key=f"train_arch_{role}",
-        help="\n".join(f"{s.name}: {s.description}" for s in list_models()),
-    )
-    kwargs = {}
-    if "width_mult" in get_spec(arch).signature():
-        kwargs["width_mult"] = c2.select_slider(
-            "Width multiplier",
-            [0.25, 0.35, 0.5, 0.75, 1.0],
-            value=d_kwargs.get("width_mult", 1.0),
-            key=f"train_width_{role}",
-        )
-    name = c3.text_input(
-        "Run name",
-        value=f"{role}-{arch}-{now()[:8]}",
-        key=f"train_name_{role}_{arch}",
-        help="An existing run of this name is resumed from its last finished epoch.",
-    )
-    c4, c5, c6, c7 = st.columns(4)
-    epochs = c4.number_input("Epochs", 1, 500, d_cfg.epochs, key="train_epochs")
-    batch = c5.number_input("Batch size", 8, 1024, d_cfg.batch_size, step=8, key="train_batch")
-    optimizer = c6.selectbox("Optimizer", ["sgd", "adamw"], key="train_optimizer")
-    lr = c7.number_input(
-        "Learning rate",
-        1e-5,
-        1.0,
-        d_cfg.lr if optimizer == "sgd" else 1e-3,
-        format="%.4f",
-        key=f"train_lr_{optimizer}",
-    )
-    with st.expander("More settings"):
-        c8, c9, c10, c11 = st.columns(4)
-        weight_decay = c8.number_input(
-            "Weight decay", 0.0, 0.1, d_cfg.weight_decay, format="%.5f", key="train_wd"
-        )
-        warmup = c9.number_input("Warm-up epochs", 0.0, 20.0, d_cfg.warmup_epochs, key="train_warmup")
-        smoothing = c10.number_input("Label smoothing", 0.0, 0.5, 0.0, key="train_smoothing")
-        seed = c11.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
-        c12, c13, c14 = st.columns(3)
-        limit = c12.number_input(
-            "Training images (0: all)",
-            0,
-            10_000_000,
-            0,
-            key="train_limit",
-            help="A fixed random subset, for a quick look.",
-        )
-        crop = c13.number_input("Random-crop padding (0: off)", 0, 16, d_cfg.crop_padding, key="train_crop")
-        flip = c14.checkbox(
-            "Random horizontal flip",
-            value=d_cfg.hflip,
-            key="train_flip",
-            help="Off by default for digits: a mirrored 2 is not a 2.",
-        )
-    if st.button("Start training", type="primary", disabled=busy, key="train_start"):
-        cfg = TrainConfig(
-            epochs=int(epochs),
-            batch_size=int(batch),
-            optimizer=optimizer,
-            lr=float(lr),
-            weight_decay=float(weight_decay),
-            warmup_epochs=float(warmup),
-            label_smoothing=float(smoothing),
-            seed=int(seed),
-            crop_padding=int(crop),
-            hflip=bool(flip),
-            train_limit=int(limit) or None,
-        )
-        try:
-            request = TrainRequest(
-                name=ws.path(name).name,
-                arch=arch,
-                dataset=sel.source,
-                arch_kwargs=kwargs,
-                role=role,
-                config=cfg,
-            )
-        except RunNameError as exc:
-            st.error(str(exc))
-        else:
-            training.start(request)
-            st.rerun()
+    request = train_form.form(sel.source, ws, busy=busy)
+    if request is not None:
+        training.start(request)
+        st.rerun()
 
 # ------------------------------------------------------------------ runs
 with tab_runs:

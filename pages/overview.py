@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from kdviz.models.checkpoints import CheckpointError
 from kdviz.ui import cache, session
 from kdviz.ui.cards import render_card
 from kdviz.ui.charts import sample_grid
@@ -41,16 +40,13 @@ if data is not None:
 st.header("Teacher and student")
 cols = st.columns(2)
 teacher_card = None
-for col, role, path in ((cols[0], "teacher", sel.teacher), (cols[1], "student", sel.student)):
+models = cache.chosen_models(sel.teacher, sel.student)
+for col, role in ((cols[0], "teacher"), (cols[1], "student")):
     with col:
-        if path is None:
+        if role not in models:
             st.info(f"No {role} chosen: train one on the Models page, or pick one in the sidebar.")
             continue
-        try:
-            loaded = cache.model(path)
-        except CheckpointError as exc:
-            st.error(f"The {role} cannot be loaded: {exc}")
-            continue
+        path, loaded = models[role]
         render_card(
             loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None
         )

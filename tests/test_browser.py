@@ -73,14 +73,19 @@ def _free_port() -> int:
 def server(browser, tmp_path_factory):
     """A fresh ``streamlit run app.py`` on a free port with its own empty workspace and caches, for
     the whole module; always terminated at the end. (Needs the browser first: no browser, no server.)"""
+    # the walk below was written for the built-in set
+    yield from _serve(tmp_path_factory.mktemp("server"), {"KDVIZ_DEFAULT_DATA": "digits"})
+
+
+def _serve(folder: Path, extra_env: dict[str, str]):
     port = _free_port()
-    folder = tmp_path_factory.mktemp("server")
     log = folder / "streamlit.log"
     env = {
         **os.environ,
         "KDVIZ_HOME": str(folder / "runs"),
         "KDVIZ_CACHE": str(folder / "cache"),
         "KDVIZ_DEVICE": "cpu",
+        **extra_env,
     }
     cmd = [
         sys.executable,
@@ -585,3 +590,37 @@ def test_two_browser_sessions_one_training_one_browsing(sessions, tmp_path):
     open_page(viewer, "Overview")
     assert _sidebar_choice(viewer, "Student") == "digits_student · asset"
     assert_no_errors(viewer, "the second session at the end")
+
+
+# ------------------------------------------------------------------ a fresh machine, no CIFAR-10 images
+
+
+@pytest.fixture(scope="module")
+def photo_server(browser, tmp_path_factory):
+    """The app as a new user meets it: no data anywhere, the default data set (CIFAR-10)."""
+    folder = tmp_path_factory.mktemp("photo-server")
+    (folder / "no-data").mkdir()
+    env = {"KDVIZ_DATA": str(folder / "no-data"), "KDVIZ_DEFAULT_DATA": "cifar10"}
+    yield from _serve(folder, env)
+
+
+def test_a_new_user_sees_both_ig_maps_of_the_cat_in_one_click(browser, photo_server, tmp_path):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.log = BrowserLog(page)
+    page.server_log = photo_server.log
+    try:
+        page.goto(photo_server.url)
+        wait_idle(page)
+        open_page(page, "Attributions")  # the one click
+        wait_idle(page)
+        assert_no_errors(page, "Attributions, fresh machine")
+        assert sorted(_panels(page)) == ["Student", "Teacher"]
+        main = page.locator('[data-testid="stMain"]').inner_text()
+        assert "Chelsea the cat" in main
+        classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        assert any(c in main for c in classes)
+        screenshot(page, tmp_path, "fresh-machine-cat")
+    finally:
+        context.close()

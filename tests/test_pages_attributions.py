@@ -275,7 +275,7 @@ def test_attributions_scale_and_target(fresh_cache, digits):
 def test_attributions_upload(fresh_cache, digits):
     at = open_page("pages/attributions.py")
     at.slider(key="attr_steps").set_value(4)
-    at.radio(key="attr_source").set_value("Upload your own").run()
+    at.radio(key="attr_source").set_value("upload").run()
     assert_clean(at)
     assert any("Upload an image" in i.value for i in at.info)
     assert not panels(at)
@@ -314,7 +314,7 @@ def test_attributions_upload(fresh_cache, digits):
     assert "cropped" not in notes[0]
     assert set(panels(at)) == {"Teacher", "Student"}
 
-    at.radio(key="attr_source").set_value("From the data set").run()
+    at.radio(key="attr_source").set_value("data").run()
     assert_clean(at)
     assert match_count(at) == (360, 360)
 

@@ -350,7 +350,7 @@ def test_sample_photo_and_upload_on_the_lesson(fresh_cache):
 def test_attributions_offers_sample_photos(fresh_cache):
     at = open_page("pages/attributions.py")
     at.slider(key="attr_steps").set_value(4)
-    at.radio(key="attr_source").set_value("Sample photo").run()
+    at.radio(key="attr_source").set_value("sample").run()
     assert_clean(at)
     found = [c for row in image_rows(at) for c in row]
     assert "Chelsea the cat: 451×300" in found  # the first photo is the default
@@ -364,7 +364,7 @@ def test_attributions_offers_sample_photos(fresh_cache):
     found = [c for row in image_rows(at) for c in row]
     assert "Coffee: 600×400" in found and "model input, 32×32" in found
     assert found.count("overlay") == 2  # the teacher's and the student's panels
-    assert at.query_params["source"] == "Sample photo" and at.query_params["sample"] == "coffee"
+    assert at.query_params["source"] == "sample" and at.query_params["sample"] == "coffee"
     assert at.query_params["steps"] == "4"
 
 

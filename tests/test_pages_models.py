@@ -88,13 +88,15 @@ def test_sidebar_switching_the_student_updates_the_cards():
     assert shown["Compression"] == "1.00×"  # the teacher compared with itself
 
 
-def test_missing_cifar_folder_falls_back_to_digits_with_a_warning(tmp_path):
+def test_missing_cifar_folder_keeps_the_cifar_models_for_photos(tmp_path):
     at = open_app()
     at.sidebar.selectbox(key="sidebar_data_kind").set_value("CIFAR-10").run()
     at.sidebar.text_input(key="sidebar_data_root").set_value(str(tmp_path / "nowhere")).run()
-    assert not at.exception
-    assert any("No CIFAR-10 under" in w.value for w in at.sidebar.warning)
-    assert dict(metrics(at))["Test images"] == "360"  # still the built-in set
+    assert not at.exception and not at.error
+    assert any("are not under" in i.value and "sample photos" in i.value for i in at.sidebar.info)
+    assert "Test images" not in dict(metrics(at))  # no data set is shown, and none is pretended
+    teacher = at.sidebar.selectbox(key="sidebar_teacher").value
+    assert teacher.endswith("cifar10_teacher")  # the shipped CIFAR-10 pair, not the digits one
 
 
 def test_every_registered_page_opens_without_an_error():
@@ -129,7 +131,7 @@ def test_train_a_tiny_model_through_the_widgets():
     at = open_models()
     assert "no runs yet" in tab(at, "Runs").info[0].value
     at.radio(key="train_role").set_value("student").run()
-    at.selectbox(key="train_arch_student").set_value("mnv2_student_12x").run()
+    at.selectbox(key="train_arch_student_default").set_value("mnv2_student_12x").run()
     at.select_slider(key="train_width_student").set_value(0.25).run()
     name = at.text_input(key="train_name_student_mnv2_student_12x")
     name.set_value("tiny-student").run()

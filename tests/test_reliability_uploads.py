@@ -254,7 +254,7 @@ def test_every_file_of_the_corpus_through_the_attributions_upload(fresh_cache):
     at.switch_page("pages/attributions.py").run()
     assert not at.exception and not at.error
     at.slider(key="attr_steps").set_value(4)  # small IG: the test is about the files, not the maps
-    at.radio(key="attr_source").set_value("Upload your own").run()
+    at.radio(key="attr_source").set_value("upload").run()
     assert any("Upload an image" in i.value for i in at.info)
 
     shown = []

@@ -40,6 +40,16 @@ def assets_dir() -> Path:
     return PROJECT_ROOT / "assets"
 
 
+def default_data() -> str:
+    """What the dashboard opens on: ``KDVIZ_DEFAULT_DATA`` (``cifar10`` or ``digits``), default CIFAR-10.
+
+    CIFAR-10, because its shipped models judge natural photos: a new user's cat photo meets a model
+    that knows cats, with or without the CIFAR-10 images on the machine.
+    """
+    value = os.environ.get("KDVIZ_DEFAULT_DATA", "cifar10")
+    return value if value in ("cifar10", "digits") else "cifar10"
+
+
 def device() -> str:
     """``KDVIZ_DEVICE`` when set; CUDA where present; the CPU otherwise."""
     env = os.environ.get("KDVIZ_DEVICE")

@@ -20,6 +20,8 @@ import numpy as np
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+#: the file name endings an upload widget accepts (the formats above, as people name their files)
+UPLOAD_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 
 
 class ImageError(ValueError):

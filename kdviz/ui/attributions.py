@@ -20,11 +20,13 @@ from kdviz.attribution import (
     attribute,
     render,
 )
+from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import predict, spread_indices
 
 from . import cache, urlstate
+from .image_source import Picked
 
 #: Above this share of |F(x) − F(baseline)| the IG map is called incomplete on the page.
 DELTA_WARNING = 0.05
@@ -236,3 +238,62 @@ def _gallery_predictions(path: str, stamp: int, source: str, pool: int) -> np.nd
 def gallery_predictions(path: Path, source: str) -> np.ndarray:
     weights = path / "model.safetensors" if path.is_dir() else path
     return _gallery_predictions(str(path), weights.stat().st_mtime_ns, source, GALLERY_POOL)
+
+
+#: the gallery's filters: which test images to offer, from the labels and each model's predictions
+GALLERY_FILTERS = {
+    "all": lambda labels, teacher, student: np.ones(len(labels), bool),
+    "teacher right": lambda labels, teacher, student: teacher == labels,
+    "teacher wrong": lambda labels, teacher, student: teacher != labels,
+    "student wrong": lambda labels, teacher, student: student != labels,
+    "teacher and student disagree": lambda labels, teacher, student: student != teacher,
+}
+STUDENT_FILTERS = ("student wrong", "teacher and student disagree")
+
+
+def class_names(data: Dataset | None, loaded: LoadedModel) -> list[str]:
+    """The data set's class names, else the model's own (photos and uploads with no data set here)."""
+    if data is not None:
+        return list(data.class_names)
+    card = loaded.card
+    return list(card.class_names) or [str(k) for k in range(card.num_classes)]
+
+
+def gallery(data: Dataset, predictions: dict[str, np.ndarray], key: str = "attr") -> Picked | None:
+    """Thumbnails of test images, filtered by class and by what the models got right; None when none match."""
+    pool = spread_indices(len(data.test), GALLERY_POOL)
+    labels = data.test.labels[pool]
+    names = list(data.class_names)
+    f1, f2 = st.columns(2)
+    classes = ["all", *range(len(names))]
+    urlstate.bind_choice(f"{key}_class", "all", classes, param="class")
+    cls = f1.selectbox(
+        "Class", classes, format_func=lambda c: c if c == "all" else f"{c}: {names[c]}", key=f"{key}_class"
+    )
+    filters = [f for f in GALLERY_FILTERS if "student" in predictions or f not in STUDENT_FILTERS]
+    which = f2.selectbox("Show", filters, key=f"{key}_filter")
+    teacher = predictions.get("teacher", next(iter(predictions.values())))
+    keep = GALLERY_FILTERS[which](labels, teacher, predictions.get("student", teacher))
+    if cls != "all":
+        keep &= labels == cls
+    candidates = pool[keep]
+    st.caption(f"{len(candidates)} of {len(pool)} test images match.")
+    if len(candidates) == 0:
+        return None
+    shown = candidates[:24]
+    index_key = f"{key}_index"
+    urlstate.bind_int(index_key, int(shown[0]), 0, len(data.test) - 1, param="image")
+    if st.session_state.get(index_key) not in set(candidates.tolist()):
+        st.session_state[index_key] = int(shown[0])
+    thumbs = st.columns(12)
+    for i, idx in enumerate(shown):
+        with thumbs[i % 12]:
+            st.image(np.kron(data.test.images[idx], np.ones((2, 2, 1), np.uint8)), width="stretch")
+            kind = "primary" if idx == st.session_state[index_key] else "secondary"
+            if st.button(f"#{idx}", key=f"{key}_pick_{idx}", type=kind):
+                st.session_state[index_key] = int(idx)
+                st.rerun()
+    index = st.session_state[index_key]
+    label = int(data.test.labels[index])
+    st.caption(f"Test image #{index}, true class **{names[label]}**.")
+    return Picked(data.test.images[index], label, f"test image #{index}")

@@ -28,3 +28,21 @@ def model(path: str | Path) -> LoadedModel:
 @st.cache_resource(show_spinner="Loading model…", max_entries=16)
 def _model(path: str, stamp: int) -> LoadedModel:
     return load_checkpoint(path)
+
+
+def chosen_models(teacher: Path | None, student: Path | None) -> dict[str, tuple[Path, LoadedModel]]:
+    """The sidebar's teacher and student, loaded; one that cannot be loaded gets an error box and is
+    left out, so a page shows what it can with the other."""
+    import streamlit as st
+
+    from kdviz.models.checkpoints import CheckpointError
+
+    out: dict[str, tuple[Path, LoadedModel]] = {}
+    for role, path in (("teacher", teacher), ("student", student)):
+        if path is None:
+            continue
+        try:
+            out[role] = (path, model(path))
+        except CheckpointError as exc:
+            st.error(f"The {role} cannot be loaded: {exc}")
+    return out

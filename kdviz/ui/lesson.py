@@ -13,11 +13,15 @@ import torch
 
 from kdviz.attribution import make_baseline
 from kdviz.bench import latency
+from kdviz.data import Dataset
 from kdviz.data.loader import normalize, to_float
+from kdviz.data.samples import sample_names
 from kdviz.models.checkpoints import LoadedModel
+from kdviz.models.evaluate import spread_indices
 from kdviz.teaching import lesson
 
-from . import benchmark, urlstate
+from . import benchmark, samples, urlstate
+from .image_source import Picked
 
 STEP_KEY = "lesson_step"
 STEPS = {
@@ -212,3 +216,25 @@ def soft_targets_figure(
         legend=dict(orientation="h", y=-0.2),
     )
     return fig
+
+
+def test_image(data: Dataset, key: str) -> Picked:
+    """A test image by its number (kept in the URL as ``image``)."""
+    last = len(data.test) - 1
+    if st.session_state.get(key, 0) > last:
+        st.session_state[key] = last
+    urlstate.bind_int(key, 0, 0, last, param="image")
+    index = int(st.number_input(f"Test image (0–{last})", 0, last, step=1, key=key))
+    label = int(data.test.labels[index])
+    st.caption(f"Test image #{index}, true class **{data.class_names[label]}**.")
+    return Picked(data.test.images[index], label, f"test image #{index}")
+
+
+def training_examples(data: Dataset | None, n: int, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``n`` training images spread over the classes with their labels; without a data set, the
+    sample photos prepared for the model and no labels."""
+    if data is not None:
+        idx = spread_indices(len(data.train), n)
+        return data.train.images[idx], data.train.labels[idx]
+    photos = [samples.prepared(name, size).model_input for name in sample_names()[:n]]
+    return np.stack(photos), None

@@ -32,10 +32,11 @@ def choose(key: str, size: int, *, param: str = "sample") -> tuple[str, LoadedIm
     return SAMPLES[name].title, prepared(name, size)
 
 
-def show(image: LoadedImage, title: str) -> None:
+def show(image: LoadedImage, title: str, detail: str = "") -> None:
     """The photo as it is, what was done to it, and what the model sees (as for an upload)."""
     size = image.model_input.shape[0]
     c1, c2 = st.columns([1, 3])
-    c1.image(image.original, caption=f"{title}: {image.original_size[0]}×{image.original_size[1]}")
+    caption = f"{title}: {image.original_size[0]}×{image.original_size[1]}" + (f" {detail}" if detail else "")
+    c1.image(image.original, caption=caption)
     c2.markdown("**What the models see:** " + ("; ".join(image.notes) or "the image as it is") + ".")
     c2.image(np.kron(image.model_input, np.ones((4, 4, 1), np.uint8)), caption=f"model input, {size}×{size}")

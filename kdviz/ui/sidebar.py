@@ -13,16 +13,21 @@ from kdviz.training.workspace import RunInfo, model_choices, unusable_runs
 from . import presentation, session
 
 BUILT_IN, CIFAR, FOLDER = "Built-in digits (offline)", "CIFAR-10", "Image folder…"
+#: A CIFAR-10 choice whose images are not on this machine: the CIFAR-10 models still judge photos.
+PHOTOS_ONLY = "cifar10"
 
 
 def _source_widget() -> str:
-    kinds = [BUILT_IN, CIFAR, FOLDER]
+    kinds = [CIFAR, BUILT_IN, FOLDER]
+    if "sidebar_data_kind" not in st.session_state:
+        st.session_state["sidebar_data_kind"] = BUILT_IN if settings.default_data() == "digits" else CIFAR
     default_root = settings.data_root()
     kind = st.sidebar.selectbox(
         "Data set",
         kinds,
         key="sidebar_data_kind",
-        help="The built-in set ships with scikit-learn and needs no network.",
+        help="CIFAR-10's shipped teacher and student judge photos even without its images; "
+        "the built-in digits ship with scikit-learn. Both need no network.",
     )
     if kind == BUILT_IN:
         return "digits"
@@ -35,11 +40,12 @@ def _source_widget() -> str:
         )
         found = find_cifar10(Path(root)) if root else None
         if found is None:
-            st.sidebar.warning(
-                f"No CIFAR-10 under `{root}`. Using the built-in digits instead. "
-                "Download with `python -m kdviz data cifar10 --download`."
+            st.sidebar.info(
+                f"CIFAR-10's images are not under `{root}`: the CIFAR-10 models judge sample photos and "
+                "uploads; the gallery, Compare and Benchmark need the images "
+                "(`python -m kdviz data cifar10 --download`)."
             )
-            return "digits"
+            return PHOTOS_ONLY
         return f"cifar10:{found[1] if found[0] == 'folder' else found[1].parent}"
     folder = st.sidebar.text_input("Image folder (train/<class>/, test/<class>/)", key="sidebar_folder")
     if not folder:
@@ -108,9 +114,15 @@ def _unusable_note(source: str) -> None:
 
 
 def safe_dataset(source: str):
-    """The data set, or an error box and None (a page then shows what it can without it)."""
+    """The data set, or None with a message (a page then shows what it can without it).
+
+    CIFAR-10 chosen without its images is not an error: photos and uploads still work, so the page
+    is told there is no data set and says so itself.
+    """
     from . import cache
 
+    if source == PHOTOS_ONLY:
+        return None
     try:
         return cache.dataset(source)
     except DataError as exc:

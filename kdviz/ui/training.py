@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kdviz.core.jobs import Job
 from kdviz.training.loop import TrainEvent
 from kdviz.training.workflows import TrainRequest, train_run
@@ -22,6 +24,11 @@ def start(request: TrainRequest) -> Job:
         job.report(0.0, "loading data…", role=request.role)
         data = load_dataset(request.dataset)
 
+        started, first = time.monotonic(), {}
+        precision = request.config.precision
+        if precision == "bfloat16":
+            precision += " autocast (native on this CPU)"
+
         def on_event(event: TrainEvent) -> None:
             last = event.history[-1] if event.history else None
             msg = (
@@ -29,6 +36,10 @@ def start(request: TrainRequest) -> Job:
             )
             if last is not None:
                 msg += f" · last test accuracy {last.test_acc:.2%}"
+            first.setdefault("fraction", event.fraction)  # a resumed run starts part way
+            msg += f" · {precision}" + time_left(
+                time.monotonic() - started, event.fraction, first["fraction"]
+            )
             job.report(event.fraction, msg, history=list(event.history))
 
         run_dir, result = train_run(
@@ -41,6 +52,16 @@ def start(request: TrainRequest) -> Job:
         return run_dir
 
     return session.start_job(JOB_KEY, f"train {request.name}", work, kind="train")
+
+
+def time_left(elapsed: float, fraction: float, start: float = 0.0) -> str:
+    """' · about N min left': the rate measured since ``start`` (the fraction done when this call
+    began), carried to the end, evaluations included."""
+    done = fraction - start
+    if done <= 0.02 or fraction >= 1.0:
+        return ""
+    left = elapsed * (1.0 - fraction) / done
+    return f" · about {left / 60:.0f} min left" if left >= 90 else f" · about {left:.0f} s left"
 
 
 def current() -> Job | None:

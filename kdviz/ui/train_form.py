@@ -1,0 +1,169 @@
+"""The Models page's training form: widgets in, a ``TrainRequest`` out (the page only starts it).
+
+Two recipes: the fast one (airbench-style, the default for CIFAR-10 and image folders: its settings
+are tuned together, so the form offers only the epochs, precision and techniques to switch off) and
+the default one (every optimiser setting is a widget).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdviz.core import machine
+from kdviz.models import get_spec, list_models
+from kdviz.training.loop import TrainConfig
+from kdviz.training.workflows import FAST_TECHNIQUES, RECIPES, TrainRequest, default_recipe, defaults_for
+from kdviz.training.workspace import RunNameError, Workspace, now
+
+
+def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | None:
+    """Draw the form; the request when *Start training* was pressed and the name is valid, else None."""
+    c0, c00 = st.columns([1, 2])
+    role = c0.radio("Role", ["teacher", "student"], horizontal=True, key="train_role")
+    recipes = list(RECIPES)
+    recipe = c00.radio(
+        "Recipe",
+        recipes,
+        index=recipes.index(default_recipe(source)),
+        horizontal=True,
+        format_func=lambda r: f"{r}: {RECIPES[r]}",
+        key=f"train_recipe_{source}",
+    )
+    d_arch, d_kwargs, d_cfg = defaults_for(source, role, recipe)
+    names = [s.name for s in list_models()]
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox(
+        "Architecture",
+        names,
+        index=names.index(d_arch),
+        key=f"train_arch_{role}_{recipe}",
+        help="\n".join(f"{s.name}: {s.description}" for s in list_models()),
+    )
+    kwargs = {}
+    if "width_mult" in get_spec(arch).signature():
+        kwargs["width_mult"] = c2.select_slider(
+            "Width multiplier",
+            [0.25, 0.35, 0.5, 0.75, 1.0],
+            value=d_kwargs.get("width_mult", 1.0),
+            key=f"train_width_{role}",
+        )
+    name = c3.text_input(
+        "Run name",
+        value=f"{role}-{arch}-{now()[:8]}",
+        key=f"train_name_{role}_{arch}",
+        help="An existing run of this name is resumed from its last finished epoch.",
+    )
+    cfg = _fast_settings(d_cfg, arch) if recipe == "fast" else _default_settings(d_cfg)
+    if not st.button("Start training", type="primary", disabled=busy, key="train_start"):
+        return None
+    try:
+        return TrainRequest(
+            name=workspace.path(name).name,
+            arch=arch,
+            dataset=source,
+            arch_kwargs=kwargs,
+            role=role,
+            config=cfg,
+        )
+    except RunNameError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _common(c_epochs, cfg: TrainConfig) -> tuple[int, int, int]:
+    epochs = c_epochs.number_input("Epochs", 1, 500, cfg.epochs, key="train_epochs")
+    with st.expander("Seed and subset"):
+        a, b = st.columns(2)
+        seed = a.number_input(
+            "Seed",
+            0,
+            2**31 - 1,
+            0,
+            key="train_seed",
+            help="The same seed gives the same weights, here and from the CLI.",
+        )
+        limit = b.number_input(
+            "Training images (0: all)",
+            0,
+            10_000_000,
+            0,
+            key="train_limit",
+            help="A fixed random subset, for a quick look.",
+        )
+    return int(epochs), int(seed), int(limit)
+
+
+def _fast_settings(cfg: TrainConfig, arch: str) -> TrainConfig:
+    c4, c5, c6 = st.columns(3)
+    epochs, seed, limit = _common(c4, cfg)
+    precisions = ["float32", "bfloat16"] if machine.native_bfloat16() else ["float32"]
+    precision = c5.selectbox(
+        "Precision",
+        precisions,
+        key="train_precision",
+        help="bfloat16 autocast is offered where this CPU computes it natively "
+        f"({machine.cpu_name()}); about 2.5× faster, float32 is bitwise repeatable.",
+    )
+    off = c6.multiselect(
+        "Switch off",
+        list(FAST_TECHNIQUES),
+        key="train_off",
+        help="Each technique of the recipe can be switched off to see what it buys.",
+    )
+    if get_spec(arch).family != "airnet" and "whiten" not in off:
+        off = [*off, "whiten"]  # only the airnet family has a whitening stem
+        st.caption(f"{arch} has no whitening stem: that technique is off.")
+    overrides = {k: v for t in off for k, v in FAST_TECHNIQUES[t].items()}
+    return TrainConfig(
+        **{
+            **cfg.as_dict(),
+            **overrides,
+            "epochs": epochs,
+            "seed": seed,
+            "train_limit": limit or None,
+            "precision": precision,
+        }
+    )
+
+
+def _default_settings(cfg: TrainConfig) -> TrainConfig:
+    c4, c5, c6, c7 = st.columns(4)
+    epochs, seed, limit = _common(c4, cfg)
+    batch = c5.number_input("Batch size", 8, 1024, cfg.batch_size, step=8, key="train_batch")
+    optimizer = c6.selectbox("Optimizer", ["sgd", "adamw"], key="train_optimizer")
+    lr = c7.number_input(
+        "Learning rate",
+        1e-5,
+        1.0,
+        cfg.lr if optimizer == "sgd" else 1e-3,
+        format="%.4f",
+        key=f"train_lr_{optimizer}",
+    )
+    with st.expander("More settings"):
+        c8, c9, c10 = st.columns(3)
+        weight_decay = c8.number_input(
+            "Weight decay", 0.0, 0.1, cfg.weight_decay, format="%.5f", key="train_wd"
+        )
+        warmup = c9.number_input("Warm-up epochs", 0.0, 20.0, cfg.warmup_epochs, key="train_warmup")
+        smoothing = c10.number_input("Label smoothing", 0.0, 0.5, 0.0, key="train_smoothing")
+        c13, c14 = st.columns(2)
+        crop = c13.number_input("Random-crop padding (0: off)", 0, 16, cfg.crop_padding, key="train_crop")
+        flip = c14.checkbox(
+            "Random horizontal flip",
+            value=cfg.hflip,
+            key="train_flip",
+            help="Off by default for digits: a mirrored 2 is not a 2.",
+        )
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=int(batch),
+        optimizer=optimizer,
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        warmup_epochs=float(warmup),
+        label_smoothing=float(smoothing),
+        seed=seed,
+        crop_padding=int(crop),
+        hflip=bool(flip),
+        train_limit=limit or None,
+    )
