@@ -210,9 +210,7 @@ def precompute(
         maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
         maps.flush()  # the rows are on disk before they are marked done
         mine[chunk] = True
-        with atomic.atomic_path(done_file) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, mine)
+        atomic.write_npy(done_file, mine)
         computed += len(chunk)
         finished += len(chunk)
         if progress:

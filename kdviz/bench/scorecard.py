@@ -48,9 +48,7 @@ def cached_predictions(
         progress=progress,
     )
     try:
-        with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, logits=preds.logits, labels=preds.labels)
+        atomic.write_npz(path, logits=preds.logits, labels=preds.labels)
     except OSError:
         pass
     return preds

@@ -79,9 +79,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         "cached": bool(result.cached[0]),
     }
     if args.out:
-        with atomic.atomic_path(args.out) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, result.maps[0].astype(np.float32))
+        atomic.write_npy(args.out, result.maps[0].astype(np.float32))
         out["out"] = str(args.out)
     emit(out, args.json)
     return 0

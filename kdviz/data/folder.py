@@ -110,12 +110,8 @@ def load_split(
 
 def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray, root: Path, split: str) -> None:
     try:
-        with atomic.atomic_path(cache / "images.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, images)
-        with atomic.atomic_path(cache / "labels.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, labels)
+        atomic.write_npy(cache / "images.npy", images)
+        atomic.write_npy(cache / "labels.npy", labels)
         atomic.write_json(cache / "meta.json", {"root": str(root), "split": split, "n": len(labels)})
     except OSError:
         pass  # a read-only cache folder costs speed, not correctness

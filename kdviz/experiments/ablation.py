@@ -300,16 +300,10 @@ def _reference(
         s_ms = eager(student, "student", image_size=data.image_size, **kw).median_ms
         state["teacher"]["latency_ms"], state["student"]["latency_ms"] = t_ms, s_ms
         teacher.model.to(device)
-    atomic_save_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
+    atomic.write_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
     _write_state(folder, state)
-    atomic_save_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
+    atomic.write_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
     return preds.predicted
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
 
 
 def evaluate_run(
@@ -339,8 +333,8 @@ def evaluate_run(
     teacher.model.to(device)
     t_maps = folder / "teacher_probe_maps.npy"
     if not t_maps.is_file():
-        atomic_save_npy(t_maps, cmp.teacher_maps.astype(np.float32))
-    atomic_save_npy(run_dir / PROBE_MAPS, cmp.student_maps.astype(np.float32))
+        atomic.write_npy(t_maps, cmp.teacher_maps.astype(np.float32))
+    atomic.write_npy(run_dir / PROBE_MAPS, cmp.student_maps.astype(np.float32))
     history = read_history(run_dir)
     card = student.card
     metrics = {
