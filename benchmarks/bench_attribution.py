@@ -28,7 +28,7 @@ from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, t
 from kdviz.attribution.igcache import precompute
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.models.checkpoints import load_any, load_checkpoint
+from kdviz.models.checkpoints import load_model
 from kdviz.models.speedups import fused_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +141,8 @@ def upload_rows(quick: bool) -> list[dict]:
 
     from kdviz.data.images import read_image
 
-    teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
-    student = load_checkpoint(ROOT / "assets" / "digits_student")
+    teacher = load_model(ROOT / "assets" / "digits_teacher")
+    student = load_model(ROOT / "assets" / "digits_student")
     buf = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)).save(buf, "JPEG")
     data = buf.getvalue()
@@ -173,7 +173,7 @@ def cache_cost_rows(quick: bool) -> list[dict]:
     if not path.exists():
         print(f"skip IG-cache cost: {path} not found")
         return []
-    model = load_any(path, "resnet56").model.eval()
+    model = load_model(path, "resnet56").model.eval()
     data = load_dataset("cifar10")
     n = 32 if quick else 96
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     digits = load_dataset("digits")
-    teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
+    teacher = load_model(ROOT / "assets" / "digits_teacher")
     n = 32 if args.quick else 96
     rows = throughput_rows(
         "digits teacher (mobilenetv2_cifar ×0.5)",
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         cifar = load_dataset("cifar10")
         rows += throughput_rows(
             "resnet56 (pretrained)",
-            load_any(r56, "resnet56").model.eval(),
+            load_model(r56, "resnet56").model.eval(),
             cifar,
             IMAGENET_MEAN,
             IMAGENET_STD,
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         x = normalize(to_float(cifar.test.images[idx]), IMAGENET_MEAN, IMAGENET_STD)
         srows += steps_rows(
             "resnet20 on CIFAR-10 test",
-            load_any(r20, "resnet20").model.eval(),
+            load_model(r20, "resnet20").model.eval(),
             x,
             IMAGENET_MEAN,
             IMAGENET_STD,

@@ -257,13 +257,13 @@ def cifar_test_slice():
 )
 def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, file, minimum):
     from kdviz.data import IMAGENET_MEAN, IMAGENET_STD
-    from kdviz.models.checkpoints import load_any
+    from kdviz.models.checkpoints import load_model
     from kdviz.models.evaluate import predict
 
     path = SHARED_DATA / "pretrained" / file
     if not path.is_file():
         pytest.skip(f"../shared/data/pretrained/{file} not found")
-    loaded = load_any(path, arch)
+    loaded = load_model(path, arch)
     assert loaded.card.arch == arch and loaded.card.source_file == str(path)
     assert not loaded.model.training
     assert np.bincount(cifar_test_slice.labels).tolist() == [100] * 10

@@ -37,9 +37,9 @@ def digits():
 
 @pytest.fixture(scope="module")
 def models():
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
 
-    return {role: load_checkpoint(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
+    return {role: load_model(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
 
 
 @pytest.fixture
@@ -107,10 +107,9 @@ def captions(at: AppTest) -> list[str]:
 def teacher_view(models, image: np.ndarray, baseline: str = "zero"):
     """The teacher's prediction, and its score at the image and at the baseline, computed here."""
     from kdviz.attribution import make_baseline
-    from kdviz.data.loader import normalize, to_float
 
     loaded = models["teacher"]
-    x = normalize(to_float(image[None]), loaded.card.mean, loaded.card.std)
+    x = loaded.preprocess(image)
     with torch.no_grad():
         logits = loaded.model.eval()(x)[0]
         k = int(logits.argmax())
@@ -203,7 +202,7 @@ def check_step_5(at, models):
 
 def check_step_6(at, models):
     points = chart(at, "bench_scatter")["data"][0]
-    accuracy = {f"digits_{r}": models[r].card.metrics["test_accuracy"] for r in ("teacher", "student")}
+    accuracy = {f"digits_{r}": models[r].card.test_accuracy for r in ("teacher", "student")}
     assert dict(zip(values(points["text"]), values(points["y"]), strict=False)) == pytest.approx(accuracy)
     assert all(x > 0 for x in values(points["x"]))
     table = at.dataframe[0].value

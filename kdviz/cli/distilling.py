@@ -23,8 +23,8 @@ from .common import (
 def cmd_distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..models import get_spec
-    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student, load_teacher
+    from ..models import get_spec, load_model
+    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student
     from ..training.workspace import Workspace, now
 
     ctx = ddp.init_distributed()
@@ -47,7 +47,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
     teacher_path = resolve_weights(args.teacher)
     data = load_data(args.data)
-    teacher = load_teacher(teacher_path, data, args.teacher_arch)
+    teacher = load_model(teacher_path, args.teacher_arch, data=data)
     stop = stop_on_sigint()
     bars: dict = {}
 

@@ -126,20 +126,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..models.checkpoints import load_any
+    from ..models.checkpoints import load_model
     from ..models.evaluate import predict
 
     weights = resolve_weights(args.weights)
     data = load_data(args.data)
-    loaded = load_any(weights, args.arch, num_classes=data.num_classes)
+    # a kdviz checkpoint knows its normalisation; a file from elsewhere gets the data set's
+    loaded = load_model(weights, args.arch, data=data)
     card = loaded.card
-    if card.num_classes != data.num_classes:
-        raise CLIError(
-            f"{weights} predicts {card.num_classes} classes but {args.data} has {data.num_classes}"
-        )
-    from_card = card.source_file is None  # a kdviz checkpoint knows its normalisation
-    mean = floats(args.mean, "--mean") or (card.mean if from_card else list(data.mean))
-    std = floats(args.std, "--std") or (card.std if from_card else list(data.std))
+    mean = floats(args.mean, "--mean") or card.mean
+    std = floats(args.std, "--std") or card.std
     split = data.split(args.split)
     preds = predict(
         loaded.model,
@@ -195,7 +191,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "arch": r.card.arch if r.card else None,
                 "status": r.status,
                 "dataset": r.card.dataset if r.card else None,
-                "test_accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
+                "test_accuracy": r.card.test_accuracy if r.card else None,
             }
             for r in ws.list()
         ]

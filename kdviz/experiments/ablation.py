@@ -35,7 +35,7 @@ from ..core import atomic, settings
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
-from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
+from ..models.checkpoints import CARD, LoadedModel, load_model
 from ..models.evaluate import predict, spread_indices
 from ..training import (
     ARMS,
@@ -43,7 +43,6 @@ from ..training import (
     DistillRequest,
     distill_run,
     ensure_ig_cache,
-    load_teacher,
     subset_dataset,
 )
 from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
@@ -190,13 +189,13 @@ def prepare_teacher(
     Returns None when stopped before the teacher was finished (it resumes next time).
     """
     if not config.teacher_train:
-        return load_teacher(config.teacher, data, config.teacher_arch)
+        return load_model(config.teacher, config.teacher_arch, data=data)
     tdir = folder / "teacher"
     if (tdir / CARD).is_file() and json.loads((tdir / CARD).read_text()).get("metrics", {}).get("complete"):
-        return load_checkpoint(tdir)
+        return load_model(tdir)
     tcfg = TeacherConfig(**{**config.teacher_train, "init_from": config.teacher})
     if config.teacher:
-        base = load_teacher(config.teacher, data, config.teacher_arch)
+        base = load_model(config.teacher, config.teacher_arch, data=data)
         model, arch, kwargs = base.model, base.card.arch, dict(base.card.arch_kwargs)
     else:
         torch.manual_seed(tcfg.seed)
@@ -213,7 +212,7 @@ def prepare_teacher(
     result = train(
         model, data, tcfg, run_dir=tdir, card=card, callback=callback, should_stop=should_stop, device=device
     )
-    return None if result.stopped else load_checkpoint(tdir)
+    return None if result.stopped else load_model(tdir)
 
 
 def prepare_inputs(
@@ -316,7 +315,7 @@ def evaluate_run(
     device: str = "cpu",
 ) -> dict:
     """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
-    student = load_checkpoint(run_dir, map_location=device)
+    student = load_model(run_dir, map_location=device)
     preds = predict(
         student.model,
         data.test,

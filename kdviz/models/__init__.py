@@ -22,13 +22,13 @@ __all__ = [
 # A model's weights on disk, its predictions, its fingerprint and its fast inference copies (after the
 # registry's names, which stay as they are above).
 from .checkpoints import (
+    FOREIGN_SUFFIXES,
     CheckpointError,
     LoadedModel,
     ModelCard,
     checkpoint_problem,
-    load_any,
-    load_checkpoint,
-    load_foreign,
+    load_model,
+    make_card,
     read_card,
     read_state_dict,
     save_checkpoint,
@@ -38,6 +38,7 @@ from .fingerprint import model_fingerprint
 from .speedups import channels_last, fused_for_inference
 
 __all__ += [
+    "FOREIGN_SUFFIXES",
     "CheckpointError",
     "LoadedModel",
     "ModelCard",
@@ -46,9 +47,8 @@ __all__ += [
     "channels_last",
     "checkpoint_problem",
     "fused_for_inference",
-    "load_any",
-    "load_checkpoint",
-    "load_foreign",
+    "load_model",
+    "make_card",
     "model_fingerprint",
     "predict",
     "read_card",
