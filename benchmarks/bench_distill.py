@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, median_of, write_results
 from kdviz.data import load_dataset
-from kdviz.models.checkpoints import load_model
+from kdviz.models import load_model, pretrained_path
 from kdviz.training import (
     ARMS,
     DistillConfig,
@@ -36,7 +36,6 @@ from kdviz.training import (
 from kdviz.training.loop import epoch_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
 TARGET = 1.5
 
 
@@ -160,7 +159,7 @@ def main(argv=None) -> int:
         pair = "digits: mobilenetv2_cifar ×0.5 → mnv2_student_4x ×0.5"
         rows += arm_rows(pair, teacher, digits, store, ("mnv2_student_4x", {"width_mult": 0.5}), cfg, repeats)
         reads += read_rows(pair, digits, store, cfg, repeats)
-        r56 = PRETRAINED / "resnet56-4bfd9763.th"
+        r56 = pretrained_path("resnet56")
         estimate = []
         if r56.exists():
             full = load_dataset("cifar10")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import CIFAR10, PRETRAINED, require_shared
+from conftest import CIFAR10, pretrained, require_shared
 from kdviz.attribution import (
     BASELINES,
     IG_RULES,
@@ -33,7 +33,7 @@ from kdviz.models.checkpoints import load_model
 from kdviz.models.fingerprint import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
-RESNET20_TH = PRETRAINED / "resnet20-12fca82f.th"
+RESNET20_TH = pretrained("resnet20")
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import PRETRAINED, require_shared
+from conftest import PRETRAINED, pretrained, require_shared
 from kdviz.attribution import METHODS
 from kdviz.ui.lesson import STEPS
 
@@ -392,8 +392,8 @@ def test_every_step_on_cifar10_with_the_pretrained_resnets(fresh_cache, monkeypa
     from kdviz.training.workflows import import_checkpoint
 
     data = load_dataset("cifar10")
-    import_checkpoint(PRETRAINED / "resnet20-12fca82f.th", "resnet20", data, "cifar-teacher", role="teacher")
-    import_checkpoint(PRETRAINED / "resnet56-4bfd9763.th", "resnet56", data, "cifar-student", role="student")
+    import_checkpoint(pretrained("resnet20"), "resnet20", data, "cifar-teacher", role="teacher")
+    import_checkpoint(pretrained("resnet56"), "resnet56", data, "cifar-student", role="student")
     at = open_page("pages/lesson.py", {"steps": "4"})  # step 2 with few steps keeps the test short
     at.sidebar.selectbox(key="sidebar_data_kind").set_value("CIFAR-10").run()
     assert_clean(at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..core import settings
+from ..models import pretrained_path
 from .ablation import StudyConfig
 
 #: The paper's hyperparameters (read from the authors' code): Adam, lr 1e-3, batch 64, 100 epochs,
@@ -25,10 +26,6 @@ PAPER_TRAIN = dict(
     overlay_mode="blend",
     ig_steps=50,
 )
-
-
-def pretrained_file(name: str) -> str:
-    return str(settings.data_root() / "pretrained" / name)
 
 
 def paper() -> StudyConfig:
@@ -60,7 +57,7 @@ def cpu() -> StudyConfig:
     """
     return StudyConfig(
         dataset="cifar10",
-        teacher=pretrained_file("resnet56-4bfd9763.th"),
+        teacher=str(pretrained_path("resnet56")),
         teacher_arch="resnet56",
         teacher_train=dict(
             epochs=1,
