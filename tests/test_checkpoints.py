@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdviz.models import count_params, create_model
+from kdviz.models import FOREIGN_SUFFIXES, count_params, create_model
 from kdviz.models.checkpoints import (
     CARD,
     WEIGHTS,
@@ -415,3 +415,17 @@ def test_the_loaded_model_carries_its_fingerprint_computed_once(tmp_path, monkey
 def test_the_card_says_its_accuracies(metrics, plain, tta):
     card = _card(metrics=metrics)
     assert card.test_accuracy == plain and card.test_accuracy_tta == tta
+
+
+@pytest.mark.parametrize("suffix", FOREIGN_SUFFIXES)
+def test_every_foreign_suffix_offered_loads(tmp_path, suffix):
+    """The upload box offers FOREIGN_SUFFIXES: a file of each kind loads into its architecture."""
+    from safetensors.torch import save_file
+
+    model, path = _model(seed=8), tmp_path / f"w{suffix}"
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    assert torch.equal(_outputs(load_model(path, "resnet20").model), _outputs(model))

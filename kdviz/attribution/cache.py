@@ -77,10 +77,6 @@ class AttributionCache:
             while len(self._memory) > self.memory_items:
                 self._memory.popitem(last=False)
 
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
-
 
 _DEFAULT_CACHE: AttributionCache | None = None
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..core import atomic, settings
 from .base import DataError, ImageSplit
+from .images import UPLOAD_TYPES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {f".{ext}" for ext in UPLOAD_TYPES}
 CACHE_VERSION = 1
 
 Progress = Callable[[int, int], None]
@@ -115,12 +116,6 @@ def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray, root: Path
         atomic.write_json(cache / "meta.json", {"root": str(root), "split": split, "n": len(labels)})
     except OSError:
         pass  # a read-only cache folder costs speed, not correctness
-
-
-def folder_cache_bytes() -> int:
-    """Bytes held by the folder cache (shown so a person knows what clearing it frees)."""
-    base = settings.cache_dir() / "folders"
-    return sum(f.stat().st_size for f in base.rglob("*") if f.is_file()) if base.is_dir() else 0
 
 
 def describe_folder(root: Path) -> dict:

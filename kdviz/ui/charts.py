@@ -75,17 +75,3 @@ def sample_grid(
         )
         rows.append(row)
     return np.concatenate(rows, axis=0)
-
-
-def compare_bars(names: Sequence[str], values: Sequence[float], title: str, fmt: str = ",.0f") -> go.Figure:
-    fig = go.Figure(
-        go.Bar(
-            x=list(names),
-            y=list(values),
-            text=[format(v, fmt) for v in values],
-            textposition="auto",
-            marker_color=["#1f77b4", "#d62728", "#2ca02c"][: len(names)],
-        )
-    )
-    fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
