@@ -9,6 +9,7 @@ from ..core import settings
 from .common import (
     DISTILL_FIELDS,
     CLIError,
+    StepBar,
     add_distill_settings,
     add_recipe_settings,
     emit,
@@ -63,20 +64,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
+    steps = StepBar(disable=args.json)
+
     def callback(event) -> None:
         if event.kind == "step":
-            if "bar" not in bars:
-                bars["bar"] = tqdm(
-                    total=event.steps,
-                    desc=f"{name} epoch {event.epoch}/{event.epochs}",
-                    leave=False,
-                    file=sys.stderr,
-                    disable=args.json,
-                )
-            bars["bar"].update(1)
-            bars["bar"].set_postfix(loss=f"{event.loss:.3f}")
-        elif event.kind == "epoch" and "bar" in bars:
-            bars.pop("bar").close()
+            steps.step(event, f"{name} epoch {event.epoch}/{event.epochs}")
+        elif event.kind == "epoch" and steps.close():
             print(
                 f"epoch {event.epoch}/{event.epochs}: test accuracy {event.record.test_acc:.4f}",
                 file=sys.stderr,
