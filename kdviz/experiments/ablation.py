@@ -36,7 +36,7 @@ from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
 from ..models.checkpoints import CARD, LoadedModel, load_model
-from ..models.evaluate import predict, spread_indices
+from ..models.evaluate import Predictions, predict, spread_indices
 from ..training import (
     ARMS,
     DistillConfig,
@@ -273,14 +273,7 @@ def _reference(
     pred_file = folder / "teacher_predictions.npy"
     if pred_file.is_file():
         return np.load(pred_file, allow_pickle=False)
-    preds = predict(
-        teacher.model,
-        data.test,
-        mean=teacher.card.mean,
-        std=teacher.card.std,
-        limit=config.test_limit,
-        device=device,
-    )
+    preds = _test_predictions(teacher, data, config, device)
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
     t_stats, s_stats = model_stats(teacher.model, data.image_size), model_stats(student, data.image_size)
     state["teacher"] = {
@@ -305,6 +298,18 @@ def _reference(
     return preds.predicted
 
 
+def _test_predictions(loaded: LoadedModel, data: Dataset, config: StudyConfig, device: str) -> Predictions:
+    """A model's predictions on the study's test images: teacher and students are judged alike."""
+    return predict(
+        loaded.model,
+        data.test,
+        mean=loaded.card.mean,
+        std=loaded.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
+
+
 def evaluate_run(
     folder: Path,
     run_dir: Path,
@@ -316,14 +321,7 @@ def evaluate_run(
 ) -> dict:
     """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
     student = load_model(run_dir, map_location=device)
-    preds = predict(
-        student.model,
-        data.test,
-        mean=student.card.mean,
-        std=student.card.std,
-        limit=config.test_limit,
-        device=device,
-    )
+    preds = _test_predictions(student, data, config, device)
     probe = np.load(folder / "probe_indices.npy", allow_pickle=False)
     options = AttributionOptions(method="ig", steps=config.probe_steps, target="true")
     student.model.cpu()
