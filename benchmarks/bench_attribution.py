@@ -28,11 +28,10 @@ from kdviz.attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute, t
 from kdviz.attribution.igcache import precompute
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import normalize, to_float
-from kdviz.models.checkpoints import load_any, load_checkpoint
+from kdviz.models import load_model, pretrained_path
 from kdviz.models.speedups import fused_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
 STEPS = 32
 
 
@@ -141,8 +140,8 @@ def upload_rows(quick: bool) -> list[dict]:
 
     from kdviz.data.images import read_image
 
-    teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
-    student = load_checkpoint(ROOT / "assets" / "digits_student")
+    teacher = load_model(ROOT / "assets" / "digits_teacher")
+    student = load_model(ROOT / "assets" / "digits_student")
     buf = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)).save(buf, "JPEG")
     data = buf.getvalue()
@@ -151,7 +150,7 @@ def upload_rows(quick: bool) -> list[dict]:
     def once():
         img = read_image(data, size=32)
         for lm in (teacher, student):
-            x = normalize(to_float(img.model_input[None]), lm.card.mean, lm.card.std)
+            x = lm.preprocess(img.model_input)
             attribute(lm.model, x, opts, mean=lm.card.mean, std=lm.card.std, cache=False)
 
     med, samples = median_of(once, repeats=3 if quick else 10, warmup=1)
@@ -169,11 +168,11 @@ def upload_rows(quick: bool) -> list[dict]:
 def cache_cost_rows(quick: bool) -> list[dict]:
     """The whole CIFAR-10 training set through the ResNet-56 teacher: a slice measured, the rest
     extrapolated."""
-    path = PRETRAINED / "resnet56-4bfd9763.th"
+    path = pretrained_path("resnet56")
     if not path.exists():
         print(f"skip IG-cache cost: {path} not found")
         return []
-    model = load_any(path, "resnet56").model.eval()
+    model = load_model(path, "resnet56").model.eval()
     data = load_dataset("cifar10")
     n = 32 if quick else 96
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +202,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     digits = load_dataset("digits")
-    teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
+    teacher = load_model(ROOT / "assets" / "digits_teacher")
     n = 32 if args.quick else 96
     rows = throughput_rows(
         "digits teacher (mobilenetv2_cifar ×0.5)",
@@ -213,12 +212,12 @@ def main(argv=None) -> int:
         teacher.card.std,
         n,
     )
-    r56 = PRETRAINED / "resnet56-4bfd9763.th"
+    r56 = pretrained_path("resnet56")
     if r56.exists():
         cifar = load_dataset("cifar10")
         rows += throughput_rows(
             "resnet56 (pretrained)",
-            load_any(r56, "resnet56").model.eval(),
+            load_model(r56, "resnet56").model.eval(),
             cifar,
             IMAGENET_MEAN,
             IMAGENET_STD,
@@ -228,14 +227,14 @@ def main(argv=None) -> int:
 
     steps_list = [8, 16, 32, 64] if args.quick else [8, 16, 24, 32, 48, 64, 72, 80, 96, 128]
     srows = []
-    r20 = PRETRAINED / "resnet20-12fca82f.th"
+    r20 = pretrained_path("resnet20")
     if r20.exists():
         cifar = load_dataset("cifar10")
         idx = np.linspace(0, len(cifar.test) - 1, 16 if args.quick else 48).round().astype(int)
         x = normalize(to_float(cifar.test.images[idx]), IMAGENET_MEAN, IMAGENET_STD)
         srows += steps_rows(
             "resnet20 on CIFAR-10 test",
-            load_any(r20, "resnet20").model.eval(),
+            load_model(r20, "resnet20").model.eval(),
             x,
             IMAGENET_MEAN,
             IMAGENET_STD,

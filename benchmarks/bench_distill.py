@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, median_of, write_results
 from kdviz.data import load_dataset
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models import load_model, pretrained_path
 from kdviz.training import (
     ARMS,
     DistillConfig,
@@ -31,13 +31,11 @@ from kdviz.training import (
     distill_batches,
     distill_run,
     ensure_ig_cache,
-    load_teacher,
     subset_dataset,
 )
 from kdviz.training.loop import epoch_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED = ROOT.parent / "shared" / "data" / "pretrained"
 TARGET = 1.5
 
 
@@ -155,18 +153,18 @@ def main(argv=None) -> int:
     rows, reads = [], []
     with tempfile.TemporaryDirectory() as tmp:
         digits = subset_dataset(load_dataset("digits"), n)
-        teacher = load_checkpoint(ROOT / "assets" / "digits_teacher")
+        teacher = load_model(ROOT / "assets" / "digits_teacher")
         store = ensure_ig_cache(teacher, digits, Path(tmp) / "digits", steps=2)
         cfg = dict(batch_size=64, hflip=False, subset=n)
         pair = "digits: mobilenetv2_cifar ×0.5 → mnv2_student_4x ×0.5"
         rows += arm_rows(pair, teacher, digits, store, ("mnv2_student_4x", {"width_mult": 0.5}), cfg, repeats)
         reads += read_rows(pair, digits, store, cfg, repeats)
-        r56 = PRETRAINED / "resnet56-4bfd9763.th"
+        r56 = pretrained_path("resnet56")
         estimate = []
         if r56.exists():
             full = load_dataset("cifar10")
             cifar = subset_dataset(full, n)
-            teacher56 = load_teacher(r56, cifar, "resnet56")
+            teacher56 = load_model(r56, "resnet56", data=cifar)
             store56 = ensure_ig_cache(teacher56, cifar, Path(tmp) / "cifar", steps=2)
             cfg = dict(batch_size=64, subset=n)
             pair = "CIFAR-10 (cpu preset): resnet56 → resnet20"

@@ -58,11 +58,11 @@ def main() -> int:
     from kdviz.attribution import AttributionOptions
     from kdviz.core.settings import assets_dir
     from kdviz.data import load_dataset
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
     from kdviz.ui.attributions import attribute_image
 
     data = load_dataset("digits")
-    models = {role: load_checkpoint(assets_dir() / f"digits_{role}") for role in ("teacher", "student")}
+    models = {role: load_model(assets_dir() / f"digits_{role}") for role in ("teacher", "student")}
     options = AttributionOptions()  # the page's defaults: IG, 32 Gauss–Legendre steps, zero baseline
     images = data.test.images
     labels = data.test.labels

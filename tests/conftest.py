@@ -13,6 +13,15 @@ CIFAR10 = SHARED_DATA / "cifar10"
 PRETRAINED = SHARED_DATA / "pretrained"
 
 
+def pretrained(arch: str) -> Path:
+    """The pretrained file of ``arch`` in ../shared/data (the registry knows its name)."""
+    from kdviz.models import get_spec
+
+    name = get_spec(arch).pretrained_file
+    assert name is not None, f"{arch} has no pretrained file"
+    return PRETRAINED / name
+
+
 def require_shared(path: Path = CIFAR10) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: real-data tests need ../shared/data beside the project (see README)")

@@ -30,7 +30,7 @@ from kdviz.experiments.ablation import (
     summarise,
 )
 from kdviz.experiments.presets import PRESETS, configure, smoke
-from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_model
 from kdviz.training import ARMS
 from kdviz.training.loop import HISTORY
 
@@ -83,7 +83,7 @@ def test_the_four_arms_write_the_study_folder(study):
         assert run.folder == folder / "runs" / run_name(run.arm, run.seed)
         for name in (CARD, WEIGHTS, HISTORY, RESUME, METRICS, PROBE_MAPS):
             assert (run.folder / name).is_file(), (run.name, name)
-        card = load_checkpoint(run.folder).card
+        card = load_model(run.folder).card
         assert card.train_config["arm"] == run.arm and card.train_config["seed"] == run.seed
         assert card.teacher == str(TEACHER) and card.role == "student"
         assert bool(card.train_config["ig_cache"]) == (run.arm in ("ig", "kd+ig"))
@@ -94,7 +94,7 @@ def test_the_four_arms_write_the_study_folder(study):
         assert len(m["attribution_per_image"]["spearman"]) == 4
         assert np.load(run.folder / PROBE_MAPS).shape == (4, 32, 32)
     # the two seeds of an arm are different students
-    w0, w1 = (load_checkpoint(r.folder).model.state_dict() for r in view.runs if r.arm == "kd+ig")
+    w0, w1 = (load_model(r.folder).model.state_dict() for r in view.runs if r.arm == "kd+ig")
     assert not all(torch.equal(w0[k], w1[k]) for k in w0)
     stages = [e.stage for e in events]
     assert stages[-1] == "done" and "igcache" in stages and stages.count("metrics") == 8
@@ -111,11 +111,11 @@ def test_metrics_are_what_they_say(study):
     digits = load_dataset("digits")
     teacher_pred = np.load(view.folder / "teacher_predictions.npy")
     run = view.runs[3]
-    loaded = load_checkpoint(run.folder)
+    loaded = load_model(run.folder)
     preds = predict(loaded.model, digits.test, mean=loaded.card.mean, std=loaded.card.std, limit=120)
     assert run.metrics["test_accuracy"] == pytest.approx(preds.accuracy)
     assert run.metrics["teacher_agreement"] == pytest.approx(float((preds.predicted == teacher_pred).mean()))
-    teacher = load_checkpoint(TEACHER)
+    teacher = load_model(TEACHER)
     t = predict(teacher.model, digits.test, mean=teacher.card.mean, std=teacher.card.std, limit=120)
     assert np.array_equal(t.predicted, teacher_pred)
     assert view.state["teacher"]["test_accuracy"] == pytest.approx(t.accuracy)
@@ -137,8 +137,8 @@ def test_the_table_of_arms(study):
         assert row["teacher's accuracy kept"] == pytest.approx(
             np.mean(acc) / view.state["teacher"]["test_accuracy"]
         )
-    teacher_params = load_checkpoint(TEACHER).card.stats["params"]
-    student_params = load_checkpoint(view.runs[0].folder).card.stats["params"]
+    teacher_params = load_model(TEACHER).card.stats["params"]
+    student_params = load_model(view.runs[0].folder).card.stats["params"]
     assert by_arm["kd"]["compression ×"] == pytest.approx(teacher_params / student_params)
     assert by_arm["kd"]["latency ms"] > 0
     table = markdown_table(rows)

@@ -14,8 +14,7 @@ import torch
 from kdviz.attribution import AttributionOptions, agreement, comparison
 from kdviz.attribution.faithfulness import deletion_insertion, randomized_copy
 from kdviz.data import load_dataset
-from kdviz.data.loader import normalize, to_float
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +26,12 @@ def digits():
 
 @pytest.fixture(scope="module")
 def teacher():
-    return load_checkpoint(ROOT / "assets" / "digits_teacher")
+    return load_model(ROOT / "assets" / "digits_teacher")
 
 
 @pytest.fixture(scope="module")
 def student():
-    return load_checkpoint(ROOT / "assets" / "digits_student")
+    return load_model(ROOT / "assets" / "digits_student")
 
 
 def smooth_map(seed: int = 0, size: int = 16) -> np.ndarray:
@@ -121,8 +120,8 @@ def test_ssim_on_small_maps():
 
 
 def test_deletion_insertion_curves(student, digits):
-    model, card = student.model.eval(), student.card
-    x = normalize(to_float(digits.test.images[:3]), card.mean, card.std)
+    model = student.model.eval()
+    x = student.preprocess(digits.test.images[:3])
     maps = np.abs(np.random.default_rng(0).normal(size=(3, 32, 32))).astype(np.float32)
     with torch.no_grad():
         probs = model(x).softmax(1)

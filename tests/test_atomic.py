@@ -111,3 +111,25 @@ def test_saved_file_gets_the_usual_mode_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o644
+
+
+def test_write_npy_and_npz_round_trip_and_leave_no_temp(tmp_path):
+    atomic.write_npy(tmp_path / "a.npy", np.arange(6, dtype=np.float16).reshape(2, 3))
+    atomic.write_npy(tmp_path / "a.npy", [True, False])  # replaces; anything array-like
+    atomic.write_npz(tmp_path / "b.npz", logits=np.ones((2, 3), np.float32), labels=np.array([1, 2]))
+    assert np.load(tmp_path / "a.npy").tolist() == [True, False]
+    with np.load(tmp_path / "b.npz") as npz:
+        assert sorted(npz.files) == ["labels", "logits"] and npz["labels"].tolist() == [1, 2]
+    assert _names(tmp_path) == ["a.npy", "b.npz"]
+
+
+def test_write_npy_refuses_objects_and_keeps_the_old_file(tmp_path):
+    """Only numbers are written: what np.load would refuse to read back never replaces a good file."""
+    target = tmp_path / "maps.npy"
+    atomic.write_npy(target, np.zeros(3))
+    with pytest.raises(ValueError):
+        atomic.write_npy(target, np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        atomic.write_npz(tmp_path / "e.npz", entry=np.array([object()]))
+    assert np.load(target).tolist() == [0.0, 0.0, 0.0]
+    assert _names(tmp_path) == ["maps.npy"]

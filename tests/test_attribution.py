@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import CIFAR10, PRETRAINED, require_shared
+from conftest import CIFAR10, pretrained, require_shared
 from kdviz.attribution import (
     BASELINES,
     IG_RULES,
@@ -29,11 +29,11 @@ from kdviz.attribution import (
 )
 from kdviz.data import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from kdviz.data.loader import denormalize, normalize, to_float
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_model
 from kdviz.models.fingerprint import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
-RESNET20_TH = PRETRAINED / "resnet20-12fca82f.th"
+RESNET20_TH = pretrained("resnet20")
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -81,7 +81,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def student():
-    return load_checkpoint(ROOT / "assets" / "digits_student")
+    return load_model(ROOT / "assets" / "digits_student")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def digit_batch(digits, student):
     """Four test digits of four different classes, normalised for the student, and their labels."""
     labels = digits.test.labels
     idx = np.array([int(np.flatnonzero(labels == c)[0]) for c in (0, 3, 5, 8)])
-    x = normalize(to_float(digits.test.images[idx]), student.card.mean, student.card.std)
+    x = student.preprocess(digits.test.images[idx])
     return x, torch.as_tensor(labels[idx])
 
 
@@ -186,9 +186,9 @@ def test_completeness_resnet20_on_real_cifar10():
     """
     require_shared(CIFAR10)
     require_shared(RESNET20_TH)
-    from kdviz.models.checkpoints import load_any
+    from kdviz.models.checkpoints import load_model
 
-    model = load_any(RESNET20_TH, "resnet20").model.eval()
+    model = load_model(RESNET20_TH, "resnet20").model.eval()
     images = np.stack(
         [np.asarray(Image.open(CIFAR10 / "test" / c / "0000.jpg").convert("RGB")) for c in CIFAR_CLASSES[:8]]
     )

@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import pretrained
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR10 = SHARED_DATA / "cifar10"
-RESNET20_TH = SHARED_DATA / "pretrained" / "resnet20-12fca82f.th"
+RESNET20_TH = pretrained("resnet20")
 ASSET_TEACHER = ROOT / "assets" / "digits_teacher"
 TEACHER_PARAMS = 2_236_682
 SUBCOMMANDS = ("data", "models", "train", "eval", "runs", "make-assets")

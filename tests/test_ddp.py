@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kdviz.cli import main
-from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_checkpoint
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_model
 from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +99,10 @@ def test_two_processes_train_one_student_and_only_rank_0_writes(tmp_path):
     assert a == b  # gradients were averaged: both replicas hold the same weights
     run = tmp_path / "home" / "ddp"
     assert sorted(p.name for p in run.iterdir()) == sorted([CARD, HISTORY, RESUME, WEIGHTS])  # no stray files
-    card = load_checkpoint(run).card
+    card = load_model(run).card
     assert card.train_config["world_size"] == 2 and card.train_config["arm"] == "kd+ig"
     assert card.metrics["epochs_done"] == 2 and card.metrics["complete"]
-    weights_sum = sum(float(p.detach().double().sum()) for p in load_checkpoint(run).model.parameters())
+    weights_sum = sum(float(p.detach().double().sum()) for p in load_model(run).model.parameters())
     assert weights_sum == pytest.approx(a, rel=1e-9)  # what rank 0 wrote is what both ranks hold
     # the teacher's IG cache was made on the way, each rank taking every other image
     cache = Path(out["ig_cache"])
@@ -150,7 +150,7 @@ def test_the_distill_command_in_one_process(tmp_path, monkeypatch, capsys, one_t
     assert (
         out["world_size"] == 1 and out["arm"] == "kd" and out["ig_cache"] is None and out["epochs_done"] == 1
     )
-    card = load_checkpoint(tmp_path / "home" / "one").card
+    card = load_model(tmp_path / "home" / "one").card
     assert (card.train_config["alpha"], card.train_config["temperature"], card.train_config["subset"]) == (
         0.7,
         3.0,

@@ -16,7 +16,7 @@ from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGCacheSpec, IG
 from kdviz.data import load_dataset
 from kdviz.data.base import Dataset, ImageSplit
 from kdviz.data.loader import denormalize
-from kdviz.models.checkpoints import CARD, LoadedModel, ModelCard, load_checkpoint
+from kdviz.models.checkpoints import CARD, LoadedModel, ModelCard, load_model
 from kdviz.training import (
     ARMS,
     DistillConfig,
@@ -342,7 +342,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def teacher():
-    return load_checkpoint(TEACHER)
+    return load_model(TEACHER)
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +386,7 @@ def test_a_distilled_students_card_says_how_it_was_made(small, teacher, tmp_path
     ) == ("kd+ig", 3.0, 0.7, 0.5, 0.4, "blend")
     assert tc["ig_cache"] == str(store.folder) and tc["subset"] == 96 and tc["world_size"] == 1
     assert card["metrics"]["complete"] is True
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_model(tmp_path)
     assert loaded.card.train_config["arm"] == "kd+ig"
 
 
@@ -399,7 +399,7 @@ def test_ig_arms_need_a_cache_of_the_training_images(small, teacher, digits, tmp
     # a cache folder made for other images, or by another teacher, is refused, not used
     with pytest.raises(IGCacheError, match="96 maps"):
         ensure_ig_cache(teacher, subset_dataset(digits, 50), store.folder, steps=4)
-    other = load_checkpoint(TEACHER)
+    other = load_model(TEACHER)
     with torch.no_grad():
         next(other.model.parameters()).add_(1.0)
     with pytest.raises(IGCacheError, match="another teacher"):

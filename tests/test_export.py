@@ -12,7 +12,7 @@ from torch import nn
 
 from kdviz.bench import export
 from kdviz.models import create_model
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,9 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def exported():
     """The asset teacher and student and the edge student, exported once for the module."""
-    models = {
-        name: load_checkpoint(ROOT / "assets" / name).model for name in ("digits_teacher", "digits_student")
-    }
+    models = {name: load_model(ROOT / "assets" / name).model for name in ("digits_teacher", "digits_student")}
     torch.manual_seed(0)
     models["mnv2_student_4x_edge"] = create_model("mnv2_student_4x_edge").eval()
     return {name: (model, export.session(export.to_onnx(model), threads=1)) for name, model in models.items()}

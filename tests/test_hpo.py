@@ -23,7 +23,7 @@ from kdviz.experiments.hpo import (
     run_search,
     train_best,
 )
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_model
 from kdviz.training.loop import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_three_trials_on_sqlite(three):
             assert lo <= value <= hi, (name, value)
         assert sorted(t.intermediate_values) == [1, 2]  # reported after every epoch
         run = Path(t.user_attrs["run_dir"])
-        card = load_checkpoint(run).card
+        card = load_model(run).card
         tc = card.train_config
         # the trial's values are the run's: what was suggested is what was trained
         assert tc["temperature"] == t.params["temperature"] and tc["alpha"] == t.params["alpha"]
@@ -121,7 +121,7 @@ def test_a_student_from_the_best_trial(three, tmp_path):
     folder, _ = three
     view = load_search(folder)
     model, result = train_best(view, "best", tmp_path / "best", epochs=1)
-    card = load_checkpoint(tmp_path / "best").card
+    card = load_model(tmp_path / "best").card
     best = view.study().best_trial.params
     assert card.train_config["temperature"] == best["temperature"] and card.train_config["holdout"] == 0
     assert card.train_config["epochs"] == 1 and len(result.history) == 1 and card.role == "student"

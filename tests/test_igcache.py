@@ -18,8 +18,8 @@ from PIL import Image
 from kdviz.attribution import attribute
 from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
 from kdviz.data import load_dataset
-from kdviz.data.loader import normalize, to_float
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.data.loader import normalize
+from kdviz.models.checkpoints import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "digits_teacher"
@@ -36,7 +36,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def teacher():
-    return load_checkpoint(TEACHER)
+    return load_model(TEACHER)
 
 
 def run_precompute(teacher, digits, out, **kw):
@@ -95,7 +95,7 @@ def test_store_index_is_the_image_index(reference, teacher, digits):
     card = teacher.card
     idx = np.array([23, 5, 0, 17, 11])
     split = digits.train
-    x = normalize(to_float(split.images[idx]), card.mean, card.std)
+    x = teacher.preprocess(split.images[idx])
     direct = attribute(
         teacher.model,
         x,
@@ -181,7 +181,7 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(reference, teacher, dig
 def test_other_options_in_the_same_folder_are_refused(reference, teacher, digits, tmp_path):
     run_precompute(teacher, digits, tmp_path, should_stop=lambda: True)
     before = np.array(IGMapStore(tmp_path).maps)
-    other = load_checkpoint(TEACHER).model  # another teacher: one weight changed
+    other = load_model(TEACHER).model  # another teacher: one weight changed
     with torch.no_grad():
         next(other.parameters()).view(-1)[0] += 0.1
     for change, word in [
@@ -283,7 +283,7 @@ def test_cli_attribute_one_image(teacher, digits, tmp_path):
 
     # The numbers are the teacher's on that image.
     card = teacher.card
-    x = normalize(to_float(digits.test.images[7:8]), card.mean, card.std)
+    x = teacher.preprocess(digits.test.images[7:8])
     black = normalize(torch.zeros(1, 3, 32, 32), card.mean, card.std)
     with torch.no_grad():
         logits = teacher.model.eval()(x)[0]

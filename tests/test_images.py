@@ -285,3 +285,13 @@ def test_file_over_the_byte_limit(monkeypatch):
 
 def test_image_error_is_a_value_error():
     assert issubclass(ImageError, ValueError)
+
+
+@pytest.mark.parametrize("fmt", [f for f, exts in images.FORMATS.items() if exts])
+def test_every_offered_extension_is_a_format_that_reads(fmt):
+    """The upload boxes offer exactly FORMATS' extensions; each one is what PIL writes and reads for it."""
+    registered = Image.registered_extensions()
+    for ext in images.FORMATS[fmt]:
+        assert ext in images.UPLOAD_TYPES and registered[f".{ext}"] == fmt
+    loaded = read_image(encode(pattern().convert("RGB"), fmt), size=8)
+    assert loaded.format == fmt and loaded.model_input.shape == (8, 8, 3)

@@ -19,9 +19,9 @@ MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
 
 @pytest.fixture(scope="module")
 def teacher():
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
 
-    return load_checkpoint(ROOT / "assets" / "digits_teacher")
+    return load_model(ROOT / "assets" / "digits_teacher")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def digit(teacher):
     from kdviz.data import load_dataset
 
     image = load_dataset("digits").test.images[0]
-    x = normalize(to_float(image[None]), teacher.card.mean, teacher.card.std)
+    x = teacher.preprocess(image)
     with torch.no_grad():
         target = int(teacher.model.eval()(x).argmax())
     return image, x, target

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import pretrained
 from kdviz.models import (
     UnknownModelError,
     compression_ratio,
@@ -17,6 +18,7 @@ from kdviz.models import (
     get_spec,
     list_models,
     model_stats,
+    pretrained_path,
     register_model,
 )
 
@@ -43,6 +45,14 @@ def test_registry_lists_the_expected_models():
     assert {s.name for s in list_models("resnet_cifar")} >= {"resnet20", "resnet56"}
     assert all(s.family == "mobilenetv2" for s in list_models("mobilenetv2"))
     assert get_spec("resnet20").pretrained_file == "resnet20-12fca82f.th"
+
+
+def test_the_registry_says_where_pretrained_weights_lie(tmp_path, monkeypatch):
+    """One place knows the pretrained files: the registry, under the data root's pretrained/."""
+    monkeypatch.setenv("KDVIZ_DATA", str(tmp_path))
+    assert pretrained_path("resnet56") == tmp_path / "pretrained" / "resnet56-4bfd9763.th"
+    with pytest.raises(ValueError, match="resnet20, resnet56"):
+        pretrained_path("mnv2_student_4x")
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -251,19 +261,19 @@ def cifar_test_slice():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "arch, file, minimum",
+    "arch, minimum",
     # measured on this slice: resnet20 0.804, resnet56 0.825 (full test set: 81.0 % and 83.2 %)
-    [("resnet20", "resnet20-12fca82f.th", 0.78), ("resnet56", "resnet56-4bfd9763.th", 0.80)],
+    [("resnet20", 0.78), ("resnet56", 0.80)],
 )
-def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, file, minimum):
+def test_pretrained_resnets_load_and_are_accurate(cifar_test_slice, arch, minimum):
     from kdviz.data import IMAGENET_MEAN, IMAGENET_STD
-    from kdviz.models.checkpoints import load_any
+    from kdviz.models.checkpoints import load_model
     from kdviz.models.evaluate import predict
 
-    path = SHARED_DATA / "pretrained" / file
+    path = pretrained(arch)
     if not path.is_file():
-        pytest.skip(f"../shared/data/pretrained/{file} not found")
-    loaded = load_any(path, arch)
+        pytest.skip(f"{path} not found")
+    loaded = load_model(path, arch)
     assert loaded.card.arch == arch and loaded.card.source_file == str(path)
     assert not loaded.model.training
     assert np.bincount(cifar_test_slice.labels).tolist() == [100] * 10

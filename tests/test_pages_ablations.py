@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from kdviz.core.jobs import MANAGER
 from kdviz.experiments.ablation import StudyConfig, load_study, run_study, summarise
 from kdviz.experiments.hpo import SearchConfig, load_search, run_search
-from kdviz.models.checkpoints import load_checkpoint
+from kdviz.models.checkpoints import load_model
 from kdviz.training import ARMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_the_search_and_a_student_from_its_best_trial(page, home):
     assert job.wait(300) and job.status == "done", job.error
     at.run()
     assert_clean(at)
-    card = load_checkpoint(home / "best-student").card
+    card = load_model(home / "best-student").card
     assert (
         card.train_config["temperature"] == best.params["temperature"] and card.train_config["holdout"] == 0
     )

@@ -41,12 +41,12 @@ def digits():
 @pytest.fixture(scope="module")
 def gallery_predictions(digits):
     """Each asset model's predictions on the test set, computed here, not by the page."""
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
     from kdviz.models.evaluate import predict
 
     out = {}
     for role, path in (("teacher", TEACHER), ("student", STUDENT)):
-        loaded = load_checkpoint(path)
+        loaded = load_model(path)
         out[role] = predict(loaded.model, digits.test, mean=loaded.card.mean, std=loaded.card.std).predicted
     return out
 

@@ -92,8 +92,8 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     )
     assert table.loc[S_NAME, "compression ×"] == 4.61  # the README's figure for the asset pair
     # before anything is measured: the cards' accuracies, and no latency yet
-    assert table.loc[T_NAME, "accuracy"] == teacher_card.metrics["test_accuracy"]
-    assert table.loc[S_NAME, "accuracy"] == student_card.metrics["test_accuracy"]
+    assert table.loc[T_NAME, "accuracy"] == teacher_card.test_accuracy
+    assert table.loc[S_NAME, "accuracy"] == student_card.test_accuracy
     assert table["latency ms (batch 1)"].isna().all()
     assert any("from each model's card" in c.value for c in at.caption)
 
@@ -123,13 +123,13 @@ def test_short_latency_and_accuracy_fill_the_headline_table():
     at.button(key="bench_run_accuracy").click().run()
     assert_clean(at)
     from kdviz.data import load_dataset
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
     from kdviz.models.evaluate import predict
 
     digits = load_dataset("digits")
     expected = {}
     for name, path in ((T_NAME, TEACHER), (S_NAME, STUDENT)):
-        loaded = load_checkpoint(path)
+        loaded = load_model(path)
         expected[name] = predict(loaded.model, digits.test, mean=loaded.card.mean, std=loaded.card.std)
     table = headline(at)
     for name in (T_NAME, S_NAME):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import PRETRAINED, require_shared
+from conftest import PRETRAINED, pretrained, require_shared
 from kdviz.attribution import METHODS
 from kdviz.ui.lesson import STEPS
 
@@ -37,9 +37,9 @@ def digits():
 
 @pytest.fixture(scope="module")
 def models():
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
 
-    return {role: load_checkpoint(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
+    return {role: load_model(path) for role, path in (("teacher", TEACHER), ("student", STUDENT))}
 
 
 @pytest.fixture
@@ -107,10 +107,9 @@ def captions(at: AppTest) -> list[str]:
 def teacher_view(models, image: np.ndarray, baseline: str = "zero"):
     """The teacher's prediction, and its score at the image and at the baseline, computed here."""
     from kdviz.attribution import make_baseline
-    from kdviz.data.loader import normalize, to_float
 
     loaded = models["teacher"]
-    x = normalize(to_float(image[None]), loaded.card.mean, loaded.card.std)
+    x = loaded.preprocess(image)
     with torch.no_grad():
         logits = loaded.model.eval()(x)[0]
         k = int(logits.argmax())
@@ -203,7 +202,7 @@ def check_step_5(at, models):
 
 def check_step_6(at, models):
     points = chart(at, "bench_scatter")["data"][0]
-    accuracy = {f"digits_{r}": models[r].card.metrics["test_accuracy"] for r in ("teacher", "student")}
+    accuracy = {f"digits_{r}": models[r].card.test_accuracy for r in ("teacher", "student")}
     assert dict(zip(values(points["text"]), values(points["y"]), strict=False)) == pytest.approx(accuracy)
     assert all(x > 0 for x in values(points["x"]))
     table = at.dataframe[0].value
@@ -393,8 +392,8 @@ def test_every_step_on_cifar10_with_the_pretrained_resnets(fresh_cache, monkeypa
     from kdviz.training.workflows import import_checkpoint
 
     data = load_dataset("cifar10")
-    import_checkpoint(PRETRAINED / "resnet20-12fca82f.th", "resnet20", data, "cifar-teacher", role="teacher")
-    import_checkpoint(PRETRAINED / "resnet56-4bfd9763.th", "resnet56", data, "cifar-student", role="student")
+    import_checkpoint(pretrained("resnet20"), "resnet20", data, "cifar-teacher", role="teacher")
+    import_checkpoint(pretrained("resnet56"), "resnet56", data, "cifar-student", role="student")
     at = open_page("pages/lesson.py", {"steps": "4"})  # step 2 with few steps keeps the test short
     at.sidebar.selectbox(key="sidebar_data_kind").set_value("CIFAR-10").run()
     assert_clean(at)

@@ -1,6 +1,6 @@
 """Broken and mismatched checkpoints: refused with a message naming the problem, where a person meets them.
 
-Three places: the library (``load_checkpoint`` and the cheap ``checkpoint_problem`` the sidebar
+Three places: the library (``load_model`` and the cheap ``checkpoint_problem`` the sidebar
 uses), the Models page's upload box, and the workspace itself, where a broken run folder must not
 break the sidebar or any page: it is left out of the choices with a note, and picking it on the
 Runs tab says what is wrong.
@@ -20,7 +20,7 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from kdviz.models import create_model
-from kdviz.models.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_checkpoint
+from kdviz.models.checkpoints import CARD, WEIGHTS, CheckpointError, checkpoint_problem, load_model
 from kdviz.training.workspace import Workspace, model_choices, unusable_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def _broken_run(root: Path, name: str) -> Path:
 def test_each_broken_checkpoint_is_refused_with_its_reason(tmp_path, name):
     run = _broken_run(tmp_path, name)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(run)
+        load_model(run)
     reason = str(info.value)
     for words in BREAKAGES[name][1]:
         assert words in reason, (words, reason)
@@ -116,7 +116,7 @@ def test_the_cheap_check_passes_good_checkpoints_and_follows_file_changes(tmp_pa
     shutil.copytree(ASSET, run)
     assert checkpoint_problem(run) is None
     assert checkpoint_problem(ROOT / "assets" / "digits_teacher") is None
-    load_checkpoint(run)  # and it really loads
+    load_model(run)  # and it really loads
     _edit_card(run, num_classes=7)  # a changed file is checked again, not answered from memory
     assert "made for 10 classes" in checkpoint_problem(run)
 

@@ -90,10 +90,10 @@ def test_pareto_front():
 @pytest.fixture
 def student_and_digits(tmp_path, monkeypatch):
     from kdviz.data import load_dataset
-    from kdviz.models.checkpoints import load_checkpoint
+    from kdviz.models.checkpoints import load_model
 
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
-    return load_checkpoint(ROOT / "assets" / "digits_student"), load_dataset("digits")
+    return load_model(ROOT / "assets" / "digits_student"), load_dataset("digits")
 
 
 def test_cached_predictions_are_computed_once_per_model_and_data(student_and_digits, monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kdviz.models import create_model
-from kdviz.models.checkpoints import LoadedModel, ModelCard, load_checkpoint, save_checkpoint
+from kdviz.models.checkpoints import LoadedModel, ModelCard, load_model, save_checkpoint
 from kdviz.models.speedups import channels_last, fused_for_inference
 from kdviz.training import teacher_view
 
@@ -40,7 +40,7 @@ def test_channels_last_keeps_values_and_saved_files(tmp_path):
     assert not conv.weight.is_contiguous()
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     save_checkpoint(tmp_path / "run", model, ModelCard(arch="resnet20"))
-    loaded = load_checkpoint(tmp_path / "run").model
+    loaded = load_model(tmp_path / "run").model
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=False):
         assert torch.equal(a, b), k
 

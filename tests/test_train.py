@@ -10,7 +10,7 @@ import torch
 
 from kdviz.data import load_dataset
 from kdviz.models import create_model
-from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_checkpoint
+from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, ModelCard, load_model
 from kdviz.training.loop import HISTORY, TrainConfig, TrainEvent, lr_at, read_history, train, train_indices
 
 ARCH = "resnet20"
@@ -118,7 +118,7 @@ def test_training_writes_the_run_files(run_a):
     assert card["metrics"]["test_accuracy"] == result.history[-1].test_acc
     assert card["train_config"]["train_limit"] == 160
     # the checkpoint holds the final weights
-    loaded = load_checkpoint(run_dir)
+    loaded = load_model(run_dir)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value.cpu()), key
 
@@ -210,7 +210,7 @@ def test_resumed_run_ends_with_bitwise_the_same_weights(run_a, run_b):
     differing = [k for k in state_a if not torch.equal(state_a[k], state_b[k])]
     assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:3]}"
     # the same holds for the saved checkpoints and the metrics
-    loaded = load_checkpoint(run_dir_b).model.state_dict()
+    loaded = load_model(run_dir_b).model.state_dict()
     assert all(torch.equal(loaded[k], state_a[k]) for k in state_a)
     assert run_b[3].history[1].train_loss == result_a.history[1].train_loss
     assert run_b[3].history[1].test_acc == result_a.history[1].test_acc

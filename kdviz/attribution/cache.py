@@ -66,9 +66,7 @@ class AttributionCache:
         self._remember(key, entry)
         if self.disk:
             try:
-                with atomic.atomic_path(self.directory / key[:2] / f"{key}.npz") as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **entry)
+                atomic.write_npz(self.directory / key[:2] / f"{key}.npz", **entry)
             except OSError:
                 pass  # a read-only cache costs time, not correctness
 
@@ -78,10 +76,6 @@ class AttributionCache:
             self._memory.move_to_end(key)
             while len(self._memory) > self.memory_items:
                 self._memory.popitem(last=False)
-
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
 
 
 _DEFAULT_CACHE: AttributionCache | None = None

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..data.base import ImageSplit
-from ..data.loader import normalize, to_float
 from ..models.checkpoints import LoadedModel
 from .agreement import compare_maps, spearman
 from .faithfulness import Curves, deletion_insertion, randomized_copy
@@ -95,7 +94,7 @@ def _maps(
     card = loaded.card
     maps, preds = [], []
     for b in range(0, len(images), batch):
-        x = normalize(to_float(images[b : b + batch]), card.mean, card.std)
+        x = loaded.preprocess(images[b : b + batch])
         result = attribute(
             loaded.model,
             x,
@@ -145,8 +144,7 @@ def faithfulness(
     steps: int = 16,
 ) -> Curves:
     """Deletion and insertion curves of one model's maps on its own images (baseline: zeros)."""
-    card = loaded.card
-    x = normalize(to_float(split.images[indices]), card.mean, card.std)
+    x = loaded.preprocess(split.images[indices])
     return deletion_insertion(loaded.model, x, maps, target, steps=steps)
 
 

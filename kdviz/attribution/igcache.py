@@ -188,7 +188,7 @@ def precompute(
     finished = total_mine - len(todo)
     opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
     images, labels = split_data.images, split_data.labels
-    if todo:  # folded and channels-last: about 1.5x faster IG, checked against the teacher first
+    if todo:  # folded and channels-last for faster IG (README: What it costs), checked against the teacher
         teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
     if internal_batch_size is None and len(todo) * steps >= 20_000:
         internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed (worth it on long runs)
@@ -210,9 +210,7 @@ def precompute(
         maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
         maps.flush()  # the rows are on disk before they are marked done
         mine[chunk] = True
-        with atomic.atomic_path(done_file) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, mine)
+        atomic.write_npy(done_file, mine)
         computed += len(chunk)
         finished += len(chunk)
         if progress:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .baselines import BASELINES
 from .methods import IG_RULES, METHOD_TABLE, METHODS
@@ -42,8 +42,3 @@ class AttributionOptions:
     def key_fields(self) -> dict:
         """Only the fields the method uses, so an unrelated slider does not miss the cache."""
         return {"method": self.method, "target": self.target, **METHOD_TABLE[self.method].key_fields(self)}
-
-
-def options_from_dict(obj: dict) -> AttributionOptions:
-    known = set(asdict(AttributionOptions()))
-    return AttributionOptions(**{k: v for k, v in obj.items() if k in known})

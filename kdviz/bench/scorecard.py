@@ -16,7 +16,6 @@ from ..core import atomic, settings
 from ..data.base import Dataset
 from ..models.checkpoints import LoadedModel
 from ..models.evaluate import Predictions, predict
-from ..models.fingerprint import model_fingerprint
 
 
 def cached_predictions(
@@ -25,12 +24,11 @@ def cached_predictions(
     split: str = "test",
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    fingerprint: str | None = None,
 ) -> Predictions:
     """Predictions of ``loaded`` on ``data``'s split, computed once per weights, data and slice."""
-    fp = fingerprint or model_fingerprint(loaded.model)
     key = hashlib.blake2b(
-        f"{fp}|{data.source}|{split}|{limit}|{loaded.card.mean}|{loaded.card.std}".encode(), digest_size=16
+        f"{loaded.fingerprint}|{data.source}|{split}|{limit}|{loaded.card.mean}|{loaded.card.std}".encode(),
+        digest_size=16,
     ).hexdigest()
     path = settings.cache_dir() / "eval" / f"{key}.npz"
     if path.is_file():
@@ -48,9 +46,7 @@ def cached_predictions(
         progress=progress,
     )
     try:
-        with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, logits=preds.logits, labels=preds.labels)
+        atomic.write_npz(path, logits=preds.logits, labels=preds.labels)
     except OSError:
         pass
     return preds

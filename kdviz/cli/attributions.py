@@ -14,12 +14,12 @@ from .common import CLIError, emit, floats, load_data, resolve_weights
 def _load_for_attribution(args: argparse.Namespace):
     """Model, card and normalisation for attribute / ig-precompute."""
     from ..data import IMAGENET_MEAN, IMAGENET_STD
-    from ..models.checkpoints import load_any
+    from ..models.checkpoints import load_model
 
     weights = resolve_weights(args.weights)
     data = load_data(args.data) if getattr(args, "data", None) else None
     num_classes = data.num_classes if data is not None else 10
-    loaded = load_any(weights, args.arch, num_classes=num_classes)
+    loaded = load_model(weights, args.arch, num_classes=num_classes)
     card = loaded.card
     from_card = card.source_file is None
     default_mean = card.mean if from_card else list(data.mean if data is not None else IMAGENET_MEAN)
@@ -79,9 +79,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         "cached": bool(result.cached[0]),
     }
     if args.out:
-        with atomic.atomic_path(args.out) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, result.maps[0].astype(np.float32))
+        atomic.write_npy(args.out, result.maps[0].astype(np.float32))
         out["out"] = str(args.out)
     emit(out, args.json)
     return 0

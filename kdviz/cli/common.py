@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
 class CLIError(Exception):
@@ -72,20 +73,44 @@ def floats(text: str | None, what: str) -> list[float] | None:
     return values
 
 
-def stop_on_sigint() -> dict:
-    """First Ctrl-C asks the work to stop after the current step; a second one kills."""
+def stop_on_sigint(kept: str = "finished work is kept (run the same command to resume)") -> dict:
+    """First Ctrl-C asks the work to stop after the current step (saying what is ``kept``); a second
+    one kills."""
     stop = {"asked": False}
 
     def on_sigint(signum, frame):
         stop["asked"] = True
-        print(
-            "\nstopping after this step; finished work is kept (run the same command to resume)",
-            file=sys.stderr,
-        )
+        print(f"\nstopping after this step; {kept}", file=sys.stderr)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     signal.signal(signal.SIGINT, on_sigint)
     return stop
+
+
+class StepBar:
+    """The bar of one epoch's training steps with the running loss, as ``train`` and the distilling
+    commands show it: opened at the epoch's first step, closed at its end."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar: Any = None
+
+    def step(self, event: Any, desc: str) -> None:
+        """One step of ``event``'s epoch (a ``TrainEvent`` of kind "step"); ``desc`` names the bar."""
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=event.steps, desc=desc, leave=False, file=sys.stderr, disable=self.disable)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{event.loss:.3f}")
+
+    def close(self) -> bool:
+        """Close the epoch's bar; False when no step had opened one."""
+        if self.bar is None:
+            return False
+        self.bar.close()
+        self.bar = None
+        return True
 
 
 def json_arg(text: str | None, what: str) -> dict | None:

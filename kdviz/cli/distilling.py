@@ -9,6 +9,7 @@ from ..core import settings
 from .common import (
     DISTILL_FIELDS,
     CLIError,
+    StepBar,
     add_distill_settings,
     add_recipe_settings,
     emit,
@@ -23,8 +24,8 @@ from .common import (
 def cmd_distill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..models import get_spec
-    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student, load_teacher
+    from ..models import get_spec, load_model
+    from ..training import DistillConfig, DistillRequest, ddp, defaults_for, distill_student
     from ..training.workspace import Workspace, now
 
     ctx = ddp.init_distributed()
@@ -47,7 +48,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
     teacher_path = resolve_weights(args.teacher)
     data = load_data(args.data)
-    teacher = load_teacher(teacher_path, data, args.teacher_arch)
+    teacher = load_model(teacher_path, args.teacher_arch, data=data)
     stop = stop_on_sigint()
     bars: dict = {}
 
@@ -63,20 +64,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
+    steps = StepBar(disable=args.json)
+
     def callback(event) -> None:
         if event.kind == "step":
-            if "bar" not in bars:
-                bars["bar"] = tqdm(
-                    total=event.steps,
-                    desc=f"{name} epoch {event.epoch}/{event.epochs}",
-                    leave=False,
-                    file=sys.stderr,
-                    disable=args.json,
-                )
-            bars["bar"].update(1)
-            bars["bar"].set_postfix(loss=f"{event.loss:.3f}")
-        elif event.kind == "epoch" and "bar" in bars:
-            bars.pop("bar").close()
+            steps.step(event, f"{name} epoch {event.epoch}/{event.epochs}")
+        elif event.kind == "epoch" and steps.close():
             print(
                 f"epoch {event.epoch}/{event.epochs}: test accuracy {event.record.test_acc:.4f}",
                 file=sys.stderr,

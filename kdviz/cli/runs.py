@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import signal
 import sys
 from pathlib import Path
 
 from ..core import settings
 from .common import (
     CLIError,
+    StepBar,
     add_recipe_settings,
     add_schedule_settings,
     emit,
@@ -19,6 +20,7 @@ from .common import (
     load_data,
     recipe_config,
     resolve_weights,
+    stop_on_sigint,
     tqdm_progress,
 )
 
@@ -65,35 +67,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     request = TrainRequest(
         name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, role=args.role, config=cfg
     )
-
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish cleanly; second: default behaviour
-        stop["asked"] = True
-        print(
-            "\nstopping after this step; the last finished epoch is kept (run again to resume)",
-            file=sys.stderr,
-        )
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    signal.signal(signal.SIGINT, on_sigint)
+    stop = stop_on_sigint("the last finished epoch is kept (run again to resume)")
     bar = tqdm(total=cfg.epochs, desc=name, unit="epoch", file=sys.stderr, disable=args.json)
-    bars: dict = {}
+    steps = StepBar(disable=args.json)
 
     def callback(event) -> None:
         if event.kind == "step":
-            if "steps" not in bars:
-                bars["steps"] = tqdm(
-                    total=event.steps,
-                    desc=f"epoch {event.epoch}",
-                    leave=False,
-                    file=sys.stderr,
-                    disable=args.json,
-                )
-            bars["steps"].update(1)
-            bars["steps"].set_postfix(loss=f"{event.loss:.3f}")
+            steps.step(event, f"epoch {event.epoch}")
         elif event.kind == "epoch":
-            bars.pop("steps").close() if "steps" in bars else None
+            steps.close()
             r = event.record
             bar.n = r.epoch
             bar.set_postfix(test_acc=f"{r.test_acc:.4f}", loss=f"{r.train_loss:.3f}")
@@ -126,22 +108,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..models.checkpoints import load_any
+    from ..models.checkpoints import load_model
     from ..models.evaluate import predict
 
     weights = resolve_weights(args.weights)
     data = load_data(args.data)
-    loaded = load_any(weights, args.arch, num_classes=data.num_classes)
+    # a kdviz checkpoint knows its normalisation; a file from elsewhere gets the data set's
+    loaded = load_model(weights, args.arch, data=data)
     card = loaded.card
-    if card.num_classes != data.num_classes:
-        raise CLIError(
-            f"{weights} predicts {card.num_classes} classes but {args.data} has {data.num_classes}"
-        )
-    from_card = card.source_file is None  # a kdviz checkpoint knows its normalisation
-    mean = floats(args.mean, "--mean") or (card.mean if from_card else list(data.mean))
-    std = floats(args.std, "--std") or (card.std if from_card else list(data.std))
+    mean = floats(args.mean, "--mean") or card.mean
+    std = floats(args.std, "--std") or card.std
     split = data.split(args.split)
-    preds = predict(
+    run = functools.partial(
+        predict,
         loaded.model,
         split,
         mean=mean,
@@ -149,20 +128,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         device=args.device or settings.device(),
-        progress=None if args.json else tqdm_progress("eval"),
     )
+    preds = run(progress=None if args.json else tqdm_progress("eval"))
     tta = None
     if args.tta:  # a separate figure, never mixed with the plain accuracy
-        tta = predict(
-            loaded.model,
-            split,
-            mean=mean,
-            std=std,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            device=args.device or settings.device(),
-            tta=True,
-            progress=None if args.json else tqdm_progress("eval, test-time augmented"),
+        tta = run(
+            tta=True, progress=None if args.json else tqdm_progress("eval, test-time augmented")
         ).accuracy
     out = {
         "accuracy": preds.accuracy,
@@ -195,7 +166,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "arch": r.card.arch if r.card else None,
                 "status": r.status,
                 "dataset": r.card.dataset if r.card else None,
-                "test_accuracy": (r.card.metrics or {}).get("test_accuracy") if r.card else None,
+                "test_accuracy": r.card.test_accuracy if r.card else None,
             }
             for r in ws.list()
         ]

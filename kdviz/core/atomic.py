@@ -1,7 +1,8 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one.
 
 Everything kdviz saves (checkpoints, cards, histories, caches) goes through here, so a run killed
-at any instant leaves no truncated file behind.
+at any instant leaves no truncated file behind: one helper per format (bytes, text, JSON, ``.npy``,
+``.npz``), and :func:`atomic_path` for a writer that wants a path of its own (safetensors, memmaps).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -64,6 +67,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_npy(path: str | os.PathLike, array: Any) -> None:
+    """One array as ``.npy``; numbers only (no pickled objects), which is all ``np.load`` reads back by
+    default."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Named arrays as one uncompressed ``.npz``; numbers only, as :func:`write_npy`."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **arrays)
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,7 +8,6 @@ for a given place), or the path of any image folder with ``train/<class>/`` and 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,16 +16,27 @@ from .cifar import CLASSES as CIFAR10_CLASSES
 from .cifar import find_cifar10, load_cifar10
 from .digits import load_digits_dataset
 from .folder import describe_folder, is_image_folder, list_classes, load_split
-from .images import MAX_BYTES, MAX_PIXELS, ImageError, LoadedImage, from_array, read_image
+from .images import (
+    FORMATS,
+    MAX_BYTES,
+    MAX_PIXELS,
+    UPLOAD_TYPES,
+    ImageError,
+    LoadedImage,
+    from_array,
+    read_image,
+)
 from .samples import SAMPLES, load_sample, sample_names
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "FORMATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MAX_BYTES",
     "MAX_PIXELS",
     "SAMPLES",
+    "UPLOAD_TYPES",
     "DataError",
     "Dataset",
     "ImageError",
@@ -34,7 +44,6 @@ __all__ = [
     "LoadedImage",
     "available_sources",
     "channel_stats",
-    "default_source",
     "describe_folder",
     "find_cifar10",
     "from_array",
@@ -100,14 +109,3 @@ def available_sources() -> list[dict]:
     if found is not None:
         out.append({"source": "cifar10", "name": "cifar10", "where": f"{found[0]}: {found[1]}"})
     return out
-
-
-def default_source() -> str:
-    """The built-in set: a fresh machine with nothing else shows a working dashboard at once."""
-    return "digits"
-
-
-@functools.lru_cache(maxsize=4)
-def load_dataset_cached(source: str, image_size: int | None = None) -> Dataset:
-    """Process-wide memo for the CLI and library users (the dashboard uses Streamlit's cache)."""
-    return load_dataset(source, image_size=image_size)

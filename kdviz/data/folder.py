@@ -16,8 +16,9 @@ import numpy as np
 
 from ..core import atomic, settings
 from .base import DataError, ImageSplit
+from .images import UPLOAD_TYPES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {f".{ext}" for ext in UPLOAD_TYPES}
 CACHE_VERSION = 1
 
 Progress = Callable[[int, int], None]
@@ -110,21 +111,11 @@ def load_split(
 
 def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray, root: Path, split: str) -> None:
     try:
-        with atomic.atomic_path(cache / "images.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, images)
-        with atomic.atomic_path(cache / "labels.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, labels)
+        atomic.write_npy(cache / "images.npy", images)
+        atomic.write_npy(cache / "labels.npy", labels)
         atomic.write_json(cache / "meta.json", {"root": str(root), "split": split, "n": len(labels)})
     except OSError:
         pass  # a read-only cache folder costs speed, not correctness
-
-
-def folder_cache_bytes() -> int:
-    """Bytes held by the folder cache (shown so a person knows what clearing it frees)."""
-    base = settings.cache_dir() / "folders"
-    return sum(f.stat().st_size for f in base.rglob("*") if f.is_file()) if base.is_dir() else 0
 
 
 def describe_folder(root: Path) -> dict:

@@ -19,9 +19,19 @@ import numpy as np
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
-#: the file name endings an upload widget accepts (the formats above, as people name their files)
-UPLOAD_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+#: The raster formats kdviz reads from a person, with the file extensions they come in. MPO (a
+#: camera's multi-picture JPEG) comes as a ``.jpg``.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "PNG": ("png",),
+    "JPEG": ("jpg", "jpeg"),
+    "WEBP": ("webp",),
+    "BMP": ("bmp",),
+    "GIF": ("gif",),
+    "TIFF": ("tif", "tiff"),
+    "MPO": (),
+}
+#: Their extensions, for an upload box's ``type=`` and for the files of an image folder.
+UPLOAD_TYPES: tuple[str, ...] = tuple(ext for exts in FORMATS.values() for ext in exts)
 
 
 class ImageError(ValueError):

@@ -35,15 +35,14 @@ from ..core import atomic, settings
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
-from ..models.checkpoints import CARD, LoadedModel, load_checkpoint
-from ..models.evaluate import predict, spread_indices
+from ..models.checkpoints import CARD, LoadedModel, load_model
+from ..models.evaluate import Predictions, predict, spread_indices
 from ..training import (
     ARMS,
     DistillConfig,
     DistillRequest,
     distill_run,
     ensure_ig_cache,
-    load_teacher,
     subset_dataset,
 )
 from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
@@ -190,13 +189,13 @@ def prepare_teacher(
     Returns None when stopped before the teacher was finished (it resumes next time).
     """
     if not config.teacher_train:
-        return load_teacher(config.teacher, data, config.teacher_arch)
+        return load_model(config.teacher, config.teacher_arch, data=data)
     tdir = folder / "teacher"
     if (tdir / CARD).is_file() and json.loads((tdir / CARD).read_text()).get("metrics", {}).get("complete"):
-        return load_checkpoint(tdir)
+        return load_model(tdir)
     tcfg = TeacherConfig(**{**config.teacher_train, "init_from": config.teacher})
     if config.teacher:
-        base = load_teacher(config.teacher, data, config.teacher_arch)
+        base = load_model(config.teacher, config.teacher_arch, data=data)
         model, arch, kwargs = base.model, base.card.arch, dict(base.card.arch_kwargs)
     else:
         torch.manual_seed(tcfg.seed)
@@ -213,7 +212,7 @@ def prepare_teacher(
     result = train(
         model, data, tcfg, run_dir=tdir, card=card, callback=callback, should_stop=should_stop, device=device
     )
-    return None if result.stopped else load_checkpoint(tdir)
+    return None if result.stopped else load_model(tdir)
 
 
 def prepare_inputs(
@@ -274,14 +273,7 @@ def _reference(
     pred_file = folder / "teacher_predictions.npy"
     if pred_file.is_file():
         return np.load(pred_file, allow_pickle=False)
-    preds = predict(
-        teacher.model,
-        data.test,
-        mean=teacher.card.mean,
-        std=teacher.card.std,
-        limit=config.test_limit,
-        device=device,
-    )
+    preds = _test_predictions(teacher, data, config, device)
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
     t_stats, s_stats = model_stats(teacher.model, data.image_size), model_stats(student, data.image_size)
     state["teacher"] = {
@@ -300,16 +292,22 @@ def _reference(
         s_ms = eager(student, "student", image_size=data.image_size, **kw).median_ms
         state["teacher"]["latency_ms"], state["student"]["latency_ms"] = t_ms, s_ms
         teacher.model.to(device)
-    atomic_save_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
+    atomic.write_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
     _write_state(folder, state)
-    atomic_save_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
+    atomic.write_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
     return preds.predicted
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
+def _test_predictions(loaded: LoadedModel, data: Dataset, config: StudyConfig, device: str) -> Predictions:
+    """A model's predictions on the study's test images: teacher and students are judged alike."""
+    return predict(
+        loaded.model,
+        data.test,
+        mean=loaded.card.mean,
+        std=loaded.card.std,
+        limit=config.test_limit,
+        device=device,
+    )
 
 
 def evaluate_run(
@@ -322,15 +320,8 @@ def evaluate_run(
     device: str = "cpu",
 ) -> dict:
     """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
-    student = load_checkpoint(run_dir, map_location=device)
-    preds = predict(
-        student.model,
-        data.test,
-        mean=student.card.mean,
-        std=student.card.std,
-        limit=config.test_limit,
-        device=device,
-    )
+    student = load_model(run_dir, map_location=device)
+    preds = _test_predictions(student, data, config, device)
     probe = np.load(folder / "probe_indices.npy", allow_pickle=False)
     options = AttributionOptions(method="ig", steps=config.probe_steps, target="true")
     student.model.cpu()
@@ -339,8 +330,8 @@ def evaluate_run(
     teacher.model.to(device)
     t_maps = folder / "teacher_probe_maps.npy"
     if not t_maps.is_file():
-        atomic_save_npy(t_maps, cmp.teacher_maps.astype(np.float32))
-    atomic_save_npy(run_dir / PROBE_MAPS, cmp.student_maps.astype(np.float32))
+        atomic.write_npy(t_maps, cmp.teacher_maps.astype(np.float32))
+    atomic.write_npy(run_dir / PROBE_MAPS, cmp.student_maps.astype(np.float32))
     history = read_history(run_dir)
     card = student.card
     metrics = {

@@ -1,5 +1,6 @@
-"""Named study configurations: the paper's reproduction on a GPU, a one-hour version for a 2-core
-CPU, and a small one on the built-in digits; ``smoke`` shrinks any of them to a minute's check.
+"""Named study configurations: the paper's reproduction on a GPU, a version sized for a 2-core CPU,
+and a small one on the built-in digits; ``smoke`` shrinks any of them to a quick end-to-end check.
+How long each takes is in the README (its table of presets) and ``docs/results.md``.
 """
 
 from __future__ import annotations
@@ -7,17 +8,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..core import settings
+from ..models import pretrained_path
 from .ablation import StudyConfig
 
-#: The paper's hyperparameters (read from the authors' code): Adam, lr 1e-3, batch 64, 100 epochs,
-#: no weight decay; T = 2.5, α = 0.01, p = 0.1, λ = 0.5; Captum IG with 50 steps.
+#: The paper's schedule (read from the authors' code), the teacher's and the students': Adam, lr 1e-3,
+#: batch 64, 100 epochs, no weight decay.
+PAPER_SCHEDULE = dict(
+    epochs=100, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0
+)
+#: The paper's hyperparameters: its schedule; T = 2.5, α = 0.01, p = 0.1, λ = 0.5; Captum IG with 50 steps.
 PAPER_TRAIN = dict(
-    epochs=100,
-    batch_size=64,
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=0.0,
-    warmup_epochs=0.0,
+    PAPER_SCHEDULE,
     temperature=2.5,
     alpha=0.01,
     overlay_p=0.1,
@@ -25,10 +26,10 @@ PAPER_TRAIN = dict(
     overlay_mode="blend",
     ig_steps=50,
 )
-
-
-def pretrained_file(name: str) -> str:
-    return str(settings.data_root() / "pretrained" / name)
+#: Distillation on a short schedule (the cpu and digits presets): T = 4 and α = 0.5 rather than the
+#: paper's α = 0.01, which would make the KD arm indistinguishable from the baseline; p and λ are the
+#: paper's.
+SHORT_KD = dict(temperature=4.0, alpha=0.5, overlay_p=0.1, overlay_lambda=0.5)
 
 
 def paper() -> StudyConfig:
@@ -37,9 +38,7 @@ def paper() -> StudyConfig:
         dataset="cifar10",
         teacher="",
         teacher_arch="mobilenetv2_cifar",
-        teacher_train=dict(
-            epochs=100, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0
-        ),
+        teacher_train=dict(PAPER_SCHEDULE),
         student="mnv2_student_4x",
         arms=["baseline", "kd", "ig", "kd+ig"],
         seeds=[0, 1, 2],
@@ -51,16 +50,15 @@ def paper() -> StudyConfig:
 
 
 def cpu() -> StudyConfig:
-    """About an hour on 2 quiet CPU cores: the pretrained ResNet-56 (0.85 M parameters) fine-tuned for
+    """Sized for 2 quiet CPU cores (README): the pretrained ResNet-56 (0.85 M parameters) fine-tuned for
     one short epoch on the JPEG images as teacher, a ResNet-20 student (0.27 M, 3.16× smaller) trained
     from scratch on a fixed 10,000-image subset for 8 epochs, 4 arms × 3 seeds.
 
-    KD uses T = 4 and α = 0.5 rather than the paper's α = 0.01, which on a short schedule would make
-    the KD arm indistinguishable from the baseline; p and λ are the paper's.
+    KD uses :data:`SHORT_KD`.
     """
     return StudyConfig(
         dataset="cifar10",
-        teacher=pretrained_file("resnet56-4bfd9763.th"),
+        teacher=str(pretrained_path("resnet56")),
         teacher_arch="resnet56",
         teacher_train=dict(
             epochs=1,
@@ -81,10 +79,7 @@ def cpu() -> StudyConfig:
             lr=0.05,
             weight_decay=5e-4,
             warmup_epochs=0.5,
-            temperature=4.0,
-            alpha=0.5,
-            overlay_p=0.1,
-            overlay_lambda=0.5,
+            **SHORT_KD,
             overlay_mode="blend",
             subset=10_000,
             ig_steps=16,
@@ -97,7 +92,7 @@ def cpu() -> StudyConfig:
 
 
 def digits() -> StudyConfig:
-    """The built-in digits with the shipped teacher and the half-width 4.6× student: minutes on a CPU."""
+    """The built-in digits with the shipped teacher and the half-width 4.6× student, for a CPU."""
     return StudyConfig(
         dataset="digits",
         teacher=str(settings.assets_dir() / "digits_teacher"),
@@ -109,10 +104,7 @@ def digits() -> StudyConfig:
             batch_size=64,
             lr=0.05,
             hflip=False,
-            temperature=4.0,
-            alpha=0.5,
-            overlay_p=0.1,
-            overlay_lambda=0.5,
+            **SHORT_KD,
             ig_steps=16,
         ),
         probe=24,
@@ -131,7 +123,7 @@ def preset(name: str) -> StudyConfig:
 
 
 def smoke(config: StudyConfig, images: int = 256) -> StudyConfig:
-    """The same study shrunk to check it end to end in a minute or two: ``images`` training images,
+    """The same study shrunk to a quick end-to-end check: ``images`` training images,
     one epoch, every arm, two seeds, few IG steps."""
     train = {**config.train, "epochs": 1, "subset": images, "ig_steps": 4, "eval_limit": 200}
     teacher_train = None

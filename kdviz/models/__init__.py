@@ -1,7 +1,15 @@
 """Architectures by name: ``create_model("mobilenetv2_cifar", num_classes=10, width_mult=0.5)``."""
 
 from . import airnet, mobilenet, resnet_cifar  # noqa: F401 - importing registers the architectures
-from .registry import ModelSpec, UnknownModelError, create_model, get_spec, list_models, register_model
+from .registry import (
+    ModelSpec,
+    UnknownModelError,
+    create_model,
+    get_spec,
+    list_models,
+    pretrained_path,
+    register_model,
+)
 from .stats import ModelStats, compression_ratio, count_macs, count_params, model_stats, size_on_disk
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "get_spec",
     "list_models",
     "model_stats",
+    "pretrained_path",
     "register_model",
     "size_on_disk",
 ]
@@ -22,13 +31,13 @@ __all__ = [
 # A model's weights on disk, its predictions, its fingerprint and its fast inference copies (after the
 # registry's names, which stay as they are above).
 from .checkpoints import (
+    FOREIGN_SUFFIXES,
     CheckpointError,
     LoadedModel,
     ModelCard,
     checkpoint_problem,
-    load_any,
-    load_checkpoint,
-    load_foreign,
+    load_model,
+    make_card,
     read_card,
     read_state_dict,
     save_checkpoint,
@@ -38,6 +47,7 @@ from .fingerprint import model_fingerprint
 from .speedups import channels_last, fused_for_inference
 
 __all__ += [
+    "FOREIGN_SUFFIXES",
     "CheckpointError",
     "LoadedModel",
     "ModelCard",
@@ -46,9 +56,8 @@ __all__ += [
     "channels_last",
     "checkpoint_problem",
     "fused_for_inference",
-    "load_any",
-    "load_checkpoint",
-    "load_foreign",
+    "load_model",
+    "make_card",
     "model_fingerprint",
     "predict",
     "read_card",

@@ -1,13 +1,15 @@
 """Checkpoints: safetensors weights plus a JSON card that says everything needed to use them.
 
-A kdviz checkpoint is a folder (or a ``NAME.safetensors`` with ``NAME.json`` beside it) holding
-``model.safetensors`` and ``card.json``. Loading reads the card and rebuilds the named architecture
-with its arguments: it never guesses.
+:func:`load_model` is the one way from weights to a model ready to use. A kdviz checkpoint is a
+folder (or a ``NAME.safetensors`` with ``NAME.json`` beside it) holding ``model.safetensors`` and
+``card.json``; loading reads the card and rebuilds the named architecture with its arguments: it
+never guesses.
 
-Foreign files (``.pt``, ``.pth``, ``.th``, ``.safetensors`` without a card) load into an architecture
-the caller names, through ``torch.load(weights_only=True)`` or safetensors: a pickle is never run.
-Prefixes such as ``module.`` are stripped; a file that does not fit fails with a message naming the
-missing, unexpected and mis-shaped tensors.
+Foreign files (:data:`FOREIGN_SUFFIXES`: safetensors or PyTorch pickles without a card) load into an
+architecture the caller names, through ``torch.load(weights_only=True)`` or safetensors: a pickle
+is never run. Prefixes such as ``module.`` are stripped; a file that does not fit fails with a
+message naming the missing, unexpected and mis-shaped tensors. Their card is made by
+:func:`make_card`, the one place a card is made.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -27,6 +30,9 @@ from torch import nn
 
 from ..core import atomic
 from ..core.version import __version__
+from ..data.base import Dataset
+from ..data.loader import normalize, to_float
+from .fingerprint import model_fingerprint
 from .registry import create_model, get_spec
 from .stats import model_stats
 
@@ -35,7 +41,8 @@ V = TypeVar("V")  # tensors, or their shapes
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 RESUME = "resume.safetensors"  # kdviz.training's resume state; a run stopped early may hold only this
-FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt", ".safetensors")
+#: the files from elsewhere kdviz reads (what an upload box offers): safetensors and PyTorch pickles
+FOREIGN_SUFFIXES = (".safetensors", ".pt", ".pth", ".th")
 STRIP_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
 
 
@@ -68,6 +75,16 @@ class ModelCard:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def test_accuracy(self) -> float | None:
+        """The plain test accuracy measured when it was trained; None where it never was."""
+        return _metric(self.metrics, "test_accuracy")
+
+    @property
+    def test_accuracy_tta(self) -> float | None:
+        """The test-time-augmented accuracy (the fast recipe's), a figure of its own beside the plain one."""
+        return _metric(self.metrics, "test_accuracy_tta")
+
     @classmethod
     def from_json(cls, obj: dict) -> ModelCard:
         if not isinstance(obj, dict) or "arch" not in obj:
@@ -77,6 +94,46 @@ class ModelCard:
             raise CheckpointError(f"the card is inconsistent: {problem}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def _metric(metrics: dict | None, key: str) -> float | None:
+    """A number of the card's metrics; a card from a hand edit or an old version may lack it."""
+    value = (metrics or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def make_card(
+    arch: str,
+    *,
+    data: Dataset | None = None,
+    model: nn.Module | None = None,
+    arch_kwargs: dict | None = None,
+    num_classes: int | None = None,
+    **fields: Any,
+) -> ModelCard:
+    """The one way kdviz makes a card, for a run about to be trained and for a file from elsewhere.
+
+    ``data`` gives what a model cannot know of itself: its classes and their names, the
+    normalisation, the image size and the source that rebuilds the data set. ``model`` gives the
+    statistics (parameters, size, MACs). ``fields`` sets the rest (``role``, ``name``, ``teacher``,
+    ``train_config``, ``source_file``...).
+    """
+    known: dict[str, Any] = {}
+    if data is not None:
+        known.update(
+            num_classes=data.num_classes,
+            class_names=list(data.class_names),
+            dataset=data.source,
+            image_size=data.image_size,
+            mean=list(data.mean),
+            std=list(data.std),
+        )
+    if num_classes is not None:
+        known["num_classes"] = num_classes
+    card = ModelCard(arch=arch, arch_kwargs=dict(arch_kwargs or {}), **{**known, **fields})
+    if model is not None:
+        card.stats = model_stats(model, card.image_size).as_dict()
+    return card
 
 
 def _card_problem(obj: dict) -> str | None:
@@ -112,9 +169,24 @@ def _card_problem(obj: dict) -> str | None:
 
 @dataclass
 class LoadedModel:
+    """A model ready to use (eval mode), its card and where it was loaded from: what :func:`load_model`
+    returns."""
+
     model: nn.Module
     card: ModelCard
     path: Path
+
+    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, H, W, 3), or one (H, W, 3), as the normalised float batch this model takes:
+        its card's normalisation, so every caller feeds it the same way."""
+        batch = images[None] if images.ndim == 3 else images
+        return normalize(to_float(batch), self.card.mean, self.card.std)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The weights' hash (:func:`kdviz.models.model_fingerprint`) that keys every cache, computed once:
+        a loaded model's weights are not changed afterwards (training makes a new checkpoint)."""
+        return model_fingerprint(self.model)
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -162,11 +234,51 @@ def read_card(path: str | Path) -> ModelCard:
         raise CheckpointError(f"{card_file}: {exc}") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
-    """Load a kdviz checkpoint (folder or ``.safetensors`` with its card), eval mode."""
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    *,
+    num_classes: int | None = None,
+    data: Dataset | None = None,
+    arch_kwargs: dict | None = None,
+    map_location: str = "cpu",
+) -> LoadedModel:
+    """Any weights as a model ready to use, in eval mode: the one way kdviz loads a model.
+
+    A kdviz checkpoint is rebuilt from its card, whatever ``arch`` says. Any other file is loaded
+    into ``arch`` (with ``arch_kwargs``) and given a card by :func:`make_card`: a file from elsewhere
+    knows neither its classes nor its normalisation, so they are ``data``'s when it is given, else
+    ``num_classes`` (10 by default) and the card's defaults. With ``data``, weights made for another
+    number of classes are refused.
+    """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no such checkpoint: {path}")
+        raise CheckpointError(f"no such file or folder: {path}")
+    if card_path_for(path) is not None:
+        loaded = _load_checkpoint(path, map_location)
+    elif path.is_dir():
+        raise CheckpointError(f"{path} is a folder without {CARD}: not a kdviz checkpoint")
+    elif arch is None:
+        raise CheckpointError(f"{path} has no card: name its architecture (--arch, e.g. resnet56)")
+    else:
+        if num_classes is None:
+            num_classes = data.num_classes if data is not None else 10
+        loaded = _load_foreign(path, arch, num_classes, arch_kwargs, data, map_location)
+    if data is not None and loaded.card.num_classes != data.num_classes:
+        raise CheckpointError(
+            f"{path} predicts {loaded.card.num_classes} classes but {data.name} has {data.num_classes}"
+        )
+    return loaded
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
+    """The old name of :func:`load_model` for a kdviz checkpoint, kept until its last caller
+    (``kdviz.training.assets``) moves."""
+    return load_model(path, map_location=map_location)
+
+
+def _load_checkpoint(path: Path, map_location: str) -> LoadedModel:
+    """A kdviz checkpoint (folder or ``.safetensors`` with its card) rebuilt from its card."""
     card = read_card(path)
     weights = path / WEIGHTS if path.is_dir() else path
     model = _build_from_card(card, path)
@@ -399,43 +511,28 @@ def _likely_cause(model: nn.Module, expected: dict, shapes: dict, missing: list,
     return ""
 
 
-def load_foreign(
-    path: str | Path,
+def _load_foreign(
+    path: Path,
     arch: str,
-    *,
-    num_classes: int = 10,
-    arch_kwargs: dict | None = None,
-    card_defaults: dict | None = None,
+    num_classes: int,
+    arch_kwargs: dict | None,
+    data: Dataset | None,
+    map_location: str,
 ) -> LoadedModel:
-    """A file without a card, loaded into the named architecture; a card is made from what is known."""
-    path = Path(path)
+    """A file without a card, loaded into the named architecture; its card says what is known."""
     try:
         get_spec(arch)
     except KeyError as exc:
         raise CheckpointError(str(exc)) from None
     model = create_model(arch, num_classes=num_classes, **(arch_kwargs or {}))
     load_into(model, read_state_dict(path), source=str(path))
-    model.eval()
-    card = ModelCard(
-        arch=arch,
-        arch_kwargs=dict(arch_kwargs or {}),
+    model.to(map_location).eval()
+    card = make_card(
+        arch,
+        data=data,
+        arch_kwargs=arch_kwargs,
         num_classes=num_classes,
         name=path.stem,
         source_file=str(path),
-        **(card_defaults or {}),
     )
     return LoadedModel(model, card, path)
-
-
-def load_any(path: str | Path, arch: str | None = None, **foreign: Any) -> LoadedModel:
-    """A kdviz checkpoint when it has a card, else a foreign file loaded into ``arch``."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no such file or folder: {path}")
-    if card_path_for(path) is not None:
-        return load_checkpoint(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder without {CARD}: not a kdviz checkpoint")
-    if arch is None:
-        raise CheckpointError(f"{path} has no card: name its architecture (--arch, e.g. resnet56)")
-    return load_foreign(path, arch, **foreign)

@@ -15,7 +15,7 @@ from torchvision.models import MobileNetV2, mobilenet_v2
 
 from .registry import register_model
 
-#: cut -> compression ratio at width 1.0 with 10 classes (measured; the paper's sweep).
+#: cut -> compression ratio at width 1.0 with 10 classes (parameters counted; the paper's sweep).
 CUT_RATIOS = {3: 2.19, 5: 4.12, 7: 7.29, 9: 12.04, 11: 28.97, 13: 54.59, 15: 139.43, 17: 1121.71}
 
 
@@ -88,8 +88,9 @@ def _cut_student(cut: int, note: str = "") -> str:
     ),
 )
 def mnv2_student_4x_fast(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
-    """The paper's student is only ~2× faster than the teacher on a CPU: most of the work sits in the
-    early full-resolution layers that the cut keeps. Downsampling in the stem removes that work."""
+    """The paper's student is not much faster than the teacher on a CPU (README, Benchmarks): most of
+    the work sits in the early full-resolution layers that the cut keeps. Downsampling in the stem
+    removes that work."""
     return mobilenetv2_cifar_cut(num_classes=num_classes, cut=5, width_mult=width_mult, stem_stride=2)
 
 
@@ -105,9 +106,10 @@ EDGE_SETTING = [[1, 16, 1, 1], [6, 32, 1, 2], [6, 64, 1, 2], [6, 280, 1, 1]]
 )
 def mnv2_student_4x_edge(num_classes: int = 10, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
     """At batch 1 on a CPU much of the time is per-layer overhead, not arithmetic: the stride-2 stem
-    student does 6× less work than the teacher yet keeps its 13 blocks and misses 4× at batch 1. This
-    one keeps the paper's 4.1× parameter ratio (540,218) in 4 blocks (torchvision's ImageNet strides,
-    the last block wide) to clear 4×; benchmarks/bench_latency.py measures it."""
+    student does 6× fewer MACs than the teacher yet keeps its 13 blocks and falls short of 4× the
+    teacher's speed at batch 1. This one keeps the paper's 4.1× parameter ratio (540,218) in 4 blocks
+    (torchvision's ImageNet strides, the last block wide) to clear 4×; benchmarks/bench_latency.py
+    measures it (the figures: README, Benchmarks)."""
     net = mobilenet_v2(
         num_classes=num_classes,
         width_mult=width_mult,

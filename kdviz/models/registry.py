@@ -9,9 +9,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, overload
 
 from torch import nn
+
+from ..core import settings
+
+#: The folder of the data root (:func:`kdviz.core.settings.data_root`) that holds pretrained files.
+PRETRAINED_DIR = "pretrained"
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class ModelSpec:
     family: str
     description: str
     defaults: dict = field(default_factory=dict)
-    pretrained_file: str | None = None  # a file name under ../shared/data/pretrained, where one exists
+    pretrained_file: str | None = None  # its file's name in PRETRAINED_DIR, where one exists
 
     def signature(self) -> dict:
         """The builder's keyword arguments and their defaults (the CLI and the page list them)."""
@@ -115,3 +121,16 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 
 def list_models(family: str | None = None) -> list[ModelSpec]:
     return [s for s in _REGISTRY.values() if family is None or s.family == family]
+
+
+def pretrained_path(name: str) -> Path:
+    """Where the pretrained weights of architecture ``name`` are looked for: its registered file in the
+    data root's ``pretrained/`` (``../shared/data/pretrained`` on this project's machines).
+
+    The registry is the one place that knows the files; the path may not exist on a given machine.
+    """
+    spec = get_spec(name)
+    if spec.pretrained_file is None:
+        having = sorted(s.name for s in _REGISTRY.values() if s.pretrained_file)
+        raise ValueError(f"{name} has no pretrained weights; these have: {', '.join(having)}")
+    return settings.data_root() / PRETRAINED_DIR / spec.pretrained_file

@@ -1,14 +1,11 @@
 """Memory layout and conv–batch-norm fusion: the two changes that make CPU convolutions markedly
-faster without changing what a model computes.
+faster without changing what a model computes (how much faster: the README, and
+``benchmarks/results`` from ``bench_train.py``, ``bench_distill.py`` and ``bench_attribution.py``).
 
-Measured on 2 CPU cores, batch 64 (``benchmarks/bench_train.py``, ``bench_distill.py``):
-channels-last weights raised training throughput 1.52× for the MobileNet-V2 teacher, 1.81× for the
-paper's student and 1.24× for the edge student; folded and channels-last, a frozen teacher's
-forward pass took 88 ms instead of 172 (digits MobileNet-V2) and 85 instead of 111 (ResNet-56).
-``ig-precompute`` runs IG on the folded copy too (8 to 37 % more maps a second; the input
-gradients agree to a few parts in a thousand, the precision the cache stores in float16).
 oneDNN, which PyTorch uses for CPU convolutions, works natively in channels-last ("NHWC") layout;
-in the default layout every convolution reorders its tensors.
+in the default layout every convolution reorders its tensors. Training keeps its weights
+channels-last; a frozen teacher runs folded and channels-last, and ``ig-precompute`` runs IG on that
+copy too: its input gradients agree with the plain model's to the float16 precision the cache stores.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from .loop import (
     train_indices,
 )
 from .losses import distill_objective, kd_loss
-from .teacher import default_ig_cache, ensure_ig_cache, load_teacher, teacher_view
+from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
 from .workflows import DEFAULTS, TrainRequest, card_for, defaults_for, import_checkpoint, train_run
 from .workspace import (
     NAME_RE,
@@ -85,7 +85,6 @@ __all__ = [
     "ig_overlay",
     "import_checkpoint",
     "kd_loss",
-    "load_teacher",
     "lr_at",
     "model_choices",
     "now",

@@ -17,7 +17,7 @@ averaged by DistributedDataParallel (:mod:`.ddp`), and only rank 0 writes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,13 +39,11 @@ from .workspace import Workspace
 
 
 @dataclass
-class DistillRequest:
-    """A student to distil: its name, architecture, data set and configuration."""
+class DistillRequest(TrainRequest):
+    """A student to distil: a training run (name, architecture, data set) whose configuration adds the
+    arm and its settings (:class:`DistillConfig`)."""
 
-    name: str
-    arch: str
-    dataset: str = "digits"
-    arch_kwargs: dict = field(default_factory=dict)
+    role: str = "student"
     config: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -82,19 +80,8 @@ def distill_run(
     cfg.world_size = ctx.world
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
     model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs).to(device)
-    card = card_for(
-        TrainRequest(
-            name=request.name,
-            arch=request.arch,
-            dataset=data.source,
-            arch_kwargs=request.arch_kwargs,
-            role="student",
-            config=cfg,
-            teacher=cfg.teacher or str(teacher.path),
-        ),
-        data,
-        model,
-    )
+    teacher_name = request.teacher or cfg.teacher or str(teacher.path)
+    card = card_for(replace(request, dataset=data.source, role="student", teacher=teacher_name), data, model)
     teacher.model.to(device)
     forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
     objective = distill_objective(

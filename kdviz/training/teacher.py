@@ -1,4 +1,4 @@
-"""The teacher's side of distillation: loading it, its logits for the KD loss, its IG cache.
+"""The teacher's side of distillation: its logits for the KD loss, its IG cache.
 
 The IG cache of a teacher is made once per teacher, data set and subset, reused when finished,
 resumed when not, and refused when it was made by another teacher or for other images.
@@ -15,25 +15,16 @@ from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, precompute
 from ..core import settings
 from ..data.base import Dataset
 from ..data.loader import denormalize, normalize
-from ..models.checkpoints import LoadedModel, load_any
-from ..models.fingerprint import model_fingerprint
+from ..models.checkpoints import LoadedModel, load_model
 from ..models.speedups import fused_for_inference
 from .arms import DistillConfig
 from .ddp import DistContext
 
 
 def load_teacher(path: str | Path, data: Dataset, arch: str | None = None) -> LoadedModel:
-    """A teacher checkpoint, or a foreign file loaded into ``arch`` with the data set's normalisation."""
-    loaded = load_any(path, arch, num_classes=data.num_classes)
-    if loaded.card.num_classes != data.num_classes:
-        raise ValueError(
-            f"the teacher {path} predicts {loaded.card.num_classes} classes "
-            f"but {data.name} has {data.num_classes}"
-        )
-    if loaded.card.source_file is not None:  # a foreign file knows no normalisation: the data set's
-        loaded.card.mean, loaded.card.std = list(data.mean), list(data.std)
-        loaded.card.dataset, loaded.card.class_names = data.source, list(data.class_names)
-    return loaded
+    """The old name of ``load_model(path, arch, data=data)``, kept for ``kdviz.distill`` and until
+    ``kdviz.training.assets`` moves."""
+    return load_model(path, arch, data=data)
 
 
 def teacher_view(
@@ -47,9 +38,7 @@ def teacher_view(
     device = next(iter(teacher.model.parameters()), torch.empty(0)).device
     size = teacher.card.image_size
     example = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    model = fused_for_inference(
-        teacher.model.eval().requires_grad_(False), example
-    )  # about 0.25 s, once per run
+    model = fused_for_inference(teacher.model.eval().requires_grad_(False), example)  # once per run
     same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and list(
         map(float, teacher.card.std)
     ) == list(map(float, std))
@@ -93,7 +82,7 @@ def ensure_ig_cache(
                 f"{folder} holds {store.spec.n} maps of {store.spec.dataset}/{store.spec.split}, but "
                 f"training uses {len(data.train)} images of {data.source}/train"
             )
-        if store.spec.teacher != model_fingerprint(teacher.model):
+        if store.spec.teacher != teacher.fingerprint:
             raise IGCacheError(
                 f"{folder} was made with another teacher ({store.spec.teacher_name}); choose another folder"
             )
@@ -130,7 +119,5 @@ def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) ->
     source = re.sub(r"[^A-Za-z0-9._-]+", "-", data.source).strip("-")[-40:]
     part = f"subset{cfg.subset}-{cfg.subset_seed}" if cfg.subset else "all"
     return (
-        settings.cache_dir()
-        / "igcache"
-        / f"{model_fingerprint(teacher.model)[:16]}-{source}-{part}-{cfg.ig_steps}steps"
+        settings.cache_dir() / "igcache" / f"{teacher.fingerprint[:16]}-{source}-{part}-{cfg.ig_steps}steps"
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from ..data import Dataset, load_dataset
-from ..models import create_model, model_stats
-from ..models.checkpoints import ModelCard
+from ..models import create_model
+from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
 from .loop import TrainConfig, TrainEvent, TrainResult, train
 from .workspace import Workspace
 
@@ -137,18 +137,14 @@ class TrainRequest:
 
 
 def card_for(request: TrainRequest, data: Dataset, model: torch.nn.Module) -> ModelCard:
-    return ModelCard(
-        arch=request.arch,
+    """The card of ``request``'s run, made the one way cards are made (:func:`kdviz.models.make_card`)."""
+    return make_card(
+        request.arch,
+        data=data,
+        model=model,
         arch_kwargs=request.arch_kwargs,
-        num_classes=data.num_classes,
-        class_names=list(data.class_names),
-        dataset=data.source,
-        image_size=data.image_size,
-        mean=list(data.mean),
-        std=list(data.std),
         role=request.role,
         teacher=request.teacher,
-        stats=model_stats(model, data.image_size).as_dict(),
         name=request.name,
         train_config=request.config.as_dict(),
     )
@@ -197,18 +193,12 @@ def import_checkpoint(
 ) -> Path:
     """Turn a foreign weights file into a workspace run with a card (for uploads and the CLI).
 
-    The file is read safely (see :func:`kdviz.checkpoints.read_state_dict`); the card records the
-    data set's classes and normalisation, and where the weights came from.
+    The file is read safely and its card made by :func:`kdviz.models.load_model`: the data set's
+    classes and normalisation, and where the weights came from; saving adds the statistics.
     """
-    from ..models.checkpoints import load_foreign, save_checkpoint
-
     workspace = workspace or Workspace()
-    loaded = load_foreign(file, arch, num_classes=data.num_classes, arch_kwargs=arch_kwargs)
-    card = loaded.card
-    card.name, card.role, card.dataset = name, role, data.source
-    card.class_names, card.image_size = list(data.class_names), data.image_size
-    card.mean, card.std = list(data.mean), list(data.std)
-    card.stats = model_stats(loaded.model, data.image_size).as_dict()
+    loaded = load_model(file, arch, data=data, arch_kwargs=arch_kwargs)
+    loaded.card.name, loaded.card.role = name, role
     run_dir = workspace.create(name)
-    save_checkpoint(run_dir, loaded.model, card)
+    save_checkpoint(run_dir, loaded.model, loaded.card)
     return run_dir

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from kdviz.attribution import AttributionOptions, attribute, render
 from kdviz.core.jobs import Job
 from kdviz.data import Dataset
-from kdviz.data.loader import normalize, to_float
+from kdviz.data.loader import to_float
 from kdviz.experiments.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
 from kdviz.experiments.hpo import SearchView
 from kdviz.models import list_models
@@ -348,10 +348,9 @@ def teacher_maps(teacher: LoadedModel, data: Dataset, indices: np.ndarray, steps
     """The teacher's IG maps (true class, |·| summed over channels, as in the IG cache) of a few training
     images, through the attribution front door and its cache: seen once, never recomputed."""
     card = teacher.card
-    x = normalize(to_float(data.train.images[indices]), card.mean, card.std)
     result = attribute(
         teacher.model,
-        x,
+        teacher.preprocess(data.train.images[indices]),
         AttributionOptions(method="ig", steps=steps, target="true"),
         mean=card.mean,
         std=card.std,

@@ -21,7 +21,6 @@ from kdviz.attribution import (
     render,
 )
 from kdviz.data import Dataset
-from kdviz.data.loader import normalize, to_float
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import predict, spread_indices
 
@@ -104,24 +103,18 @@ def attribute_image(
 ) -> AttributionResult:
     """One uint8 image through one model (cached per weights, image and options)."""
     card = loaded.card
-    x = normalize(to_float(image[None]), card.mean, card.std)
+    x = loaded.preprocess(image[None])
     labels = None if label is None else torch.tensor([label])
     if options.target == "true" and labels is None:
         options = AttributionOptions(**{**options.__dict__, "target": "pred"})
     return attribute(
-        loaded.model, x, options, mean=card.mean, std=card.std, labels=labels, fingerprint=fingerprint(loaded)
+        loaded.model, x, options, mean=card.mean, std=card.std, labels=labels, fingerprint=loaded.fingerprint
     )
 
 
 def fingerprint(loaded: LoadedModel) -> str:
-    """The weights' hash, computed once per loaded model object."""
-    fp = getattr(loaded, "_kdviz_fingerprint", None)
-    if fp is None:
-        from kdviz.models.fingerprint import model_fingerprint
-
-        fp = model_fingerprint(loaded.model)
-        loaded._kdviz_fingerprint = fp  # type: ignore[attr-defined]
-    return fp
+    """The old name of ``loaded.fingerprint``, kept until ``pages/lesson.py`` moves."""
+    return loaded.fingerprint
 
 
 def top5_chart(probs: np.ndarray, class_names, highlight: int | None = None) -> go.Figure:
@@ -289,8 +282,8 @@ def gallery(data: Dataset, predictions: dict[str, np.ndarray], key: str = "attr"
     for i, idx in enumerate(shown):
         with thumbs[i % 12]:
             st.image(np.kron(data.test.images[idx], np.ones((2, 2, 1), np.uint8)), width="stretch")
-            kind = "primary" if idx == st.session_state[index_key] else "secondary"
-            if st.button(f"#{idx}", key=f"{key}_pick_{idx}", type=kind):
+            current = idx == st.session_state[index_key]
+            if st.button(f"#{idx}", key=f"{key}_pick_{idx}", type="primary" if current else "secondary"):
                 st.session_state[index_key] = int(idx)
                 st.rerun()
     index = st.session_state[index_key]

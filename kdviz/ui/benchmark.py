@@ -27,7 +27,6 @@ from kdviz.models.evaluate import Predictions, spread_indices
 from kdviz.training.workspace import RunInfo
 
 from . import cache
-from .attributions import fingerprint
 
 LATENCY_KEY = "kdviz_latency_results"  # {(path, runtime, batch, threads): Latency}
 ONNX_CHECKS_KEY = "kdviz_onnx_checks"  # {path: (max |eager − ONNX|, bytes)}
@@ -72,7 +71,7 @@ def measure(
     if runtime == "eager":
         result = latency.eager(loaded.model, name, **timing)
     else:
-        sess, diff, nbytes = onnx_session(str(path), fingerprint(loaded), threads)
+        sess, diff, nbytes = onnx_session(str(path), loaded.fingerprint, threads)
         onnx_checks()[str(path)] = (diff, nbytes)
         result = latency.onnxruntime(sess, name, **timing)
     results()[(str(path), runtime, batch, threads)] = result
@@ -211,9 +210,7 @@ def predictions(
             def progress(done, total, i=i, p=p):
                 bar.progress((i + done / total) / len(models), text=f"{names[p]}: {done}/{total} batches")
 
-        out[p] = cached_predictions(
-            loaded, data, split, limit, fingerprint=fingerprint(loaded), progress=progress
-        )
+        out[p] = cached_predictions(loaded, data, split, limit, progress=progress)
     return out
 
 
@@ -290,7 +287,7 @@ def entries(
         lat1 = results().get((p, "eager", 1, s.threads))
         latb = results().get((p, "eager", s.batch, s.threads))
         onnx1 = results().get((p, "onnxruntime", 1, s.threads))
-        accuracy = preds[p].accuracy if p in preds else (loaded.card.metrics or {}).get("test_accuracy")
+        accuracy = preds[p].accuracy if p in preds else loaded.card.test_accuracy
         out.append(
             Entry(
                 names[p],
@@ -360,7 +357,7 @@ def show_every_run(choices: list[RunInfo], threads: int) -> None:
     points = []
     for c in choices:
         m = results().get((str(c.path), "eager", 1, threads))
-        acc = (c.card.metrics or {}).get("test_accuracy") if c.card else None
+        acc = c.card.test_accuracy if c.card else None
         if m is not None and acc is not None:
             points.append({"name": c.name, "latency": m.median_ms, "accuracy": acc})
     missing = [c for c in choices if (str(c.path), "eager", 1, threads) not in results()]

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from kdviz.data import Dataset, load_dataset
-from kdviz.models.checkpoints import WEIGHTS, LoadedModel, load_checkpoint
+from kdviz.models.checkpoints import WEIGHTS, LoadedModel, load_model
 
 
 @st.cache_resource(
@@ -27,7 +27,7 @@ def model(path: str | Path) -> LoadedModel:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=16)
 def _model(path: str, stamp: int) -> LoadedModel:
-    return load_checkpoint(path)
+    return load_model(path)
 
 
 def chosen_models(teacher: Path | None, student: Path | None) -> dict[str, tuple[Path, LoadedModel]]:

@@ -41,12 +41,12 @@ def render_card(card: ModelCard, path: Path, *, title: str, reference: ModelCard
         c2.metric("Size on disk", human_bytes(stats.size_bytes))
         c3.metric("MACs / image", f"{stats.macs / 1e6:.1f} M")
     c4, c5, c6 = st.columns(3)
-    acc = (card.metrics or {}).get("test_accuracy")
+    acc = card.test_accuracy
     c4.metric("Test accuracy", f"{acc:.2%}" if acc is not None else "not measured")
     if stats and ref:
         c5.metric("Compression", f"{compression_ratio(ref, stats):.2f}×", help="teacher parameters / these")
-    if acc is not None and reference is not None and (reference.metrics or {}).get("test_accuracy"):
-        c6.metric("Teacher's accuracy kept", f"{acc / reference.metrics['test_accuracy']:.1%}")
+    if acc is not None and reference is not None and reference.test_accuracy:
+        c6.metric("Teacher's accuracy kept", f"{acc / reference.test_accuracy:.1%}")
     history = read_history(path) if path.is_dir() else []
     if history:
         st.plotly_chart(training_curves({card.name or path.name: history}), key=f"curves_{title}_{path}")

@@ -20,35 +20,21 @@ def training_curves(histories: dict[str, Sequence[EpochRecord]], title: str = ""
             continue
         colour = palette[i % len(palette)]
         epochs = [r.epoch for r in history]
-        for col, (train_key, test_key) in enumerate(
-            (("train_loss", "test_loss"), ("train_acc", "test_acc")), 1
-        ):
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs,
-                    y=[getattr(r, train_key) for r in history],
-                    mode="lines+markers",
-                    name=f"{name} train",
-                    line=dict(color=colour, dash="dash"),
-                    legendgroup=name,
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs,
-                    y=[getattr(r, test_key) for r in history],
-                    mode="lines+markers",
-                    name=f"{name} test",
-                    line=dict(color=colour),
-                    legendgroup=name,
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
+        for col, measure in enumerate(("loss", "acc"), 1):
+            for split, dash in (("train", "dash"), ("test", None)):
+                fig.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=[getattr(r, f"{split}_{measure}") for r in history],
+                        mode="lines+markers",
+                        name=f"{name} {split}",
+                        line=dict(color=colour, dash=dash),
+                        legendgroup=name,
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
     fig.update_xaxes(title_text="epoch", dtick=1 if len(next(iter(histories.values()), [])) < 15 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_layout(
@@ -75,17 +61,3 @@ def sample_grid(
         )
         rows.append(row)
     return np.concatenate(rows, axis=0)
-
-
-def compare_bars(names: Sequence[str], values: Sequence[float], title: str, fmt: str = ",.0f") -> go.Figure:
-    fig = go.Figure(
-        go.Bar(
-            x=list(names),
-            y=list(values),
-            text=[format(v, fmt) for v in values],
-            textposition="auto",
-            marker_color=["#1f77b4", "#d62728", "#2ca02c"][: len(names)],
-        )
-    )
-    fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10))
-    return fig

@@ -15,8 +15,6 @@ from kdviz.attribution.faithfulness import Curves
 from kdviz.data.base import ImageSplit
 from kdviz.models.checkpoints import LoadedModel
 
-from .attributions import fingerprint
-
 
 def faithfulness(
     loaded: LoadedModel,
@@ -28,7 +26,7 @@ def faithfulness(
 ) -> Curves:
     """:func:`kdviz.attribution.comparison.faithfulness`, computed once per weights, split
     (``where``: the data set's source and the split's name), images and maps."""
-    return _faithfulness(loaded, split, fingerprint(loaded), where, np.asarray(indices), maps, labels)
+    return _faithfulness(loaded, split, loaded.fingerprint, where, np.asarray(indices), maps, labels)
 
 
 @st.cache_data(show_spinner="Deletion and insertion curves…", max_entries=32)

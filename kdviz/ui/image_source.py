@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from kdviz.data.images import MAX_BYTES, UPLOAD_SUFFIXES, ImageError, read_image
+from kdviz.data.images import MAX_BYTES, UPLOAD_TYPES, ImageError, read_image
 
 from . import samples, urlstate
 
@@ -48,7 +48,7 @@ def upload(
 ) -> Picked | None:
     """An uploaded image prepared for the model, or None (nothing uploaded, or a message on why not)."""
     file = st.file_uploader(
-        prompt, type=list(UPLOAD_SUFFIXES), key=key, max_upload_size=MAX_BYTES // 2**20
+        prompt, type=list(UPLOAD_TYPES), key=key, max_upload_size=MAX_BYTES // 2**20
     )  # the browser refuses a bigger file unsent
     if file is None:
         return None

@@ -14,7 +14,6 @@ import torch
 from kdviz.attribution import make_baseline
 from kdviz.bench import latency
 from kdviz.data import Dataset
-from kdviz.data.loader import normalize, to_float
 from kdviz.data.samples import sample_names
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import spread_indices
@@ -71,9 +70,8 @@ def navigation() -> int:
 
 
 def model_input(loaded: LoadedModel, images: np.ndarray) -> torch.Tensor:
-    """uint8 images (N, H, W, 3), or one (H, W, 3), as the model's normalised batch."""
-    batch = images[None] if images.ndim == 3 else images
-    return normalize(to_float(batch), loaded.card.mean, loaded.card.std)
+    """The old name of ``loaded.preprocess(images)``, kept until ``pages/lesson.py`` moves."""
+    return loaded.preprocess(images)
 
 
 def _baseline(loaded: LoadedModel, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -83,7 +81,7 @@ def _baseline(loaded: LoadedModel, x: torch.Tensor, name: str) -> torch.Tensor:
 @st.cache_data(show_spinner="Walking the path from the baseline to the image…", max_entries=32)
 def path_view(_loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int):
     """The strip of images along the path and the score at 41 points on it."""
-    x = model_input(_loaded, image)
+    x = _loaded.preprocess(image)
     base = _baseline(_loaded, x, baseline)
     alphas, frames = lesson.path_strip(x, base, _loaded.card.mean, _loaded.card.std, frames=8)
     return alphas, frames, lesson.path_scores(_loaded.model, x, base, target)
@@ -99,7 +97,7 @@ def walk(
     steps: int,
     rule: str,
 ) -> lesson.RunningSum:
-    x = model_input(_loaded, image)
+    x = _loaded.preprocess(image)
     return lesson.running_sum(_loaded.model, x, _baseline(_loaded, x, baseline), target, steps, rule)
 
 
@@ -108,7 +106,7 @@ def convergence(
     _loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str
 ):
     """The reference map and how far each step count in ``CONVERGENCE_STEPS`` is from it."""
-    x = model_input(_loaded, image)
+    x = _loaded.preprocess(image)
     base = _baseline(_loaded, x, baseline)
     reference = lesson.captum_map(_loaded.model, x, base, target)
     return reference, lesson.convergence(_loaded.model, x, base, target, CONVERGENCE_STEPS, rule, reference)

@@ -24,7 +24,8 @@ def start(request: TrainRequest) -> Job:
         job.report(0.0, "loading data…", role=request.role)
         data = load_dataset(request.dataset)
 
-        started, first = time.monotonic(), {}
+        started = time.monotonic()
+        first: dict[str, float] = {}
         precision = request.config.precision
         if precision == "bfloat16":
             precision += " autocast (native on this CPU)"
