@@ -11,7 +11,7 @@ from kdviz.models.checkpoints import CheckpointError
 from kdviz.training.workflows import import_checkpoint
 from kdviz.training.workspace import RunNameError
 from kdviz.ui import cache, session, train_form, training
-from kdviz.ui.cards import human_bytes, render_card
+from kdviz.ui.cards import human_bytes, teacher_and_student
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
 
@@ -26,23 +26,10 @@ tab_cards, tab_train, tab_runs, tab_upload = st.tabs(
 
 # ------------------------------------------------------------------ side by side
 with tab_cards:
-    cols = st.columns(2)
-    teacher_card = None
-    models = cache.chosen_models(sel.teacher, sel.student)
-    for col, role in ((cols[0], "teacher"), (cols[1], "student")):
-        with col:
-            if role not in models:
-                st.info(f"No {role} for this data set yet: train one in the **Train** tab.")
-                continue
-            path, loaded = models[role]
-            render_card(
-                loaded.card,
-                path,
-                title=role.capitalize(),
-                reference=teacher_card if role == "student" else None,
-            )
-            if role == "teacher":
-                teacher_card = loaded.card
+    teacher_and_student(
+        cache.chosen_models(sel.teacher, sel.student),
+        "No {role} for this data set yet: train one in the **Train** tab.",
+    )
 
 # ------------------------------------------------------------------ train
 with tab_train:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from kdviz.ui import cache, session
-from kdviz.ui.cards import render_card
+from kdviz.ui.cards import teacher_and_student
 from kdviz.ui.charts import sample_grid
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
@@ -38,17 +38,7 @@ if data is not None:
         )
 
 st.header("Teacher and student")
-cols = st.columns(2)
-teacher_card = None
-models = cache.chosen_models(sel.teacher, sel.student)
-for col, role in ((cols[0], "teacher"), (cols[1], "student")):
-    with col:
-        if role not in models:
-            st.info(f"No {role} chosen: train one on the Models page, or pick one in the sidebar.")
-            continue
-        path, loaded = models[role]
-        render_card(
-            loaded.card, path, title=role.capitalize(), reference=teacher_card if role == "student" else None
-        )
-        if role == "teacher":
-            teacher_card = loaded.card
+teacher_and_student(
+    cache.chosen_models(sel.teacher, sel.student),
+    "No {role} chosen: train one on the Models page, or pick one in the sidebar.",
+)

@@ -52,3 +52,19 @@ def render_card(card: ModelCard, path: Path, *, title: str, reference: ModelCard
         st.plotly_chart(training_curves({card.name or path.name: history}), key=f"curves_{title}_{path}")
     with st.expander("Card"):
         st.json(card.to_json(), expanded=False)
+
+
+def teacher_and_student(models: dict, missing: str) -> None:
+    """The two cards side by side, the student's measured against the teacher's; ``missing`` says
+    what to do where a role has no model (``{role}`` is replaced)."""
+    cols = st.columns(2)
+    teacher_card = None
+    for col, role in zip(cols, ("teacher", "student"), strict=True):
+        with col:
+            if role not in models:
+                st.info(missing.format(role=role))
+                continue
+            path, loaded = models[role]
+            render_card(loaded.card, path, title=role.capitalize(), reference=teacher_card)
+            if role == "teacher":
+                teacher_card = loaded.card
