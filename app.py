@@ -7,9 +7,7 @@ import streamlit as st
 
 from kdviz.ui import sidebar
 
-st.set_page_config(
-    page_title="kdviz: distillation made visible", page_icon="🔬", layout="wide"
-)
+st.set_page_config(page_title="kdviz: distillation made visible", page_icon="🔬", layout="wide")
 
 # Material icons, not emoji: emoji show as empty boxes on machines without an emoji font.
 PAGES = {
