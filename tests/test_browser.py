@@ -482,7 +482,7 @@ def _start_training(page, epochs: int, limit: int, name: str | None = None) -> s
     chosen = arch.get_by_role("combobox").input_value()
     assert chosen == "resnet20", f"architecture not set to resnet20: {chosen!r}"
     _set_number(page, "Epochs", epochs)
-    page.get_by_text("More settings", exact=True).click()
+    page.get_by_text("Seed and subset", exact=True).click()
     _set_number(page, "Training images (0: all)", limit)
     if name:
         page.get_by_label("Run name", exact=True).fill(name)

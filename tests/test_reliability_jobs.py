@@ -47,7 +47,7 @@ def assert_clean(at: AppTest) -> None:
 def start_training(at: AppTest, name: str, epochs: int) -> Job:
     """Fill the Train tab for a tiny student and press Start; the job this session now owns."""
     at.radio(key="train_role").set_value("student").run()
-    at.selectbox(key="train_arch_student").set_value("mnv2_student_12x").run()
+    at.selectbox(key="train_arch_student_default").set_value("mnv2_student_12x").run()
     at.select_slider(key="train_width_student").set_value(0.25).run()
     at.text_input(key="train_name_student_mnv2_student_12x").set_value(name).run()
     at.number_input(key="train_epochs").set_value(epochs).run()
