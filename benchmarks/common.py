@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kdviz.core.atomic import write_json  # noqa: E402
+from kdviz.core.machine import cpu_name  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -30,7 +31,7 @@ def machine() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -47,16 +48,6 @@ def machine() -> dict[str, Any]:
     if hasattr(os, "getloadavg"):
         info["load average (1 min)"] = round(os.getloadavg()[0], 2)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_of(

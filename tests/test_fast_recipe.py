@@ -25,6 +25,19 @@ def digits():
     return load_dataset("digits")
 
 
+def _card(digits):
+    from kdviz.models.checkpoints import ModelCard
+
+    return ModelCard(
+        arch="airnet_student_64x",
+        num_classes=10,
+        class_names=list(digits.class_names),
+        dataset="digits",
+        mean=list(digits.mean),
+        std=list(digits.std),
+    )
+
+
 # ------------------------------------------------------------------------------------- the family
 
 
@@ -199,18 +212,11 @@ def test_bfloat16_is_refused_where_the_cpu_would_emulate_it(monkeypatch):
 
 @pytest.mark.skipif(not machine.native_bfloat16(), reason="this CPU has no native bfloat16 instructions")
 def test_bfloat16_run_trains_and_its_card_says_so(digits, tmp_path):
-    from kdviz.models.checkpoints import ModelCard, read_card
+    from kdviz.models.checkpoints import read_card
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")
-    card = ModelCard(
-        arch="airnet_student_64x",
-        num_classes=10,
-        class_names=list(digits.class_names),
-        dataset="digits",
-        mean=list(digits.mean),
-        std=list(digits.std),
-    )
+    card = _card(digits)
     train(net, digits, fast_config(1, precision="bfloat16", **TINY), run_dir=tmp_path, card=card)
     saved = read_card(tmp_path)
     assert saved.metrics["precision"] == "bfloat16" and saved.metrics["machine"]["native_bfloat16"]
@@ -249,18 +255,11 @@ def test_fast_recipe_resume_is_bitwise_the_uninterrupted_run(digits, tmp_path):
 
 
 def test_fast_recipe_writes_the_tta_accuracy_beside_the_plain_one(digits, tmp_path):
-    from kdviz.models.checkpoints import ModelCard, read_card
+    from kdviz.models.checkpoints import read_card
 
     torch.manual_seed(0)
     net = create_model("airnet_student_64x")
-    card = ModelCard(
-        arch="airnet_student_64x",
-        num_classes=10,
-        class_names=list(digits.class_names),
-        dataset="digits",
-        mean=list(digits.mean),
-        std=list(digits.std),
-    )
+    card = _card(digits)
     result = train(net, digits, fast_config(2, **TINY), run_dir=tmp_path, card=card)
     metrics = read_card(tmp_path).metrics
     assert metrics["test_accuracy"] == result.history[-1].test_acc  # the plain figure, as every run has

@@ -26,9 +26,9 @@ from torch import nn
 from ..core import atomic, machine
 from ..core.machine import check_precision
 from ..data.base import Dataset
-from ..data.loader import Augment, iterate_batches, num_batches
+from ..data.loader import Augment, iterate_batches, normalize, num_batches, to_float
 from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
-from ..models.evaluate import predict
+from ..models.evaluate import predict, spread_indices
 from ..models.speedups import channels_last
 
 HISTORY = "history.json"
@@ -227,9 +227,7 @@ def whitening_images(data: Dataset, indices: np.ndarray, n: int = 5000) -> torch
     Spread, not the first ``n``: an image folder is sorted by class, and its first 5,000 would be
     airplanes and automobiles only.
     """
-    from ..data.loader import normalize, to_float
-
-    pick = indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(np.int64)]
+    pick = indices[spread_indices(len(indices), n)]
     return normalize(to_float(data.train.images[pick]), data.mean, data.std)
 
 
@@ -296,10 +294,11 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and write:
         atomic.remove_leftovers(run_dir)  # a run killed mid-write leaves its temporary file behind
-    if cfg.whiten:  # before the look-ahead copies the weights; a resume overwrites them below
+    resuming = resume and run_dir is not None and (run_dir / RESUME).is_file()
+    if cfg.whiten and not resuming:  # a resume restores the fitted stem with the other weights
         model.init_whitening(whitening_images(data, indices).to(device))  # type: ignore[operator]
     lookahead = Lookahead(model) if cfg.lookahead else None
-    if resume and run_dir is not None and (run_dir / RESUME).is_file():
+    if resuming and run_dir is not None:
         history = load_resume_state(run_dir / RESUME, model, optimizer, lookahead)
     start_epoch = len(history)
     stopped = False
