@@ -40,10 +40,10 @@ if picked is None:
 image, true_label = picked.image, picked.label
 
 view = ui.controls(len(class_names), class_names)
-results = {}
 with st.spinner("Computing attributions…"):
-    for role, (_path, loaded) in models.items():
-        results[role] = ui.attribute_image(loaded, image, view.options, true_label)
+    results = ui.attribute_models(
+        {role: loaded for role, (_path, loaded) in models.items()}, image, view.options, true_label
+    )
 reduced = [render.reduce_channels(r.maps[0], view.sign) for r in results.values()]
 scale = render.shared_scale(reduced) if view.shared_scale else None
 st.caption(

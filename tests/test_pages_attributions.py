@@ -319,6 +319,31 @@ def test_attributions_upload(fresh_cache, digits):
     assert match_count(at) == (360, 360)
 
 
+def test_attributions_upload_goes_through_the_servers_compute_queue(fresh_cache, digits):
+    """Both maps of an upload come from the process's scheduler (one call per model); looking again
+    reads the cache and queues nothing."""
+    from kdviz.core.scheduler import SCHEDULER
+
+    at = open_page("pages/attributions.py")
+    at.slider(key="attr_steps").set_value(4)
+    at.radio(key="attr_source").set_value("upload").run()
+    before = SCHEDULER.calls
+    at.file_uploader(key="attr_upload").set_value(("mine.png", png("RGB", (48, 40)), "image/png")).run()
+    assert_clean(at)
+    assert set(panels(at)) == {"Teacher", "Student"}
+    new_calls = SCHEDULER.served[-(SCHEDULER.calls - before) :] if SCHEDULER.calls > before else []
+    attribution = [c for c in new_calls if c.kind == "attribution"]
+    assert len(attribution) == 2, new_calls  # the teacher's call and the student's
+    assert all(c.size == 1 for c in attribution)
+    assert not any("compute queue" in c for c in captions(at))  # the wait's line is gone once done
+
+    before = SCHEDULER.calls
+    at.run()
+    assert_clean(at)
+    assert SCHEDULER.calls == before
+    assert all("from the cache" in panel_markdown(col) for col in panels(at).values())
+
+
 # ----------------------------------------------------------------------------------- Compare
 
 

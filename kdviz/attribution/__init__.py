@@ -7,7 +7,7 @@ whether they are faithful (:mod:`.faithfulness`), teacher against student over m
 (:mod:`.comparison`) and the data-set IG cache that training reads (:mod:`.igcache`).
 """
 
-from . import agreement, comparison, faithfulness, igcache, render
+from . import agreement, batching, comparison, faithfulness, igcache, render
 from .baselines import BASELINES, make_baseline
 from .cache import AttributionCache, default_cache
 from .front import DEFAULT_INTERNAL_BATCH, attribute
@@ -31,6 +31,7 @@ __all__ = [
     "IGCacheError",
     "IGMapStore",
     "agreement",
+    "batching",
     "attribute",
     "comparison",
     "default_cache",

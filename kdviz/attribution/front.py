@@ -96,12 +96,8 @@ def attribute(
     entries: list[dict | None] = [None] * n
     keys: list[str] = []
     if store is not None:
-        fp = fingerprint or model_fingerprint(model)
-        extra = f"{tuple(mean)}|{tuple(std)}|{tuple(data_mean) if data_mean else ''}"
-        for i in range(n):
-            lab = f"|y={int(labels[i])}" if (labels is not None and opts.target == "true") else ""
-            keys.append(AttributionCache.key(fp, image_hash(x[i]), opts, extra + lab))
-            entries[i] = store.get(keys[-1])
+        keys = _cache_keys(fingerprint or model_fingerprint(model), x, opts, mean, std, data_mean, labels)
+        entries = [store.get(k) for k in keys]
     cached = np.array([e is not None for e in entries], dtype=bool)
     todo = [i for i in range(n) if entries[i] is None]
     if todo:
@@ -116,8 +112,46 @@ def attribute(
             entries[i] = entry
             if store is not None:
                 store.put(keys[i], entry)
+    return _result([e for e in entries if e is not None], opts, cached)
 
-    done = [e for e in entries if e is not None]  # every entry is filled by now
+
+def cached_result(
+    model: nn.Module,
+    x: torch.Tensor,
+    options: AttributionOptions,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    labels: torch.Tensor | Sequence[int] | None = None,
+    data_mean: Sequence[float] | None = None,
+    cache: AttributionCache | None = None,
+    fingerprint: str | None = None,
+) -> AttributionResult | None:
+    """What :func:`attribute` would return, when every image of ``x`` is in the cache; else None.
+    Calls no model: a page asks this before it queues work (a cached image costs nothing)."""
+    store = cache or default_cache()
+    x = x.to(torch.float32)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+    keys = _cache_keys(fingerprint or model_fingerprint(model), x, options, mean, std, data_mean, labels)
+    entries = [store.get(k) for k in keys]
+    if any(e is None for e in entries):
+        return None
+    return _result([e for e in entries if e is not None], options, np.ones(len(entries), bool))
+
+
+def _cache_keys(fp, x, opts, mean, std, data_mean, labels) -> list[str]:
+    """One cache key per image: weights, image bytes, options, normalisation (and label for "true")."""
+    extra = f"{tuple(mean)}|{tuple(std)}|{tuple(data_mean) if data_mean else ''}"
+    keys = []
+    for i in range(x.shape[0]):
+        lab = f"|y={int(labels[i])}" if (labels is not None and opts.target == "true") else ""
+        keys.append(AttributionCache.key(fp, image_hash(x[i]), opts, extra + lab))
+    return keys
+
+
+def _result(done: list[dict], opts: AttributionOptions, cached: np.ndarray) -> AttributionResult:
+    """Per-image entries stacked into one result."""
 
     def stack(k: str) -> np.ndarray:
         return np.stack([e[k] for e in done])

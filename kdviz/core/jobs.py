@@ -5,6 +5,10 @@ the rerun. A :class:`Job` runs in a worker thread owned by a process-wide :class
 survives page switches and reruns. The page only reads ``job.progress`` and ``job.data`` and may
 call ``job.stop()``. Jobs carry an ``owner`` (a browser session) so two sessions never see, or stop,
 each other's work.
+
+Jobs are background work: every time the worker asks :meth:`Job.should_stop` (each training step,
+each IG-cache chunk) it first yields to interactive requests waiting in the process's compute
+scheduler (:mod:`kdviz.core.scheduler`), so a training job does not freeze everyone's pages.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .scheduler import SCHEDULER, Scheduler
 
 
 @dataclass
@@ -35,6 +41,10 @@ class Job:
     finished: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    #: Where the job yields to interactive work (None: it never waits).
+    scheduler: Scheduler | None = field(default=None, repr=False)
+    #: Seconds the job has spent waiting for interactive work.
+    yielded_s: float = 0.0
 
     # -- what the worker calls
     def report(self, progress: float | None = None, message: str | None = None, **data: Any) -> None:
@@ -45,6 +55,9 @@ class Job:
         self.data.update(data)
 
     def should_stop(self) -> bool:
+        """True once stopped; first waits while interactive requests are queued (see the module doc)."""
+        if self.scheduler is not None and not self._stop.is_set():
+            self.yielded_s += self.scheduler.yield_to_interactive(stop=self._stop)
         return self._stop.is_set()
 
     # -- what the page calls
@@ -67,14 +80,17 @@ class Job:
 
 
 class JobManager:
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Scheduler | None = SCHEDULER) -> None:
+        self.scheduler = scheduler
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
     def start(self, title: str, work: Callable[[Job], Any], *, owner: str = "", kind: str = "job") -> Job:
         """Run ``work(job)`` in a daemon thread; its return value becomes ``job.result``."""
-        job = Job(id=f"{kind}-{next(self._ids)}", title=title, owner=owner, kind=kind)
+        job = Job(
+            id=f"{kind}-{next(self._ids)}", title=title, owner=owner, kind=kind, scheduler=self.scheduler
+        )
 
         def runner() -> None:
             try:

@@ -70,3 +70,25 @@ def check_precision(precision: str) -> None:
             f"this CPU ({cpu_name()}) has no native bfloat16 instructions (AVX-512 BF16 or AMX): "
             "autocast would be emulated and slower than float32; train in float32"
         )
+
+
+_THREADS_SET: int | None = None
+
+
+def set_torch_threads_once(n: int | None = None) -> int:
+    """Set torch's intra-op threads for the whole process, once (later calls keep the first value).
+
+    A server runs all its interactive torch work on one compute thread (:mod:`kdviz.core.scheduler`),
+    so one pool as wide as the cores this process may use is right; a pool per session would
+    oversubscribe them. ``KDVIZ_TORCH_THREADS`` overrides the number. Returns the number in use.
+    """
+    global _THREADS_SET
+    if _THREADS_SET is None:
+        import torch
+
+        from .scheduler import cores
+
+        wanted = n or int(os.environ.get("KDVIZ_TORCH_THREADS", "0") or 0) or cores()
+        torch.set_num_threads(max(1, wanted))
+        _THREADS_SET = torch.get_num_threads()
+    return _THREADS_SET

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 from kdviz.attribution import (
     BASELINES,
@@ -17,14 +16,14 @@ from kdviz.attribution import (
     METHODS,
     AttributionOptions,
     AttributionResult,
-    attribute,
+    batching,
     render,
 )
 from kdviz.data import Dataset
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import predict, spread_indices
 
-from . import cache, urlstate
+from . import cache, compute, urlstate
 from .image_source import Picked
 
 #: Above this share of |F(x) − F(baseline)| the IG map is called incomplete on the page.
@@ -102,14 +101,38 @@ def attribute_image(
     loaded: LoadedModel, image: np.ndarray, options: AttributionOptions, label: int | None = None
 ) -> AttributionResult:
     """One uint8 image through one model (cached per weights, image and options)."""
-    card = loaded.card
-    x = loaded.preprocess(image[None])
-    labels = None if label is None else torch.tensor([label])
-    if options.target == "true" and labels is None:
-        options = AttributionOptions(**{**options.__dict__, "target": "pred"})
-    return attribute(
-        loaded.model, x, options, mean=card.mean, std=card.std, labels=labels, fingerprint=loaded.fingerprint
-    )
+    return attribute_models({"model": loaded}, image, options, label)["model"]
+
+
+def attribute_models(
+    models: dict[str, LoadedModel],
+    image: np.ndarray,
+    options: AttributionOptions,
+    label: int | None = None,
+    *,
+    slot: str = "attr",
+) -> dict[str, AttributionResult]:
+    """One uint8 image through each model, by role: a cached map at once, the others through the
+    server's compute queue (batched with other sessions' images for the same model), the page
+    showing its place and an estimate while it waits."""
+    requests = {role: batching.ImageRequest(loaded, image, options, label) for role, loaded in models.items()}
+    results = {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
+    tickets = {
+        role: compute.submit(
+            batching.attribute_batch,
+            req,
+            key=batching.batch_key(req),
+            kind="attribution",
+            max_batch=batching.max_batch(req),
+            slot=f"{slot}_{role}",
+            dedupe=batching.dedupe_token(req),
+        )
+        for role, req in requests.items()
+        if role not in results
+    }
+    if tickets:
+        results.update(compute.wait(tickets, "the maps"))
+    return {role: results[role] for role in requests}
 
 
 def fingerprint(loaded: LoadedModel) -> str:
@@ -224,7 +247,13 @@ def _gallery_predictions(path: str, stamp: int, source: str, pool: int) -> np.nd
     loaded = cache.model(path)
     data = cache.dataset(source)
     idx = spread_indices(len(data.test), pool)
-    preds = predict(loaded.model, data.test.subset(idx), mean=loaded.card.mean, std=loaded.card.std)
+
+    def work():  # on the compute thread; sessions opening the same gallery at once share it
+        return predict(loaded.model, data.test.subset(idx), mean=loaded.card.mean, std=loaded.card.std)
+
+    preds = compute.run_shared(
+        work, "the gallery's predictions", key=("gallery", path, stamp, source, pool), kind="predict"
+    )
     return preds.predicted
 
 

@@ -1,0 +1,102 @@
+"""The pages' door to the server's compute scheduler: who is asking, whether they are still there,
+and a wait that tells them their place in the queue.
+
+All sessions of one ``streamlit run`` share :data:`kdviz.core.scheduler.SCHEDULER`. A session is
+known by Streamlit's own session id; it is gone when the runtime's session manager no longer lists
+it as active (the browser tab was closed or lost its connection), and then its waiting requests
+are dropped before they cost anything. A script stopped while it waits (the same event, seen from
+the page's thread) cancels its request at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+from kdviz.core.machine import set_torch_threads_once
+from kdviz.core.scheduler import INTERACTIVE, SCHEDULER, Scheduler, Ticket
+
+#: How often a waiting page redraws its place in the queue (seconds).
+POLL_S = 0.3
+_SETUP = threading.Lock()
+_configured = False
+_exclusive = itertools.count(1)
+
+
+def session_alive(session_id: str) -> bool:
+    """False once Streamlit's session manager no longer lists the session as connected."""
+    if not Runtime.exists():  # AppTest and bare scripts have no runtime: every session is here
+        return True
+    return Runtime.instance().is_active_session(session_id)
+
+
+def scheduler() -> Scheduler:
+    """The process's scheduler, told once how to recognise a gone session; torch's threads set once."""
+    global _configured
+    with _SETUP:
+        if not _configured:
+            set_torch_threads_once()
+            SCHEDULER.set_alive(session_alive)
+            _configured = True
+    return SCHEDULER
+
+
+def session_id() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def submit(run: Callable, item: Any, *, key: Hashable, **kw: Any) -> Ticket:
+    """Queue ``item`` for ``run`` as this session's interactive request."""
+    return scheduler().submit(run, item, key=key, session=session_id(), priority=INTERACTIVE, **kw)
+
+
+def message(ahead: int, seconds: float, what: str) -> str:
+    """The line a waiting page shows."""
+    eta = f"about {seconds:.0f} s" if seconds >= 1.5 else "a moment"
+    if ahead == 0:
+        return f"Computing {what}: {eta}."
+    calls = "1 model call" if ahead == 1 else f"{ahead} model calls"
+    return f"In the server's compute queue, shared by everyone here ({calls} before yours): {what} in {eta}."
+
+
+def wait(tickets: dict[str, Ticket] | Ticket, what: str) -> Any:
+    """Wait for one ticket (its result) or several (a dict of results), showing the place and
+    estimate of the last one to finish; a script stopped meanwhile cancels them."""
+    many = isinstance(tickets, dict)
+    todo: dict[str, Ticket] = tickets if isinstance(tickets, dict) else {"": tickets}
+    box = st.empty()
+    try:
+        while not all(t.wait(POLL_S) for t in todo.values()):
+            places = [t.place() for t in todo.values() if not t.done()]
+            if places:
+                ahead, seconds = max(places, key=lambda p: p[1])
+                box.caption(message(ahead, seconds, what))
+    except StopException:  # the session is gone or stopped: nobody wants these any more
+        for t in todo.values():
+            t.cancel()
+        raise
+    finally:
+        box.empty()
+    results = {name: t.result() for name, t in todo.items()}
+    return results if many else results[""]
+
+
+def run_exclusive(fn: Callable[[], Any], what: str, *, kind: str = "work") -> Any:
+    """``fn()`` on the compute thread, alone (a latency measurement, say), after the work queued
+    before it; the page shows its place meanwhile."""
+    ticket = submit(lambda items: [fn()], None, key=(kind, next(_exclusive)), kind=kind, max_batch=1)
+    return wait(ticket, what)
+
+
+def run_shared(fn: Callable[[], Any], what: str, *, key: Hashable, kind: str = "work") -> Any:
+    """``fn()`` on the compute thread; sessions asking for the same ``key`` meanwhile share one call."""
+    ticket = submit(lambda items: [fn()], None, key=key, kind=kind, max_batch=1, dedupe="shared")
+    return wait(ticket, what)
