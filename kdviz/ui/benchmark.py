@@ -26,7 +26,7 @@ from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import Predictions, spread_indices
 from kdviz.training.workspace import RunInfo
 
-from . import cache
+from . import cache, compute
 
 LATENCY_KEY = "kdviz_latency_results"  # {(path, runtime, batch, threads): Latency}
 ONNX_CHECKS_KEY = "kdviz_onnx_checks"  # {path: (max |eager − ONNX|, bytes)}
@@ -68,12 +68,17 @@ def measure(
     timing: dict[str, Any] = dict(
         batch=batch, image_size=size, threads=threads, warmup=warmup, repeats=repeats, max_seconds=max_seconds
     )
+    # timed on the compute thread, alone: no other session's maps share the cores meanwhile
     if runtime == "eager":
-        result = latency.eager(loaded.model, name, **timing)
+        result = compute.run_exclusive(
+            lambda: latency.eager(loaded.model, name, **timing), f"{name}'s latency", kind="latency"
+        )
     else:
         sess, diff, nbytes = onnx_session(str(path), loaded.fingerprint, threads)
         onnx_checks()[str(path)] = (diff, nbytes)
-        result = latency.onnxruntime(sess, name, **timing)
+        result = compute.run_exclusive(
+            lambda: latency.onnxruntime(sess, name, **timing), f"{name}'s latency", kind="latency"
+        )
     results()[(str(path), runtime, batch, threads)] = result
     return result
 
