@@ -20,12 +20,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,19 +29,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium's own connections are refused on the machines
-# this runs on, and it stalls; the app itself is served on 127.0.0.1.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tools import live_app  # noqa: E402
+from tools.live_app import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
+from tools.live_app import free_port as _free_port  # noqa: E402
+
 VIEWPORT = {"width": 1400, "height": 900}
 START_TIMEOUT_S = 60
 PAGE_TIMEOUT_S = 90  # the first run of a page imports torch and decodes the data set
@@ -60,12 +49,6 @@ def _unavailable(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: the browser test may not be skipped; .ci/run installs chromium)")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------- fixtures
@@ -87,62 +70,14 @@ def _serve(folder: Path, extra_env: dict[str, str]):
         "KDVIZ_DEVICE": "cpu",
         **extra_env,
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        # others may edit the sources while this runs: no watcher, no "source changed" prompt
-        "--server.fileWatcherType",
-        "none",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"streamlit exited with {proc.returncode} before serving:\n{log.read_text()[-4000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"streamlit did not answer on {url} within {START_TIMEOUT_S} s:\n"
-                    f"{log.read_text()[-4000:]}"
-                )
-            time.sleep(0.25)
-        yield Server(url, log, Path(env["KDVIZ_HOME"]))
+        proc = start_server(port, env, log, START_TIMEOUT_S)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield Server(f"http://127.0.0.1:{port}", log, Path(env["KDVIZ_HOME"]))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -222,37 +157,8 @@ def page(sessions):
 
 
 # ----------------------------------------------------------------------------------------- helpers
-_IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (!app) return false;
-    const state = app.getAttribute('data-test-script-state');
-    if (state === 'running' || state === 'initial' || state === 'rerunRequested'
-        || state === null) return false;
-    if (document.querySelector('[data-testid="stStatusWidget"]')) return false;  // Running... / Connecting
-    if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
-    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
-    return !!main && main.querySelectorAll('[data-testid="stElementContainer"]').length > 0;
-}"""
-
-
 def wait_idle(page, timeout_s: float = PAGE_TIMEOUT_S, settle_s: float = 1.0) -> None:
-    """Wait until the script has finished running and the page shows content, and stays so for
-    ``settle_s`` (a rerun that a click asked for may start a moment later)."""
-    deadline = time.monotonic() + timeout_s
-    idle_since = None
-    while True:
-        if page.evaluate(_IDLE_JS):
-            idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since >= settle_s:
-                return
-        else:
-            idle_since = None
-        if time.monotonic() > deadline:
-            state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
-            raise AssertionError(
-                f"the app did not finish running within {timeout_s} s (script state {state!r})"
-            )
-        page.wait_for_timeout(150)
+    live_app.wait_idle(page, timeout_s, settle_s)
 
 
 def assert_no_errors(page, where: str) -> None:

@@ -18,36 +18,16 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (!app) return false;
-    const state = app.getAttribute('data-test-script-state');
-    if (state === 'running' || state === 'initial' || state === 'rerunRequested'
-        || state === null) return false;
-    if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
-    if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
-    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
-    return !!main && main.querySelectorAll('[data-testid="stElementContainer"]').length > 0;
-}"""
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools.live_app import CHROMIUM_ARGS, free_port, open_page, start_server, stop_server, wait_idle  # noqa: E402
+
 CONTENT_HEIGHT_JS = """() => {
     const main = document.querySelector('[data-testid="stMain"]');
     const block = document.querySelector('[data-testid="stMainBlockContainer"]');
@@ -60,85 +40,6 @@ CONTENT_HEIGHT_JS = """() => {
 
 def log(msg: str) -> None:
     print(f"[screenshot] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env: dict, logfile: Path, timeout_s: float = 60) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-        "--client.toolbarMode",
-        "minimal",
-    ]
-    with open(logfile, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{logfile.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise RuntimeError(
-                f"streamlit did not answer within {timeout_s} s:\n{logfile.read_text()[-3000:]}"
-            )
-        time.sleep(0.25)
-
-
-def wait_idle(page, timeout_s: float = 120, settle_s: float = 1.5) -> None:
-    deadline, idle_since = time.monotonic() + timeout_s, None
-    while True:
-        if page.evaluate(IDLE_JS):
-            idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since >= settle_s:
-                return
-        else:
-            idle_since = None
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the app was still running after {timeout_s} s")
-        page.wait_for_timeout(150)
-
-
-def open_page(page, title: str) -> None:
-    links = page.locator('[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]')
-    titles = [
-        links.nth(i).locator('[data-testid="stMarkdownContainer"]').inner_text().strip()
-        for i in range(links.count())
-    ]
-    if title not in titles:
-        raise SystemExit(f"no page {title!r} in the sidebar; there are: {', '.join(titles)}")
-    link = links.nth(titles.index(title))
-    href = link.get_attribute("href")
-    if link.get_attribute("aria-current") == "page":
-        return
-    link.click()
-    page.wait_for_url(href)
-    wait_idle(page)
 
 
 def save_png(png: bytes, out: Path, max_kb: int) -> None:
@@ -184,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         port = free_port()
         log(f"starting streamlit on port {port}")
-        proc = start_server(port, env, Path(tmp) / "streamlit.log")
+        proc = start_server(
+            port, env, Path(tmp) / "streamlit.log", extra_args=["--client.toolbarMode", "minimal"]
+        )
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)
@@ -193,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                     js_errors: list[str] = []
                     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
                     page.goto(f"http://127.0.0.1:{port}/")
-                    wait_idle(page)
-                    open_page(page, args.page)
+                    wait_idle(page, settle_s=1.5)
+                    try:
+                        open_page(page, args.page)
+                    except LookupError as exc:
+                        raise SystemExit(str(exc)) from None
                     errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
                     texts = [errors.nth(i).inner_text().strip() for i in range(errors.count())] + js_errors
                     if texts and not args.allow_errors:
@@ -210,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     browser.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     return 0
 
 
