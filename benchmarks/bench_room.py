@@ -1,0 +1,468 @@
+"""A room on one server: ``streamlit run app.py`` and many real browser sessions at once (issue 14).
+
+One real server (a subprocess, its workspace and caches in a temporary folder, the built-in digits
+and the shipped digits teacher and student) and headless Chromium sessions, each opening the
+Attributions page and uploading its own 640×480 JPEG (a shipped sample photo, shifted a little per
+upload so no two uploads are the same image and the cache cannot answer). "Time to maps" runs from
+handing the file to the page to the moment the page has finished its script and shows both panels
+for that file. What is measured:
+
+- **alone**: one session, uploads one after another: the median time to maps (the reference);
+- **crowd**: N sessions (8) upload at once: all served without an error; their median over alone
+  (target ≤ 3×);
+- **room**: M sessions (30) upload at once: all served; the server's resident memory before, at its
+  peak and after (target: growth < 1 GB);
+- **training**: one session trains a model on the Models page while another uploads: the median
+  over alone (target ≤ 2×);
+- **soak**: R attribution requests (1,000) over S concurrent sessions (8), each session uploading
+  its next photo as soon as its maps are shown: the server's resident memory along the way (its
+  bound: the growth after the first tenth of the requests), open file descriptors and threads
+  before and after, and whether the server still answers (its health check and one more upload).
+
+Chromium runs on the same cores as the server, as it did when the issue was filed. Memory, file
+descriptors and threads are the server process's, read from ``/proc``.
+
+Run alone: ``.venv/bin/python benchmarks/bench_room.py [--quick] [--only crowd,soak]``; needs Debian's
+chromium (``apt-get install chromium``); without it the benchmark says so and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, write_results
+from tools.live_app import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IDLE_JS,
+    free_port,
+    start_server,
+    stop_server,
+    wait_idle,
+)
+
+SCENARIOS = ("alone", "crowd", "room", "training", "soak")
+#: Targets from the issue: the crowd's median over alone, training's over alone, the room's growth.
+CROWD_TARGET, TRAINING_TARGET, ROOM_GROWTH_MB = 3.0, 2.0, 1024.0
+UPLOAD_SIZE = (640, 480)
+#: 'done' once the script has finished and the page shows both maps for ``name`` (its caption
+#: "name: 640×480 JPEG"; the uploader lists the bare name at once, before the script reruns);
+#: 'error' on an exception or error box; null meanwhile.
+DONE_JS = (
+    "(name) => {\n"
+    "  const main = document.querySelector('[data-testid=\"stMain\"]');\n"
+    "  if (!main) return null;\n"
+    '  if (main.querySelector(\'[data-testid="stException"], [data-testid="stAlertContentError"]\'))'
+    " return 'error';\n"
+    f"  if (!({IDLE_JS})()) return null;\n"
+    "  const text = main.innerText;\n"
+    "  if (!text.includes(name + ': ')) return null;  // the page's caption, not the uploader's list\n"
+    "  return (text.match(/map for class/g) || []).length >= 2 ? 'done' : null;\n"
+    "}"
+)
+
+
+# --------------------------------------------------------------------------------- the server
+@dataclass
+class Proc:
+    """The server process as ``/proc`` shows it."""
+
+    pid: int
+
+    def status(self, field_name: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+        raise KeyError(field_name)
+
+    def rss_mb(self) -> float:
+        return self.status("VmRSS") / 1024
+
+    def threads(self) -> int:
+        return self.status("Threads")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def snapshot(self) -> dict:
+        return {"rss MB": round(self.rss_mb(), 1), "threads": self.threads(), "fds": self.fds()}
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------- the uploads
+class Photos:
+    """Distinct 640×480 JPEGs from the shipped sample photos: photo i is sample i mod 8, shifted."""
+
+    def __init__(self, folder: Path) -> None:
+        from kdviz.data.samples import load_sample, sample_names
+
+        self.folder = folder
+        self.sources = [load_sample(name) for name in sample_names()]
+        self.count = 0
+
+    def next(self) -> Path:
+        from PIL import Image
+
+        i = self.count
+        self.count += 1
+        src = Image.fromarray(self.sources[i % len(self.sources)])
+        w, h = UPLOAD_SIZE
+        big = src.resize((w + 64, h + 48))
+        dx, dy = (i * 7) % 64, (i * 5) % 48
+        arr = np.asarray(big.crop((dx, dy, dx + w, dy + h))).copy()
+        arr[0, 0] = [(i * 37) % 256, (i // 256) % 256, i % 256]  # and never the same bytes twice
+        path = self.folder / f"upload-{i:05d}.jpg"
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+        path.write_bytes(buf.getvalue())
+        return path
+
+
+# ------------------------------------------------------------------------------ the sessions
+@dataclass
+class Session:
+    """One browser session (its own context: cookies, Streamlit session) on the Attributions page."""
+
+    page: object
+    context: object
+    name: str = ""
+    started: float = 0.0
+    times: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def upload(self, path: Path) -> None:
+        self.page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(path))  # type: ignore[attr-defined]
+        self.name, self.started = path.name, time.perf_counter()
+
+    def state(self) -> str | None:
+        return self.page.evaluate(DONE_JS, self.name)  # type: ignore[attr-defined]
+
+
+def open_sessions(browser, url: str, n: int, timeout_s: float = 300) -> list[Session]:
+    """``n`` sessions on the Attributions page, its source set to uploads (through the URL), idle."""
+    sessions = []
+    for _ in range(n):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(f"{url}/attributions?source=upload")
+        sessions.append(Session(page, context))
+    deadline = time.monotonic() + timeout_s
+    for s in sessions:
+        wait_idle(s.page, max(5.0, deadline - time.monotonic()), settle_s=0.5)
+        s.page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
+    return sessions
+
+
+def close_sessions(sessions: Sequence[Session]) -> None:
+    for s in sessions:
+        s.context.close()  # type: ignore[attr-defined]
+
+
+def serve(
+    sessions: Sequence[Session],
+    photos: Photos,
+    per_session: int = 1,
+    total: int | None = None,
+    timeout_s: float = 600,
+    on_sweep: Callable[[int], None] | None = None,
+) -> int:
+    """Every session uploads a photo, then its next one as soon as its maps are shown, until each
+    has done ``per_session`` (or ``total`` uploads were made together); the number not finished
+    within ``timeout_s``. ``on_sweep(done)`` runs after every pass over the sessions."""
+    goal = total if total is not None else per_session * len(sessions)
+    issued = done = 0
+    active: set[int] = set()
+    for i, s in enumerate(sessions):
+        if issued < goal:
+            s.upload(photos.next())
+            issued += 1
+            active.add(i)
+    deadline = time.monotonic() + timeout_s
+    while active and time.monotonic() < deadline:
+        for i in sorted(active):
+            s = sessions[i]
+            state = s.state()
+            if state is None:
+                continue
+            if state == "done":
+                s.times.append(time.perf_counter() - s.started)
+            else:
+                s.errors += 1
+            done += 1
+            if issued < goal and (total is not None or len(s.times) + s.errors < per_session):
+                s.upload(photos.next())
+                issued += 1
+            else:
+                active.discard(i)
+        if on_sweep:
+            on_sweep(done)
+        time.sleep(0.05)
+    return len(active)
+
+
+def times_of(sessions: Sequence[Session]) -> list[float]:
+    return [t for s in sessions for t in s.times]
+
+
+def errors_of(sessions: Sequence[Session]) -> int:
+    return sum(s.errors for s in sessions)
+
+
+# ------------------------------------------------------------------------------- scenarios
+def alone(browser, url: str, photos: Photos, repeats: int) -> tuple[dict, float]:
+    (s,) = open_sessions(browser, url, 1)
+    serve([s], photos, per_session=1)  # warm-up: the first upload loads torch's kernels and the models
+    s.times.clear()
+    serve([s], photos, per_session=repeats)
+    close_sessions([s])
+    med = statistics.median(s.times) if s.times else float("nan")
+    return {
+        "scenario": "alone",
+        "sessions": 1,
+        "uploads": repeats,
+        "served": len(s.times),
+        "errors": s.errors,
+        "median s": round(med, 2),
+        "max s": round(max(s.times, default=float("nan")), 2),
+    }, med
+
+
+def at_once(browser, url: str, photos: Photos, proc: Proc, n: int, reference: float, name: str) -> dict:
+    """``n`` sessions upload at the same moment; each one upload."""
+    before = proc.snapshot()
+    sessions = open_sessions(browser, url, n)
+    opened = proc.snapshot()
+    peak = [opened["rss MB"]]
+    unfinished = serve(sessions, photos, per_session=1, on_sweep=lambda done: peak.append(proc.rss_mb()))
+    after = proc.snapshot()
+    times = times_of(sessions)
+    close_sessions(sessions)
+    med = statistics.median(times) if times else float("nan")
+    row = {
+        "scenario": name,
+        "sessions": n,
+        "uploads": n,
+        "served": len(times),
+        "errors": errors_of(sessions),
+        "unfinished": unfinished,
+        "median s": round(med, 2),
+        "max s": round(max(times, default=float("nan")), 2),
+        "over alone": round(med / reference, 2),
+        "rss before MB": before["rss MB"],
+        "rss peak MB": round(max(peak), 1),
+        "rss growth MB": round(max(peak) - before["rss MB"], 1),
+        "rss after MB": after["rss MB"],
+    }
+    if name == "crowd":
+        row.update(target=f"{n}/{n} served, ≤ {CROWD_TARGET:g}× alone")
+        row["met"] = len(times) == n and med <= CROWD_TARGET * reference
+    else:
+        row.update(target=f"{n}/{n} served, growth < {ROOM_GROWTH_MB:g} MB")
+        row["met"] = len(times) == n and row["rss growth MB"] < ROOM_GROWTH_MB
+    return row
+
+
+def start_training(browser, url: str, epochs: int) -> Session:
+    """A session that starts a training run on the Models page (the page's default model for the
+    digits, ``epochs`` epochs: it keeps running while the other session uploads)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/models")
+    wait_idle(page)
+    page.get_by_role("tab", name="Train").click()
+    wait_idle(page)
+    field_ = page.get_by_label("Epochs", exact=True)
+    field_.fill(str(epochs))
+    field_.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name="Stop training").wait_for(state="visible")
+    return Session(page, context)
+
+
+def training(browser, url: str, photos: Photos, repeats: int, reference: float, epochs: int) -> dict:
+    trainer = start_training(browser, url, epochs)
+    time.sleep(3)  # the job is past its set-up and into its steps
+    (s,) = open_sessions(browser, url, 1)
+    unfinished = serve([s], photos, per_session=repeats)
+    still = trainer.page.get_by_role("button", name="Stop training").count() == 1  # type: ignore[attr-defined]
+    if still:
+        trainer.page.get_by_role("button", name="Stop training").click()  # type: ignore[attr-defined]
+    close_sessions([s, trainer])
+    med = statistics.median(s.times) if s.times else float("nan")
+    return {
+        "scenario": "training",
+        "sessions": 2,
+        "uploads": repeats,
+        "served": len(s.times),
+        "errors": s.errors,
+        "unfinished": unfinished,
+        "median s": round(med, 2),
+        "max s": round(max(s.times, default=float("nan")), 2),
+        "over alone": round(med / reference, 2),
+        "training ran throughout": still,
+        "target": f"≤ {TRAINING_TARGET:g}× alone",
+        "met": bool(s.times) and med <= TRAINING_TARGET * reference and still,
+    }
+
+
+def soak(browser, url: str, photos: Photos, proc: Proc, requests: int, n: int, reference: float) -> dict:
+    sessions = open_sessions(browser, url, n)
+    before = proc.snapshot()
+    marks: dict[str, float] = {}
+    peak = [before["rss MB"]]
+
+    def sweep(done: int) -> None:
+        rss = proc.rss_mb()
+        peak.append(rss)
+        for share in (0.1, 0.5):
+            if done >= share * requests and f"{share:g}" not in marks:
+                marks[f"{share:g}"] = rss
+
+    t0 = time.perf_counter()
+    unfinished = serve(sessions, photos, total=requests, timeout_s=requests * 30, on_sweep=sweep)
+    wall = time.perf_counter() - t0
+    for s in sessions:
+        wait_idle(s.page, settle_s=0.5)
+    after = proc.snapshot()
+    times = times_of(sessions)
+    close_sessions(sessions)
+    time.sleep(5)  # the server notices the closed sessions
+    closed = proc.snapshot()
+    # the server still answers: its health check, and a new session's upload
+    answers = healthy(url)
+    (last,) = open_sessions(browser, url, 1)
+    serve([last], photos, per_session=1, timeout_s=120)
+    answers = answers and len(last.times) == 1
+    close_sessions([last])
+    tenth = marks.get("0.1", before["rss MB"])
+    return {
+        "scenario": "soak",
+        "sessions": n,
+        "uploads": requests,
+        "served": len(times),
+        "errors": errors_of(sessions),
+        "unfinished": unfinished,
+        "median s": round(statistics.median(times), 2) if times else float("nan"),
+        "max s": round(max(times, default=float("nan")), 2),
+        "over alone": round(statistics.median(times) / reference, 2) if times else float("nan"),
+        "requests/s": round(len(times) / wall, 2),
+        "rss before MB": before["rss MB"],
+        "rss at 10 % MB": round(tenth, 1),
+        "rss at 50 % MB": round(marks.get("0.5", float("nan")), 1),
+        "rss peak MB": round(max(peak), 1),
+        "rss after MB": after["rss MB"],
+        "rss growth after 10 % MB": round(max(peak) - tenth, 1),
+        "threads before": before["threads"],
+        "threads after": after["threads"],
+        "threads, sessions closed": closed["threads"],
+        "fds before": before["fds"],
+        "fds after": after["fds"],
+        "fds, sessions closed": closed["fds"],
+        "answers at the end": answers,
+    }
+
+
+# ------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes: 3 at once, 6 in the room, 24 soak requests"
+    )
+    p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    p.add_argument("--crowd", type=int, help="sessions uploading at once (default 8; quick 3)")
+    p.add_argument("--room", type=int, help="sessions in the room (default 30; quick 6)")
+    p.add_argument("--soak", type=int, help="soak requests (default 1000; quick 24)")
+    p.add_argument("--soak-sessions", type=int, help="concurrent soak sessions (default 8; quick 4)")
+    p.add_argument("--repeats", type=int, help="uploads of the lone session (default 5; quick 2)")
+    p.add_argument("--data", default="digits", help="the server's default data set (KDVIZ_DEFAULT_DATA)")
+    args = p.parse_args(argv)
+    q = args.quick
+    crowd_n = args.crowd or (3 if q else 8)
+    room_n = args.room or (6 if q else 30)
+    soak_n = args.soak or (24 if q else 1000)
+    soak_sessions = args.soak_sessions or (4 if q else 8)
+    repeats = args.repeats or (2 if q else 5)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    if not CHROMIUM.exists():
+        print(f"{CHROMIUM} not found: apt-get install chromium. Nothing measured.")
+        return 0
+    from playwright.sync_api import sync_playwright
+
+    from kdviz.core.machine import describe
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="kdviz-room-") as tmp:
+        folder = Path(tmp)
+        (folder / "uploads").mkdir()
+        env = {
+            **os.environ,
+            "KDVIZ_HOME": str(folder / "runs"),
+            "KDVIZ_CACHE": str(folder / "cache"),
+            "KDVIZ_DEVICE": "cpu",
+            "KDVIZ_DEFAULT_DATA": args.data,
+        }
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(port, env, folder / "streamlit.log", timeout_s=120)
+        proc = Proc(server.pid)
+        photos = Photos(folder / "uploads")
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+                try:
+                    row, reference = alone(browser, url, photos, repeats)
+                    rows.append(row)
+                    print(f"alone: {row['median s']} s", flush=True)
+                    if "crowd" in only:
+                        rows.append(at_once(browser, url, photos, proc, crowd_n, reference, "crowd"))
+                        print(rows[-1], flush=True)
+                    if "room" in only:
+                        rows.append(at_once(browser, url, photos, proc, room_n, reference, "room"))
+                        print(rows[-1], flush=True)
+                    if "training" in only:
+                        rows.append(training(browser, url, photos, repeats, reference, epochs=500))
+                        print(rows[-1], flush=True)
+                    if "soak" in only:
+                        rows.append(soak(browser, url, photos, proc, soak_n, soak_sessions, reference))
+                        print(rows[-1], flush=True)
+                finally:
+                    browser.close()
+        finally:
+            log = (folder / "streamlit.log").read_text(errors="replace")
+            stop_server(server)
+        tracebacks = log.count("Traceback")
+    extra = {**machine(), **describe(), "quick": q, "server tracebacks": tracebacks, "data": args.data}
+    write_results("room", rows, extra)
+    print(f"server tracebacks in its log: {tracebacks}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
