@@ -10,7 +10,7 @@ from kdviz.attribution import BASELINES, METHODS, AttributionOptions, comparison
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.models.evaluate import spread_indices
 from kdviz.ui import attributions as attr_ui
-from kdviz.ui import cache, session
+from kdviz.ui import cache, compute, session
 from kdviz.ui import compare as compare_ui
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
@@ -75,14 +75,13 @@ if len(indices) == 0:
     st.stop()
 
 bar = st.progress(0.0, text="Computing maps…")
-result = comparison.compare(
-    teacher,
-    student,
-    data.test,
-    indices,
-    options,
-    top_k_percent=top_k,
-    progress=lambda f, msg: bar.progress(f, text=msg),
+result = compute.run_with_progress(  # on the server's compute thread, its progress drawn here
+    lambda report: comparison.compare(
+        teacher, student, data.test, indices, options, top_k_percent=top_k, progress=report
+    ),
+    "the comparison",
+    bar,
+    kind="compare",
 )
 bar.empty()
 

@@ -67,9 +67,10 @@ def message(ahead: int, seconds: float, what: str) -> str:
     return f"In the server's compute queue, shared by everyone here ({calls} before yours): {what} in {eta}."
 
 
-def wait(tickets: dict[str, Ticket] | Ticket, what: str) -> Any:
+def wait(tickets: dict[str, Ticket] | Ticket, what: str, on_poll: Callable[[], None] | None = None) -> Any:
     """Wait for one ticket (its result) or several (a dict of results), showing the place and
-    estimate of the last one to finish; a script stopped meanwhile cancels them."""
+    estimate of the last one to finish (``on_poll`` runs at each look); a script stopped meanwhile
+    cancels them."""
     many = isinstance(tickets, dict)
     todo: dict[str, Ticket] = tickets if isinstance(tickets, dict) else {"": tickets}
     box = st.empty()
@@ -79,6 +80,8 @@ def wait(tickets: dict[str, Ticket] | Ticket, what: str) -> Any:
             if places:
                 ahead, seconds = max(places, key=lambda p: p[1])
                 box.caption(message(ahead, seconds, what))
+            if on_poll is not None:
+                on_poll()
     except StopException:  # the session is gone or stopped: nobody wants these any more
         for t in todo.values():
             t.cancel()
@@ -94,6 +97,20 @@ def run_exclusive(fn: Callable[[], Any], what: str, *, kind: str = "work") -> An
     before it; the page shows its place meanwhile."""
     ticket = submit(lambda items: [fn()], None, key=(kind, next(_exclusive)), kind=kind, max_batch=1)
     return wait(ticket, what)
+
+
+def run_with_progress(fn: Callable[[Callable[[float, str], None]], Any], what: str, bar, *, kind: str) -> Any:
+    """``fn(report)`` on the compute thread, alone; what it reports (fraction, text) is drawn on
+    ``bar`` (an ``st.progress``) from the page's own thread, the only one that may draw."""
+    latest: list[tuple[float, str]] = []
+    ticket = submit(
+        lambda items: [fn(lambda f, text: latest.append((f, text)))],
+        None,
+        key=(kind, next(_exclusive)),
+        kind=kind,
+        max_batch=1,
+    )
+    return wait(ticket, what, on_poll=lambda: bar.progress(*latest[-1]) if latest else None)
 
 
 def run_shared(fn: Callable[[], Any], what: str, *, key: Hashable, kind: str = "work") -> Any:
