@@ -102,6 +102,28 @@ class Proc:
         return {"rss MB": round(self.rss_mb(), 1), "threads": self.threads(), "fds": self.fds()}
 
 
+class ComputeLog:
+    """The server's compute scheduler's model calls (``KDVIZ_COMPUTE_LOG``), summed over a span."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def summary(self, since: float, until: float) -> dict:
+        import json
+
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        calls = [
+            c for c in map(json.loads, lines) if since <= c["when"] <= until and c["kind"] == "attribution"
+        ]
+        images = sum(c["size"] for c in calls)
+        return {
+            "model calls": len(calls),
+            "images per call": round(images / len(calls), 2) if calls else 0,
+            "most sessions in a call": max((c["sessions"] for c in calls), default=0),
+            "compute s": round(sum(c["seconds"] for c in calls), 1),
+        }
+
+
 def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as r:
@@ -427,31 +449,33 @@ def main(argv: list[str] | None = None) -> int:
             "KDVIZ_CACHE": str(folder / "cache"),
             "KDVIZ_DEVICE": "cpu",
             "KDVIZ_DEFAULT_DATA": args.data,
+            "KDVIZ_COMPUTE_LOG": str(folder / "compute.jsonl"),
         }
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = start_server(port, env, folder / "streamlit.log", timeout_s=120)
         proc = Proc(server.pid)
         photos = Photos(folder / "uploads")
+        calls = ComputeLog(folder / "compute.jsonl")
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
                 try:
+                    since = time.time()
                     row, reference = alone(browser, url, photos, repeats)
-                    rows.append(row)
-                    print(f"alone: {row['median s']} s", flush=True)
-                    if "crowd" in only:
-                        rows.append(at_once(browser, url, photos, proc, crowd_n, reference, "crowd"))
-                        print(rows[-1], flush=True)
-                    if "room" in only:
-                        rows.append(at_once(browser, url, photos, proc, room_n, reference, "room"))
-                        print(rows[-1], flush=True)
-                    if "training" in only:
-                        rows.append(training(browser, url, photos, repeats, reference, epochs=500))
-                        print(rows[-1], flush=True)
-                    if "soak" in only:
-                        rows.append(soak(browser, url, photos, proc, soak_n, soak_sessions, reference))
-                        print(rows[-1], flush=True)
+                    rows.append({**row, **calls.summary(since, time.time())})
+                    print(rows[-1], flush=True)
+                    scenarios: dict[str, Callable[[], dict]] = {
+                        "crowd": lambda: at_once(browser, url, photos, proc, crowd_n, reference, "crowd"),
+                        "room": lambda: at_once(browser, url, photos, proc, room_n, reference, "room"),
+                        "training": lambda: training(browser, url, photos, repeats, reference, epochs=500),
+                        "soak": lambda: soak(browser, url, photos, proc, soak_n, soak_sessions, reference),
+                    }
+                    for name, measure in scenarios.items():
+                        if name in only:
+                            since = time.time()
+                            rows.append({**measure(), **calls.summary(since, time.time())})
+                            print(rows[-1], flush=True)
                 finally:
                     browser.close()
         finally:

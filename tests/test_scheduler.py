@@ -329,3 +329,17 @@ def test_draws_that_depend_on_the_batch_are_never_batched(teacher):
     a = batching.ImageRequest(teacher, _images(1)[0], AttributionOptions(target="true"))
     b = batching.ImageRequest(teacher, _images(1)[0], AttributionOptions(target="pred"))
     assert batching.batch_key(a) == batching.batch_key(b)
+
+
+def test_every_model_call_can_be_logged_for_the_benchmarks(tmp_path):
+    import json
+
+    from kdviz.ui import compute
+
+    s, run = Scheduler(start=False), Recorder()
+    s.on_served = compute._logger(tmp_path / "calls.jsonl")
+    s.submit(run, 1, key="k", session="A", kind="attribution")
+    s.submit(run, 2, key="k", session="B", kind="attribution")
+    s.serve_next()
+    (line,) = [json.loads(t) for t in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert (line["kind"], line["size"], line["sessions"]) == ("attribution", 2, 2)

@@ -122,6 +122,8 @@ class Served:
     sessions: list[str]
     size: int
     seconds: float
+    waited: float = 0.0  # seconds the oldest request of the call had waited in the queue
+    when: float = field(default_factory=time.time)
 
 
 class Scheduler:
@@ -140,12 +142,14 @@ class Scheduler:
         start: bool = True,
         clock: Callable[[], float] = time.monotonic,
         history: int = 256,
+        on_served: Callable[[Served], None] | None = None,
     ) -> None:
         self._alive = alive or (lambda session: True)
         self._setup = setup
         self._autostart = start
         self._clock = clock
         self._history = history
+        self.on_served = on_served  # told of every model call (the room benchmark logs them)
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._running: list[_Request] = []
@@ -333,11 +337,18 @@ class Scheduler:
             self._running = []
             if error is None:
                 self._learn_locked(batch[0].key, batch[0].kind, seconds / len(batch))
-            served = Served(batch[0].key, batch[0].kind, [r.session for r in batch], len(batch), seconds)
+            waited = t0 - min(r.submitted for r in batch)
+            sessions = [r.session for r in batch]
+            served = Served(batch[0].key, batch[0].kind, sessions, len(batch), seconds, waited)
             self.calls += 1
             self.served.append(served)
             del self.served[: -self._history]
             self._cond.notify_all()
+        if self.on_served is not None:
+            try:
+                self.on_served(served)
+            except Exception:  # noqa: BLE001 - a broken observer must not stop the worker
+                pass
         return served
 
     def _ensure_worker(self) -> None:

@@ -11,8 +11,11 @@ the page's thread) cancels its request at once.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import threading
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -21,13 +24,40 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 from kdviz.core.machine import set_torch_threads_once
-from kdviz.core.scheduler import INTERACTIVE, SCHEDULER, Scheduler, Ticket
+from kdviz.core.scheduler import INTERACTIVE, SCHEDULER, Scheduler, Served, Ticket
 
 #: How often a waiting page redraws its place in the queue (seconds).
 POLL_S = 0.3
+#: A file to which every model call the scheduler serves is appended as a JSON line (benchmarks).
+LOG_ENV = "KDVIZ_COMPUTE_LOG"
 _SETUP = threading.Lock()
 _configured = False
 _exclusive = itertools.count(1)
+
+
+def _logger(path: Path) -> Callable[[Served], None]:
+    lock = threading.Lock()
+
+    def log(served: Served) -> None:
+        line = {
+            "when": round(served.when, 3),
+            "kind": served.kind,
+            "size": served.size,
+            "sessions": len(set(served.sessions)),
+            "seconds": round(served.seconds, 4),
+            "waited": round(served.waited, 4),
+        }
+        # An append-only log, not a state file: each line goes out in one O_APPEND write, so a
+        # reader sees whole lines (kdviz.core.atomic's replace-the-file would rewrite it every call).
+        data = (json.dumps(line) + "\n").encode()
+        with lock:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    return log
 
 
 def session_alive(session_id: str) -> bool:
@@ -44,6 +74,8 @@ def scheduler() -> Scheduler:
         if not _configured:
             set_torch_threads_once()
             SCHEDULER.set_alive(session_alive)
+            if os.environ.get(LOG_ENV):
+                SCHEDULER.on_served = _logger(Path(os.environ[LOG_ENV]))
             _configured = True
     return SCHEDULER
 
