@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..core import settings
-from .common import emit, load_data
+from .common import add_image_size, emit, load_data
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             for s in sources:
                 print(f"  {s['source']:<10} {s['where']}")
         return 0
-    data = load_data(args.source, download=args.download)
+    data = load_data(args.source, download=args.download, image_size=args.image_size)
     summary = data.summary()
     summary["train_per_class"] = [int((data.train.labels == c).sum()) for c in range(data.num_classes)]
     emit(summary, args.json)
@@ -57,7 +57,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="list data sources, or load one and summarise it")
-    d.add_argument("source", nargs="?", help="digits, cifar10, cifar10:PATH or an image folder")
+    d.add_argument("source", nargs="?", help="digits, shapes, cifar10, cifar10:PATH or an image folder")
+    add_image_size(d)
     d.add_argument(
         "--download", action="store_true", help="download CIFAR-10 through torchvision if not found"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_dataset, split_size
 from ..models import create_model
 from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
 from .loop import TrainConfig, TrainEvent, TrainResult, train
@@ -111,6 +111,7 @@ def default_recipe(source: str) -> str:
 
 def defaults_for(source: str, role: str, recipe: str = "default") -> tuple[str, dict, TrainConfig]:
     """(architecture, its arguments, training configuration) of a role for a data set and recipe."""
+    source = split_size(source)[0]  # the size does not change the recipe
     if recipe == "fast":
         cfg = fast_config(10)
         if source == "digits":
