@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 from ..core import settings
-from .common import CLIError, add_image_size, check_sizes, emit, floats, load_data, resolve_weights
+from .common import (
+    CLIError,
+    add_image_size,
+    check_sizes,
+    emit,
+    floats,
+    load_data,
+    resolve_weights,
+    stop_on_sigint,
+)
 
 
 def _load_for_attribution(args: argparse.Namespace):
@@ -41,8 +50,9 @@ def _load_for_attribution(args: argparse.Namespace):
 
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
-    from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
+    from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, AttributionStopped, attribute
     from ..core import atomic
     from ..data.images import read_image
     from ..data.loader import normalize, to_float
@@ -63,7 +73,34 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     card = loaded.card
     image = read_image(image_path.read_bytes(), size=card.image_size, name=image_path.name)
     x = normalize(to_float(image.model_input[None]), mean, std)
-    result = attribute(loaded.model, x, options, mean=mean, std=std, cache=not args.no_cache)
+    bar = tqdm(
+        desc=f"{options.method} {card.image_size}×{card.image_size}",
+        unit="eval",
+        file=sys.stderr,
+        disable=args.json or options.method != "ig",
+        leave=False,
+    )
+    stop = stop_on_sigint("nothing is written")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = attribute(
+            loaded.model,
+            x,
+            options,
+            mean=mean,
+            std=std,
+            cache=not args.no_cache,
+            progress=progress,
+            should_stop=lambda: stop["asked"],
+        )
+    except AttributionStopped:
+        bar.close()
+        return 130
+    bar.close()
     target = int(result.target[0])
     names = card.class_names or [str(i) for i in range(card.num_classes)]
     probs = result.probs[0]

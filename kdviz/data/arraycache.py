@@ -2,11 +2,12 @@
 
 At 224×224 px one image is 150 KB of uint8; ten thousand of them are 1.5 GB. The decoded pixels are
 therefore written once, image by image, into a ``.npy`` file under the cache (``KDVIZ_CACHE``) and
-opened with ``np.load(mmap_mode="r")`` (from ``MMAP_BYTES`` up; smaller ones are read into memory): the kernel pages in the rows a batch touches and may drop
-them again, so the process keeps only what it is using. The file is written beside its final name
-and renamed into place when complete (:func:`kdviz.core.atomic.atomic_path`), so a reader sees a
-whole array or none; ``meta.json`` is written last and marks the entry as usable. A key names the
-source, its files and the image size, so each size has its own entry.
+opened with ``np.load(mmap_mode="r")`` (from ``MMAP_BYTES`` up; smaller entries are read into
+memory): the kernel pages in the rows a batch touches and may drop them again, so the process keeps
+only what it is using. The file is written beside its final name and renamed into place when
+complete (:func:`kdviz.core.atomic.atomic_path`), so a reader sees a whole array or none;
+``meta.json`` is written last and marks the entry as usable. A key names the source, its files and
+the image size, so each size has its own entry.
 """
 
 from __future__ import annotations

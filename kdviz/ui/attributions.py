@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from streamlit.errors import StreamlitAPIException
 
 from kdviz.attribution import (
     BASELINES,
@@ -29,6 +31,8 @@ from .image_source import Picked
 
 #: Above this share of |F(x) − F(baseline)| the IG map is called incomplete on the page.
 DELTA_WARNING = 0.05
+#: From this image size up, an IG map shows a progress bar and a stop button (it takes seconds).
+PROGRESS_FROM = 96
 #: The data-set gallery looks at most this many test images (spread over every class).
 GALLERY_POOL = 2000
 
@@ -107,9 +111,47 @@ def attribute_image(
     labels = None if label is None else torch.tensor([label])
     if options.target == "true" and labels is None:
         options = AttributionOptions(**{**options.__dict__, "target": "pred"})
-    return attribute(
-        loaded.model, x, options, mean=card.mean, std=card.std, labels=labels, fingerprint=loaded.fingerprint
+    run = functools.partial(
+        attribute,
+        loaded.model,
+        x,
+        options,
+        mean=card.mean,
+        std=card.std,
+        labels=labels,
+        fingerprint=loaded.fingerprint,
     )
+    if options.method != "ig" or card.image_size < PROGRESS_FROM:
+        return run()
+    return _with_progress(run, card.image_size, loaded.fingerprint)
+
+
+def _with_progress(run, size: int, key: str) -> AttributionResult:
+    """IG on a large image, with a bar that moves per chunk of steps and a button that stops it.
+
+    Pressing the button reruns the page, which interrupts the computation at its next progress
+    update; the rerun sees the button pressed and stops there instead of starting again.
+    """
+    box = st.empty()
+    with box.container():
+        bar = st.progress(0.0, text=f"Integrated Gradients on a {size}×{size} image…")
+        try:
+            stopped = st.button("Stop this map", key=f"ig_stop_{key}")
+        except StreamlitAPIException:  # the same model's map twice in one run: the first has the button
+            stopped = False
+    if stopped:
+        box.empty()
+        st.info("The map was stopped. Change any setting, or pick the image again, to compute it.")
+        st.stop()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(
+            done / max(total, 1), text=f"Integrated Gradients on a {size}×{size} image: {done}/{total}"
+        )
+
+    result = run(progress=progress)
+    box.empty()
+    return result
 
 
 def fingerprint(loaded: LoadedModel) -> str:
@@ -160,8 +202,10 @@ def panel(
         + (" · from the cache" if result.cached[0] else "")
     )
     cols = st.columns(3)
-    up = max(1, 160 // image.shape[0])
-    big = lambda a: np.kron(a, np.ones((up, up, 1), dtype=np.uint8))  # noqa: E731 - crisp pixels
+
+    def big(a: np.ndarray) -> np.ndarray:
+        return render.crisp(a, 160)
+
     cols[0].image(big(image), caption="input", width="stretch")
     cols[1].image(
         big(render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
@@ -281,7 +325,7 @@ def gallery(data: Dataset, predictions: dict[str, np.ndarray], key: str = "attr"
     thumbs = st.columns(12)
     for i, idx in enumerate(shown):
         with thumbs[i % 12]:
-            st.image(np.kron(data.test.images[idx], np.ones((2, 2, 1), np.uint8)), width="stretch")
+            st.image(render.crisp(data.test.images[idx], 64), width="stretch")
             current = idx == st.session_state[index_key]
             if st.button(f"#{idx}", key=f"{key}_pick_{idx}", type="primary" if current else "secondary"):
                 st.session_state[index_key] = int(idx)
