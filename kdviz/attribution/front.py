@@ -131,7 +131,8 @@ def attribute(
     todo = [i for i in range(n) if entries[i] is None]
     if todo:
         sub_labels = labels[todo] if labels is not None else None
-        ibs = internal_batch_size or internal_batch_for(x.shape[-2], x.shape[-1])
+        # Captum needs at least one input of each image in a pass
+        ibs = internal_batch_size or max(len(todo), internal_batch_for(x.shape[-2], x.shape[-1]))
         out = _compute(model, x[todo], sub_labels, opts, mean, std, data_mean, ibs, progress, should_stop)
         for j, i in enumerate(todo):
             entry = {
