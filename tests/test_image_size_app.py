@@ -103,6 +103,8 @@ def test_cards_record_96_px(home):
 
 
 def test_cli_data_and_eval_at_96(home):
+    listing = one_json(kdviz("data", "--json"))
+    assert "shapes" in [s["source"] for s in listing["sources"]]  # built in, always there
     summary = one_json(kdviz("data", "shapes", "--image-size", "96", "--json"))
     assert summary["image_size"] == 96 and summary["source"] == "shapes@96" and summary["train"] == 240
     result = one_json(

@@ -144,7 +144,10 @@ def load_image_folder(
 
 def available_sources() -> list[dict]:
     """The sources that can be loaded on this machine now, without a download."""
-    out = [{"source": "digits", "name": "digits", "where": "built in (scikit-learn)"}]
+    out = [
+        {"source": "digits", "name": "digits", "where": "built in (scikit-learn)"},
+        {"source": "shapes", "name": "shapes", "where": "built in (generated at any --image-size)"},
+    ]
     found = find_cifar10()
     if found is not None:
         out.append({"source": "cifar10", "name": "cifar10", "where": f"{found[0]}: {found[1]}"})
