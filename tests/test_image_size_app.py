@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from test_cli import kdviz, one_json, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -64,33 +63,6 @@ def workspace(tmp_path_factory):
 def home(workspace, monkeypatch):
     monkeypatch.setenv("KDVIZ_HOME", str(workspace))
     return workspace
-
-
-def kdviz(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "KDVIZ_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "kdviz", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def one_json(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{proc.stderr}"
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stdout
-    return json.loads(lines[0])
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("kdviz: error:"), proc.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -185,3 +157,39 @@ def test_models_of_another_size_are_not_offered_and_the_sidebar_says_so(home):
     at.run()
     warnings = " ".join(w.value for w in at.sidebar.warning)
     assert "teacher96" in warnings and "takes 96×96 images" in warnings and "32×32" in warnings
+
+
+def test_cli_attribute_at_224_shows_progress_and_stops_on_ctrl_c(tmp_path):
+    """A file without a card is read at the size it is told; its IG bar moves and Ctrl-C ends it."""
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from kdviz.models import create_model
+
+    weights = tmp_path / "tiny.safetensors"
+    save_file(create_model("airnet_student_64x", num_classes=10).state_dict(), str(weights))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(photo)
+    args = ["attribute", "--weights", weights, "--arch", "airnet_student_64x", "--image", photo]
+    args += ["--image-size", "224", "--steps", "128", "--no-cache"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdviz", *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, "KDVIZ_DEVICE": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    while "ig 224×224" not in seen:  # the bar names the method and the size
+        char = proc.stderr.read(1)
+        assert char, f"ended before its progress bar: {seen}"
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, (out, seen + err)
+    assert "stopping after this step" in seen + err and not out.strip()

@@ -73,6 +73,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     card = loaded.card
     image = read_image(image_path.read_bytes(), size=card.image_size, name=image_path.name)
     x = normalize(to_float(image.model_input[None]), mean, std)
+    stop = stop_on_sigint("nothing is written")
     bar = tqdm(
         desc=f"{options.method} {card.image_size}×{card.image_size}",
         unit="eval",
@@ -80,7 +81,6 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         disable=args.json or options.method != "ig",
         leave=False,
     )
-    stop = stop_on_sigint("nothing is written")
 
     def progress(done: int, total: int) -> None:
         bar.total = total
