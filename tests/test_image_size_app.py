@@ -87,6 +87,15 @@ def test_cli_data_and_eval_at_96(home):
     assert same["accuracy"] == result["accuracy"]  # SOURCE@PX is the same as --image-size PX
 
 
+def test_cli_models_count_macs_at_the_size():
+    small = {r["name"]: r for r in one_json(kdviz("models", "--json"))}
+    large = {r["name"]: r for r in one_json(kdviz("models", "--image-size", "96", "--json"))}
+    for name in ("resnet20", "mnv2_student_4x", "airnet_student_8x"):
+        assert large[name]["image_size"] == 96 and large[name]["params"] == small[name]["params"]
+        assert large[name]["macs"] > 8 * small[name]["macs"]  # (96 / 32)² = 9 times the pixels
+    assert "8 to 512" in one_line_error(kdviz("models", "--image-size", "1000"))
+
+
 def test_cli_eval_of_a_model_with_data_of_another_size_says_so(home):
     line = one_line_error(kdviz("eval", "--weights", "teacher96", "--data", "shapes", "--json"))
     assert "96×96" in line and "32×32" in line and "--image-size 96" in line
