@@ -106,7 +106,7 @@ FAST_MODELS = {"teacher": "airnet_cifar", "student": "airnet_student_4x"}
 
 def default_recipe(source: str) -> str:
     """The Models page's default: fast for CIFAR-10 and image folders, the default one for digits."""
-    return "default" if source == "digits" else "fast"
+    return "default" if split_size(source)[0] == "digits" else "fast"
 
 
 def defaults_for(source: str, role: str, recipe: str = "default") -> tuple[str, dict, TrainConfig]:
