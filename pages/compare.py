@@ -110,7 +110,7 @@ for pos in worst:
     a, b = result.teacher_maps[pos], result.student_maps[pos]
     scale = render.shared_scale([a, b])
     row = st.columns([1, 1, 1, 2])
-    up = lambda arr: np.kron(arr, np.ones((4, 4, 1), np.uint8))  # noqa: E731
+    up = render.crisp
     row[0].image(up(data.test.images[idx]), caption=f"#{idx}: {names[result.labels[pos]]}")
     row[1].image(up(render.heatmap(a, scale=scale)), caption=f"teacher → {names[result.teacher_pred[pos]]}")
     row[2].image(up(render.heatmap(b, scale=scale)), caption=f"student → {names[result.student_pred[pos]]}")
@@ -180,8 +180,8 @@ st.metric(
 )
 row = st.columns(min(4, len(check.similarity)))
 for i, col in enumerate(row):
-    col.image(np.kron(render.heatmap(check.trained_maps[i]), np.ones((4, 4, 1), np.uint8)), caption="trained")
+    col.image(render.crisp(render.heatmap(check.trained_maps[i])), caption="trained")
     col.image(
-        np.kron(render.heatmap(check.random_maps[i]), np.ones((4, 4, 1), np.uint8)),
+        render.crisp(render.heatmap(check.random_maps[i])),
         caption=f"random weights (ρ {check.similarity[i]:.2f})",
     )

@@ -133,7 +133,7 @@ def test_image_folder_modes_sizes_and_labels(tmp_path, cache):
     root = make_folder(tmp_path / "pets")
     data = load_dataset(str(root), image_size=24)
     assert data.class_names == ("bird", "cat", "dog")  # sorted folder names
-    assert data.name == "pets" and data.source == str(root.resolve())
+    assert data.name == "pets" and data.source == f"{root.resolve()}@24"  # the source names its size
     assert data.image_size == 24
     for split in (data.train, data.test):
         assert split.images.shape == (6, 24, 24, 3) and split.images.dtype == np.uint8
@@ -314,9 +314,22 @@ def test_cifar_batches_found_under_a_data_root(batches_dir, monkeypatch):
     assert len(load_dataset("cifar10").test) == 3
 
 
-def test_cifar_batches_cannot_be_resized(batches_dir):
-    with pytest.raises(DataError, match="32×32"):
-        load_dataset("cifar10:" + str(batches_dir), image_size=64)
+def test_cifar_batches_are_upscaled_and_cached_per_size(batches_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
+    native = load_dataset("cifar10:" + str(batches_dir))
+    big = load_dataset("cifar10:" + str(batches_dir), image_size=64)
+    assert big.image_size == 64 and big.source.endswith("@64") and "upscaled" in big.description
+    assert big.train.images.shape == (len(native.train), 64, 64, 3)
+    assert np.array_equal(big.train.labels, native.train.labels)
+    # a 2× bilinear upscale keeps each image's mean colour (what a wrong image order would not)
+    for i in (0, len(native.train) - 1):
+        assert np.abs(big.train.images[i].mean((0, 1)) - native.train.images[i].mean((0, 1))).max() < 3
+    entries = list((tmp_path / "cache" / "cifar10").iterdir())
+    assert len(entries) == 2  # train and test at 64 px; 32 px needs none
+    again = load_dataset("cifar10:" + str(batches_dir), image_size=64)
+    assert np.array_equal(again.test.images, big.test.images)
+    load_dataset("cifar10:" + str(batches_dir), image_size=48)
+    assert len(list((tmp_path / "cache" / "cifar10").iterdir())) == 4  # each size its own entry
 
 
 class _ShellPayload:

@@ -10,9 +10,17 @@ whether they are faithful (:mod:`.faithfulness`), teacher against student over m
 from . import agreement, batching, comparison, faithfulness, igcache, render
 from .baselines import BASELINES, make_baseline
 from .cache import AttributionCache, default_cache
-from .front import DEFAULT_INTERNAL_BATCH, attribute
+from .front import DEFAULT_INTERNAL_BATCH, attribute, internal_batch_for
 from .igcache import IGCacheError, IGMapStore, precompute
-from .methods import IG_RULES, METHOD_TABLE, METHODS, AttributionMethod, last_conv_layer, rule_correction
+from .methods import (
+    IG_RULES,
+    METHOD_TABLE,
+    METHODS,
+    AttributionMethod,
+    AttributionStopped,
+    last_conv_layer,
+    rule_correction,
+)
 from .options import DEFAULT_IG_STEPS, AttributionOptions
 from .result import AttributionResult
 from .throughput import fastest_batch_size, throughput
@@ -32,7 +40,9 @@ __all__ = [
     "IGMapStore",
     "agreement",
     "batching",
+    "AttributionStopped",
     "attribute",
+    "internal_batch_for",
     "comparison",
     "default_cache",
     "faithfulness",

@@ -12,7 +12,7 @@ the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +30,13 @@ from .result import AttributionResult
 DEFAULT_INTERNAL_BATCH = 128
 
 
+def internal_batch_for(height: int, width: int, at_32: int = DEFAULT_INTERNAL_BATCH) -> int:
+    """IG's expanded inputs per pass for ``height``×``width`` images: ``at_32`` at 32×32 px and fewer
+    as the pixels grow (one budget of pixels per pass), so a 224-px map needs the memory of a 32-px one
+    instead of 49 times it, and its progress moves every few steps."""
+    return max(1, at_32 * 32 * 32 // max(1, height * width))
+
+
 def _resolve_targets(target: str | int, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     if target == "pred":
         return logits.argmax(1)
@@ -43,14 +50,25 @@ def _resolve_targets(target: str | int, logits: torch.Tensor, labels: torch.Tens
     return torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
 
 
-def _compute(model, x, labels, opts: AttributionOptions, mean, std, data_mean, internal_batch_size) -> dict:
+def _compute(
+    model,
+    x,
+    labels,
+    opts: AttributionOptions,
+    mean,
+    std,
+    data_mean,
+    ibs,
+    progress,
+    should_stop,
+) -> dict:
     """Run the options' method (looked up in the table) on a batch: maps, targets, logits, IG's scores."""
     with torch.no_grad():
         logits = model(x)
     targets = _resolve_targets(opts.target, logits, labels)
     score = logits.gather(1, targets[:, None])[:, 0]
     out = {"logits": logits, "target": targets}
-    inputs = MethodInput(x, targets, opts, mean, std, data_mean, internal_batch_size)
+    inputs = MethodInput(x, targets, opts, mean, std, data_mean, ibs, progress, should_stop)
     maps, base_score = METHOD_TABLE[opts.method].compute(model, inputs)
     if base_score is not None:  # IG: the completeness check comes with the map
         out.update(
@@ -72,6 +90,8 @@ def attribute(
     cache: AttributionCache | None | bool = None,
     internal_batch_size: int | None = None,
     fingerprint: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     **overrides,
 ) -> AttributionResult:
     """Attribute a batch of normalised images ``x`` (N, C, H, W) to the target class of each.
@@ -80,6 +100,11 @@ def attribute(
     ``labels`` are needed for ``target="true"``; ``cache=False`` turns caching off, ``None`` uses
     the process-wide cache. Keyword ``overrides`` replace fields of ``options``
     (``attribute(m, x, method="saliency", mean=..., std=...)``).
+
+    IG reports ``progress(done, total)`` in expanded inputs (steps × images × baselines) after each
+    chunk of ``internal_batch_size`` of them, and asks ``should_stop()`` before each chunk, raising
+    :class:`AttributionStopped` when it says yes: a 224-px image's map is seconds of work, shown and
+    stoppable, where a 32-px one was instant.
     """
     opts = (
         replace(options or AttributionOptions(), **overrides)
@@ -102,8 +127,9 @@ def attribute(
     todo = [i for i in range(n) if entries[i] is None]
     if todo:
         sub_labels = labels[todo] if labels is not None else None
-        ibs = internal_batch_size or DEFAULT_INTERNAL_BATCH
-        out = _compute(model, x[todo], sub_labels, opts, mean, std, data_mean, ibs)
+        # Captum needs at least one input of each image in a pass
+        ibs = internal_batch_size or max(len(todo), internal_batch_for(x.shape[-2], x.shape[-1]))
+        out = _compute(model, x[todo], sub_labels, opts, mean, std, data_mean, ibs, progress, should_stop)
         for j, i in enumerate(todo):
             entry = {
                 k: v[j].detach().float().cpu().numpy() if v.dtype.is_floating_point else v[j].cpu().numpy()

@@ -39,6 +39,31 @@ class MethodInput:
     std: Sequence[float]
     data_mean: Sequence[float] | None
     internal_batch_size: int
+    progress: Callable[[int, int], None] | None = None  # IG: expanded inputs done, of all
+    should_stop: Callable[[], bool] | None = None  # IG: asked between step-chunks
+
+
+class AttributionStopped(Exception):
+    """IG was asked to stop between two chunks of its steps; nothing is returned or cached."""
+
+
+class _Watched(nn.Module):
+    """The model as IG sees it: each forward pass is one chunk of the expanded inputs (at most
+    ``internal_batch_size`` of them); between chunks it reports progress and honours a stop."""
+
+    def __init__(self, model: nn.Module, total: int, progress, should_stop) -> None:
+        super().__init__()
+        self.model, self.total, self.done = model, total, 0
+        self.progress, self.should_stop = progress, should_stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.should_stop is not None and self.should_stop():
+            raise AttributionStopped(f"stopped after {self.done} of {self.total} IG evaluations")
+        out = self.model(x)
+        self.done = min(self.total, self.done + x.shape[0])
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        return out
 
 
 #: A method's work: maps (N, C, H, W) and, for IG, the target's score at the baseline (else None).
@@ -74,8 +99,10 @@ def _integrated_gradients(model: nn.Module, inp: MethodInput) -> tuple[torch.Ten
     from captum.attr import IntegratedGradients
 
     opts, x, targets = inp.options, inp.x, inp.targets
-    ig = IntegratedGradients(model)
     names = ["black", "blur", "noise"] if opts.baseline == "multi" else [opts.baseline]
+    watched = inp.progress is not None or inp.should_stop is not None
+    total = len(names) * opts.steps * x.shape[0]
+    ig = IntegratedGradients(_Watched(model, total, inp.progress, inp.should_stop) if watched else model)
     maps, base_scores = [], []
     for name in names:
         base = make_baseline(x, name, inp.mean, inp.std, seed=opts.seed, data_mean=inp.data_mean)

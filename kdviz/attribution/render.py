@@ -140,6 +140,13 @@ def masked(
     return out
 
 
+def crisp(image: np.ndarray, side: int = 128) -> np.ndarray:
+    """``image`` enlarged by a whole number of pixels to about ``side`` pixels, never shrunk: a 32-px
+    image or map stays sharp on screen, and a 224-px one is shown as it is (not at 4× its size)."""
+    up = max(1, side // max(1, image.shape[0]))
+    return image if up == 1 else np.kron(image, np.ones((up, up, 1), dtype=np.asarray(image).dtype))
+
+
 def to_png(array: np.ndarray, *, upscale: int = 1) -> bytes:
     """uint8 (H, W, 3) to PNG bytes (nearest-neighbour upscaling keeps small maps crisp)."""
     from PIL import Image

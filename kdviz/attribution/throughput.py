@@ -31,9 +31,16 @@ _FASTEST: dict[tuple, int] = {}
 
 
 def fastest_batch_size(
-    model: nn.Module, image_size: int = 32, candidates: Sequence[int] = (32, 64, 128, 256)
+    model: nn.Module, image_size: int = 32, candidates: Sequence[int] | None = None
 ) -> int:
-    """Measure, once per architecture and device, which batch size runs IG's passes fastest."""
+    """Measure, once per architecture and device, which batch size runs IG's passes fastest.
+
+    The default candidates are 32 to 256 at 32 px and shrink with the pixels (1 to 5 at 224 px), so
+    a large image never tries a batch 49 times the memory of the small one's.
+    """
+    if candidates is None:
+        scale = max(1, image_size * image_size // (32 * 32))
+        candidates = sorted({max(1, b // scale) for b in (32, 64, 128, 256)})
     device = next(model.parameters()).device
     key = (type(model).__name__, sum(p.numel() for p in model.parameters()), image_size, str(device))
     if key not in _FASTEST:

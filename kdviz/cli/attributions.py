@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 from ..core import settings
-from .common import CLIError, emit, floats, load_data, resolve_weights
+from .common import (
+    CLIError,
+    add_image_size,
+    check_sizes,
+    emit,
+    floats,
+    load_data,
+    resolve_weights,
+    stop_on_sigint,
+)
 
 
 def _load_for_attribution(args: argparse.Namespace):
@@ -17,11 +26,20 @@ def _load_for_attribution(args: argparse.Namespace):
     from ..models.checkpoints import load_model
 
     weights = resolve_weights(args.weights)
-    data = load_data(args.data) if getattr(args, "data", None) else None
+    data = load_data(args.data, image_size=args.image_size) if getattr(args, "data", None) else None
     num_classes = data.num_classes if data is not None else 10
     loaded = load_model(weights, args.arch, num_classes=num_classes)
     card = loaded.card
     from_card = card.source_file is None
+    if from_card and args.image_size is not None and args.image_size != card.image_size:
+        raise CLIError(
+            f"{weights} takes {card.image_size}×{card.image_size} images (its card); "
+            f"--image-size {args.image_size} does not fit it"
+        )
+    if not from_card:  # a file from elsewhere takes the size it is told, else its data's, else 32
+        card.image_size = args.image_size or (data.image_size if data is not None else card.image_size)
+    if data is not None:
+        check_sizes(card, data)
     default_mean = card.mean if from_card else list(data.mean if data is not None else IMAGENET_MEAN)
     default_std = card.std if from_card else list(data.std if data is not None else IMAGENET_STD)
     mean = floats(args.mean, "--mean") or default_mean
@@ -32,8 +50,9 @@ def _load_for_attribution(args: argparse.Namespace):
 
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
-    from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, attribute
+    from ..attribution import DEFAULT_IG_STEPS, AttributionOptions, AttributionStopped, attribute
     from ..core import atomic
     from ..data.images import read_image
     from ..data.loader import normalize, to_float
@@ -54,7 +73,34 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     card = loaded.card
     image = read_image(image_path.read_bytes(), size=card.image_size, name=image_path.name)
     x = normalize(to_float(image.model_input[None]), mean, std)
-    result = attribute(loaded.model, x, options, mean=mean, std=std, cache=not args.no_cache)
+    stop = stop_on_sigint("nothing is written")
+    bar = tqdm(
+        desc=f"{options.method} {card.image_size}×{card.image_size}",
+        unit="eval",
+        file=sys.stderr,
+        disable=args.json or options.method != "ig",
+        leave=False,
+    )
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = attribute(
+            loaded.model,
+            x,
+            options,
+            mean=mean,
+            std=std,
+            cache=not args.no_cache,
+            progress=progress,
+            should_stop=lambda: stop["asked"],
+        )
+    except AttributionStopped:
+        bar.close()
+        return 130
+    bar.close()
     target = int(result.target[0])
     names = card.class_names or [str(i) for i in range(card.num_classes)]
     probs = result.probs[0]
@@ -177,6 +223,7 @@ def add_attribute(sub: argparse._SubParsersAction) -> None:
     at.add_argument("--baseline", default="zero", choices=["zero", "black", "blur", "noise", "mean", "multi"])
     at.add_argument("--target", default="pred", help="'pred' or a class index")
     at.add_argument("--data", help="data set whose normalisation a foreign file uses (default: ImageNet's)")
+    add_image_size(at, "the image (a kdviz model's card gives it; a file from elsewhere: default 32)")
     at.add_argument("--mean")
     at.add_argument("--std")
     at.add_argument("--out", help="write the map (float32, channels × height × width) to this .npy")
@@ -195,6 +242,7 @@ def add_ig_precompute(sub: argparse._SubParsersAction) -> None:
     )
     ig.add_argument("--arch")
     ig.add_argument("--data", default="digits")
+    add_image_size(ig, "the split (it must be the teacher's size, in its card)")
     ig.add_argument("--split", choices=["train", "test"], default="train")
     ig.add_argument("--out", required=True, help="cache folder (resumed if it exists)")
     ig.add_argument("--steps", type=int, default=32)

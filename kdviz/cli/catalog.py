@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..core import settings
-from .common import emit, load_data
+from .common import CLIError, add_image_size, emit, load_data
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             for s in sources:
                 print(f"  {s['source']:<10} {s['where']}")
         return 0
-    data = load_data(args.source, download=args.download)
+    data = load_data(args.source, download=args.download, image_size=args.image_size)
     summary = data.summary()
     summary["train_per_class"] = [int((data.train.labels == c).sum()) for c in range(data.num_classes)]
     emit(summary, args.json)
@@ -30,17 +30,23 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from ..data import DataError, check_image_size
     from ..models import create_model, list_models, model_stats
 
+    try:
+        check_image_size(args.image_size)
+    except DataError as exc:
+        raise CLIError(f"--image-size: {exc}") from None
     rows: list[dict[str, Any]] = []
     for spec in list_models():
-        stats = model_stats(create_model(spec.name, num_classes=args.num_classes))
+        stats = model_stats(create_model(spec.name, num_classes=args.num_classes), args.image_size)
         rows.append(
             {
                 "name": spec.name,
                 "family": spec.family,
                 "params": stats.params,
                 "macs": stats.macs,
+                "image_size": args.image_size,
                 "size_bytes": stats.size_bytes,
                 "description": spec.description,
                 "arguments": spec.signature(),
@@ -49,7 +55,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
     else:
-        print(f"{'name':<22}{'params':>12}{'MMACs':>10}  description")
+        print(f"{'name':<22}{'params':>12}{'MMACs':>10}  description (MACs at {args.image_size} px)")
         for r in rows:
             print(f"{r['name']:<22}{r['params']:>12,}{r['macs'] / 1e6:>10.1f}  {r['description']}")
     return 0
@@ -57,7 +63,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="list data sources, or load one and summarise it")
-    d.add_argument("source", nargs="?", help="digits, cifar10, cifar10:PATH or an image folder")
+    d.add_argument("source", nargs="?", help="digits, shapes, cifar10, cifar10:PATH or an image folder")
+    add_image_size(d)
     d.add_argument(
         "--download", action="store_true", help="download CIFAR-10 through torchvision if not found"
     )
@@ -68,5 +75,12 @@ def add_data(sub: argparse._SubParsersAction) -> None:
 def add_models(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="list the registered architectures with their cost")
     m.add_argument("--num-classes", type=int, default=10)
+    m.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        metavar="PX",
+        help="count multiply-adds at PX×PX inputs (default 32); every registered model takes any size",
+    )
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)

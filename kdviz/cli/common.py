@@ -38,10 +38,48 @@ def tqdm_progress(desc: str):
     return progress
 
 
-def load_data(source: str, download: bool = False):
+def add_image_size(parser: argparse.ArgumentParser, what: str = "the data set") -> None:
+    """``--image-size``: the size every command that loads data reads its images at."""
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PX",
+        help=f"read {what} at PX×PX pixels (e.g. 32, 64, 96, 128, 224; default: 32, or the size a "
+        "SOURCE@PX names); images are resized, CIFAR-10 upscaled",
+    )
+
+
+def data_source(source: str, image_size: int | None) -> str:
+    """``source`` at ``--image-size`` as the one string that rebuilds it (``SOURCE@PX``)."""
+    from ..data import DataError, check_image_size, split_size, with_size
+
+    named = split_size(source)[1]
+    if image_size is not None:
+        try:
+            check_image_size(image_size)
+        except DataError as exc:
+            raise CLIError(f"--image-size: {exc}") from None
+        if named is not None and named != image_size:
+            raise CLIError(f"--data {source} names {named} px but --image-size says {image_size}")
+    return with_size(source, image_size)
+
+
+def load_data(source: str, download: bool = False, image_size: int | None = None):
     from ..data import load_dataset
 
+    source = data_source(source, image_size)
     return load_dataset(source, download=download, progress=tqdm_progress(f"decoding {source}"))
+
+
+def check_sizes(card, data, what: str = "the model") -> None:
+    """A kdviz checkpoint is used only with data of its size: a mismatch is one clear line."""
+    from ..data import size_mismatch
+
+    if card.source_file is not None:  # a file from elsewhere took the data's size on loading
+        return
+    problem = size_mismatch(card.image_size, data.image_size)
+    if problem:
+        raise CLIError(f"{what}: {problem}; pass --image-size {card.image_size}")
 
 
 def resolve_weights(spec: str) -> Path:

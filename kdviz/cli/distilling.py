@@ -11,7 +11,10 @@ from .common import (
     CLIError,
     StepBar,
     add_distill_settings,
+    add_image_size,
     add_recipe_settings,
+    check_sizes,
+    data_source,
     emit,
     json_arg,
     load_data,
@@ -47,8 +50,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
     teacher_path = resolve_weights(args.teacher)
-    data = load_data(args.data)
+    source = data_source(args.data, args.image_size)
+    data = load_data(source)
     teacher = load_model(teacher_path, args.teacher_arch, data=data)
+    check_sizes(teacher.card, data, "the teacher")
     stop = stop_on_sigint()
     bars: dict = {}
 
@@ -75,7 +80,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    request = DistillRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, config=cfg)
+    request = DistillRequest(name=name, arch=arch, dataset=source, arch_kwargs=arch_kwargs, config=cfg)
     outcome = distill_student(
         request,
         teacher,
@@ -122,6 +127,7 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--teacher", required=True, help="teacher checkpoint folder or file, run or asset name")
     ds.add_argument("--teacher-arch", help="architecture of a foreign teacher file (e.g. resnet56)")
     ds.add_argument("--data", default="digits")
+    add_image_size(ds, "the data set (the teacher's size; the student's card records it)")
     ds.add_argument("--arch", help="student architecture (default: the data set's default student)")
     ds.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
     ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])

@@ -12,8 +12,11 @@ from ..core import settings
 from .common import (
     CLIError,
     StepBar,
+    add_image_size,
     add_recipe_settings,
     add_schedule_settings,
+    check_sizes,
+    data_source,
     emit,
     floats,
     list_arg,
@@ -63,9 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.hflip, cfg.crop_padding = False, 0
     ws = Workspace()
     name = args.name or ws.unique_name(f"{args.role}-{arch}-{now()}")
-    data = load_data(args.data)
+    source = data_source(args.data, args.image_size)
+    data = load_data(source)
     request = TrainRequest(
-        name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, role=args.role, config=cfg
+        name=name, arch=arch, dataset=source, arch_kwargs=arch_kwargs, role=args.role, config=cfg
     )
     stop = stop_on_sigint("the last finished epoch is kept (run again to resume)")
     bar = tqdm(total=cfg.epochs, desc=name, unit="epoch", file=sys.stderr, disable=args.json)
@@ -112,10 +116,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..models.evaluate import predict
 
     weights = resolve_weights(args.weights)
-    data = load_data(args.data)
+    data = load_data(args.data, image_size=args.image_size)
     # a kdviz checkpoint knows its normalisation; a file from elsewhere gets the data set's
     loaded = load_model(weights, args.arch, data=data)
     card = loaded.card
+    check_sizes(card, data)
     mean = floats(args.mean, "--mean") or card.mean
     std = floats(args.std, "--std") or card.std
     split = data.split(args.split)
@@ -143,6 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "weights": str(weights),
         "arch": card.arch,
         "data": args.data,
+        "image_size": data.image_size,
         "split": args.split,
         "mean": list(mean),
         "std": list(std),
@@ -201,7 +207,7 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
     epochs = tuple(list_arg(args.epochs, int) or []) or None
     if epochs is not None and len(epochs) != 2:
         raise CLIError("--epochs takes two numbers: the teacher's and the student's, e.g. 10,8")
-    data = load_data(source)
+    data = load_data(source, image_size=args.image_size)
     bar = {"last": ""}
 
     def callback(name: str, event) -> None:
@@ -230,6 +236,7 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
 def add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a teacher or a plain student into the workspace")
     t.add_argument("--data", default="digits", help="data source (default: digits)")
+    add_image_size(t, "the data set (the size is recorded in the model card)")
     t.add_argument("--role", choices=["teacher", "student"], default="teacher")
     t.add_argument("--arch", help="registered architecture (default: the data set's default for the role)")
     t.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
@@ -251,6 +258,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--weights", required=True, help="checkpoint folder or file, a run name, or an asset name")
     e.add_argument("--arch", help="architecture, for a foreign file without a card")
     e.add_argument("--data", default="digits")
+    add_image_size(e, "the data set (it must be the model's size, in its card)")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument(
         "--mean", help="normalisation mean, three numbers (foreign files default to the data set's)"
@@ -282,6 +290,7 @@ def add_make_assets(sub: argparse._SubParsersAction) -> None:
         "make-assets", help="train the shipped teacher and student (digits, or CIFAR-10: fast recipe)"
     )
     a.add_argument("--data", default="digits", help="digits (default) or cifar10 / cifar10:PATH")
+    add_image_size(a)
     a.add_argument("--precision", choices=["float32", "bfloat16"], help="CIFAR-10: bfloat16 where native")
     a.add_argument(
         "--epochs", help="CIFAR-10: teacher and student epochs, e.g. 30,14 (default: per precision)"

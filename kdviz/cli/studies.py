@@ -10,7 +10,10 @@ from pathlib import Path
 from ..core import settings
 from .common import (
     DISTILL_FIELDS,
+    CLIError,
     add_distill_settings,
+    add_image_size,
+    data_source,
     emit,
     json_arg,
     list_arg,
@@ -23,8 +26,10 @@ def _study_overrides(args: argparse.Namespace) -> dict:
     """The options ablate and hpo share, as keyword arguments of
     :func:`kdviz.experiments.presets.configure`."""
     out = {k: getattr(args, k) for k in DISTILL_FIELDS if getattr(args, k, None) is not None}
+    if args.image_size is not None and not args.data:
+        raise CLIError("--image-size needs --data: name the data set to read at that size")
     out.update(
-        dataset=args.data,
+        dataset=data_source(args.data, args.image_size) if args.data else None,
         teacher=str(resolve_weights(args.teacher)) if args.teacher else None,
         teacher_arch=args.teacher_arch,
         student=args.student,
@@ -186,6 +191,7 @@ def _add_study_options(s: argparse.ArgumentParser) -> None:
         help="check end to end at a tiny scale: N training images (default 256), 1 epoch, 2 seeds",
     )
     s.add_argument("--data", help="data source (default: the preset's)")
+    add_image_size(s)
     s.add_argument("--teacher", help="teacher checkpoint, file, run or asset (default: the preset's)")
     s.add_argument("--teacher-arch", help="architecture of a foreign teacher file")
     s.add_argument(

@@ -1,7 +1,9 @@
-"""One shape for every data source: uint8 images in memory, labels, class names and normalisation.
+"""One shape for every data source: uint8 images, labels, class names and normalisation.
 
-Images are held as ``uint8`` arrays in NHWC order (the order of PIL, numpy and files). They become
-float NCHW tensors only at the edge, in :mod:`kdviz.data.loader`: one convention inside kdviz.
+Images are held as ``uint8`` arrays in NHWC order (the order of PIL, numpy and files), in memory or
+memory-mapped from the decoded cache (:mod:`kdviz.data.arraycache`; read-only then). They become
+float NCHW tensors only at the edge, in :mod:`kdviz.data.loader`, a batch at a time: one convention
+inside kdviz.
 """
 
 from __future__ import annotations
@@ -92,9 +94,20 @@ class Dataset:
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and std of uint8 NHWC images, in [0, 1] units (for a folder of one's own)."""
-    x = images.reshape(-1, 3).astype(np.float64) / 255.0
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    """Per-channel mean and std of uint8 NHWC images, in [0, 1] units (for a folder of one's own).
+
+    Summed a few hundred images at a time, so a memory-mapped 224-px split is never copied whole.
+    """
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    chunk = max(1, 2**22 // max(1, int(np.prod(images.shape[1:]))))  # about 4 M pixels values a step
+    for start in range(0, len(images), chunk):
+        x = np.asarray(images[start : start + chunk]).reshape(-1, 3).astype(np.float64) / 255.0
+        total += x.sum(axis=0)
+        squares += np.square(x).sum(axis=0)
+        count += len(x)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
     std = np.where(std < 1e-3, 1.0, std)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[return-value]

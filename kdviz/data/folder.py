@@ -2,7 +2,9 @@
 
 Decoding 60,000 small JPEGs takes a while on two cores; the decoded uint8 arrays are written to the
 cache (``KDVIZ_CACHE``) under a key made of the folder, its file list, sizes and times and the image
-size, so a second start reads one array instead, and any change to the folder makes a new key.
+size, so a second start reads one array instead, any change to the folder makes a new key, and each
+size has its own entry. Entries are memory-mapped (:mod:`.arraycache`): a folder read at 224 px is
+not held in RAM.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core import atomic, settings
+from . import arraycache
 from .base import DataError, ImageSplit
 from .images import UPLOAD_TYPES
 
 IMAGE_SUFFIXES = {f".{ext}" for ext in UPLOAD_TYPES}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: memory-mapped entries written image by image
 
 Progress = Callable[[int, int], None]
 
@@ -57,6 +59,16 @@ def _cache_key(root: Path, split: str, files: list[tuple[Path, int]], image_size
     return h.hexdigest()[:24]
 
 
+def resize_image(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 (H, W, 3) to (S, S, 3), bilinear (what an image folder and CIFAR-10 at another size use)."""
+    from PIL import Image
+
+    if pixels.shape[:2] == (image_size, image_size):
+        return np.asarray(pixels, dtype=np.uint8)
+    im = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    return np.asarray(im.resize((image_size, image_size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def decode_image(path: Path, image_size: int) -> np.ndarray:
     """One file to uint8 (S, S, 3): RGB, resized with bilinear filtering when its size differs."""
     from PIL import Image
@@ -84,38 +96,29 @@ def load_split(
     files = _list_files(split_dir, classes)
     if not files:
         raise DataError(f"{split_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    key = _cache_key(root, split, files, image_size)
-    cache = settings.cache_dir() / "folders" / key
-    if use_cache and (cache / "meta.json").is_file():
-        try:
-            images = np.load(cache / "images.npy")
-            labels = np.load(cache / "labels.npy")
-            if len(images) == len(files):
-                return ImageSplit(images, labels)
-        except (OSError, ValueError):
-            pass  # a damaged cache is rebuilt, never trusted
-    images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
-    step = max(1, len(files) // 100)
-    for i, (f, _) in enumerate(files):
-        try:
-            images[i] = decode_image(f, image_size)
-        except Exception as exc:  # any decoder error names the file
-            raise DataError(f"cannot read image {f}: {exc}") from exc
-        if progress and (i % step == 0 or i == len(files) - 1):
-            progress(i + 1, len(files))
+    cache = arraycache.cache_folder("folders", _cache_key(root, split, files, image_size))
     if use_cache:
-        _write_cache(cache, images, labels, root, split)
+        hit = arraycache.read_cached(cache, len(files), image_size)
+        if hit is not None:
+            return ImageSplit(*hit)
+
+    def image(i: int) -> np.ndarray:
+        path = files[i][0]
+        try:
+            return decode_image(path, image_size)
+        except Exception as exc:  # any decoder error names the file
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+
+    images = arraycache.build_images(
+        cache if use_cache else None,
+        labels,
+        image_size,
+        image,
+        progress=progress,
+        meta={"root": str(root), "split": split},
+    )
     return ImageSplit(images, labels)
-
-
-def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray, root: Path, split: str) -> None:
-    try:
-        atomic.write_npy(cache / "images.npy", images)
-        atomic.write_npy(cache / "labels.npy", labels)
-        atomic.write_json(cache / "meta.json", {"root": str(root), "split": split, "n": len(labels)})
-    except OSError:
-        pass  # a read-only cache folder costs speed, not correctness
 
 
 def describe_folder(root: Path) -> dict:

@@ -1,7 +1,8 @@
 """From uint8 arrays to normalised float batches, with the training augmentations.
 
-Everything stays in memory and is done on whole batches of tensors (no per-image Python), which
-on a 2-core machine is several times faster than a DataLoader over PIL images. Each batch carries
+Work is done on whole batches of tensors (no per-image Python), which on a 2-core machine is several
+times faster than a DataLoader over PIL images; a batch's images are read from the split (in memory,
+or memory-mapped from the decoded cache) only when the batch is made. Each batch carries
 the data-set indices of its images, so per-image artefacts are looked up by index, never by order.
 """
 
@@ -140,16 +141,22 @@ def iterate_batches(
     )
     if shuffle:
         order = order[torch.randperm(len(order), generator=generator)]
-    images = torch.from_numpy(np.ascontiguousarray(split.images))
     labels = torch.from_numpy(np.asarray(split.labels))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if drop_last and len(idx) < batch_size:
             break
-        x = to_float(images[idx]).to(device)
+        x = to_float(batch_images(split, idx)).to(device)
         if augment is not None and augment.active:
             x, _ = random_crop_flip(x, augment, generator, flips=augment.epoch_flips(idx, len(split), epoch))
         yield normalize(x, mean, std), labels[idx].to(device), idx
+
+
+def batch_images(split: ImageSplit, idx: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The uint8 images ``idx`` of ``split``, read on their own: from a memory-mapped split only
+    these rows are paged in (a 224-px data set is never read whole)."""
+    rows = idx.numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+    return np.asarray(split.images[rows])
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution import rule_correction
+from ..attribution import internal_batch_for, rule_correction
 from ..data.loader import denormalize
 
 #: Steps of the reference map that smaller step counts are measured against.
@@ -139,11 +139,13 @@ def running_sum(
     target: int,
     steps: int,
     rule: str = "gausslegendre",
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> RunningSum:
-    """The gradient at each of the rule's points, weighted and added up one point after another."""
+    """The gradient at each of the rule's points, weighted and added up one point after another
+    (``batch_size`` points a pass; default: 64 at 32 px, fewer for larger images)."""
     model.eval()
     x, baseline = _as_batch(x)[:1], _as_batch(baseline)[:1]
+    batch_size = batch_size or internal_batch_for(x.shape[-2], x.shape[-1], 64)
     alphas, weights = rule_points(steps, rule)
     grads = []
     for start in range(0, len(alphas), batch_size):
@@ -176,7 +178,7 @@ def captum_map(
         target=target,
         n_steps=steps,
         method=rule,
-        internal_batch_size=64,
+        internal_batch_size=internal_batch_for(x.shape[-2], x.shape[-1], 64),
     )
     return attr[0].detach().cpu().numpy()
 

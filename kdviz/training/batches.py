@@ -15,7 +15,7 @@ import torch
 
 from ..attribution.igcache import IGMapStore
 from ..data.base import Dataset, ImageSplit
-from ..data.loader import iterate_batches, normalize, random_crop_flip, to_float
+from ..data.loader import batch_images, iterate_batches, normalize, random_crop_flip, to_float
 from .arms import DistillConfig
 from .ig_overlay import overlay
 from .loop import BatchSource, TrainConfig, augment_for, train_indices
@@ -64,7 +64,6 @@ def distill_batches(
     augment = augment_for(cfg)
     per_rank = max(1, -(-cfg.batch_size // world))
     overlay_cfg = cfg.overlay()
-    images = torch.from_numpy(np.ascontiguousarray(split.images))
     labels = torch.from_numpy(np.asarray(split.labels))
 
     def batches(epoch: int, gen: torch.Generator):
@@ -86,7 +85,7 @@ def distill_batches(
             return
         for start in range(0, len(order), per_rank):
             idx = order[start : start + per_rank]
-            x = to_float(images[idx]).to(device)
+            x = to_float(batch_images(split, idx)).to(device)
             rows = idx.numpy() if store_index is None else store_index[idx.numpy()]
             maps = store.read(rows).to(device).unsqueeze(1)
             if augment.active:

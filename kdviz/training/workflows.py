@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_dataset, split_size
 from ..models import create_model
 from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
 from .loop import TrainConfig, TrainEvent, TrainResult, train
@@ -106,11 +106,12 @@ FAST_MODELS = {"teacher": "airnet_cifar", "student": "airnet_student_4x"}
 
 def default_recipe(source: str) -> str:
     """The Models page's default: fast for CIFAR-10 and image folders, the default one for digits."""
-    return "default" if source == "digits" else "fast"
+    return "default" if split_size(source)[0] == "digits" else "fast"
 
 
 def defaults_for(source: str, role: str, recipe: str = "default") -> tuple[str, dict, TrainConfig]:
     """(architecture, its arguments, training configuration) of a role for a data set and recipe."""
+    source = split_size(source)[0]  # the size does not change the recipe
     if recipe == "fast":
         cfg = fast_config(10)
         if source == "digits":

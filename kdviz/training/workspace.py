@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import atomic, settings
+from ..data.size import DEFAULT_IMAGE_SIZE, split_size
 from ..models.checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -187,12 +188,14 @@ def unusable_runs(workspace: Workspace, dataset_source: str | None = None) -> li
 
 
 def same_dataset(card_source: str, source: str) -> bool:
-    """``cifar10`` matches ``cifar10:/any/path``: the card records where, the choice says what."""
+    """``cifar10`` matches ``cifar10:/any/path``: the card records where, the choice says what. The
+    image size must agree too (``cifar10@96`` is another data set than ``cifar10``)."""
 
-    def key(s: str) -> str:
-        return "cifar10" if s.startswith("cifar10") else s
+    def key(s: str) -> tuple[str, int]:
+        base, size = split_size(s or "")
+        return ("cifar10" if base.startswith("cifar10") else base), size or DEFAULT_IMAGE_SIZE
 
-    return key(card_source or "") == key(source or "")
+    return key(card_source) == key(source)
 
 
 def now() -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from kdviz.attribution import (
     BASELINES,
@@ -16,6 +19,7 @@ from kdviz.attribution import (
     METHODS,
     AttributionOptions,
     AttributionResult,
+    attribute,
     batching,
     render,
 )
@@ -28,6 +32,8 @@ from .image_source import Picked
 
 #: Above this share of |F(x) − F(baseline)| the IG map is called incomplete on the page.
 DELTA_WARNING = 0.05
+#: From this image size up, an IG map shows a progress bar and a stop button (it takes seconds).
+PROGRESS_FROM = 96
 #: The data-set gallery looks at most this many test images (spread over every class).
 GALLERY_POOL = 2000
 
@@ -128,11 +134,63 @@ def attribute_models(
             dedupe=batching.dedupe_token(req),
         )
         for role, req in requests.items()
-        if role not in results
+        if role not in results and not _large_ig(req)
     }
+    for role, req in requests.items():  # large IG maps one at a time, each with a bar and a stop
+        if role not in results and role not in tickets:
+            results[role] = _with_progress(req)
     if tickets:
         results.update(compute.wait(tickets, "the maps"))
     return {role: results[role] for role in requests}
+
+
+def _large_ig(request: batching.ImageRequest) -> bool:
+    return request.options.method == "ig" and request.loaded.card.image_size >= PROGRESS_FROM
+
+
+def _with_progress(request: batching.ImageRequest) -> AttributionResult:
+    """IG on a large image, on the compute thread, with a bar that moves per chunk of steps and a
+    button that stops it.
+
+    Pressing the button reruns the page: the wait is interrupted, the computation told to stop at
+    its next chunk, and the rerun sees the button pressed and stops there instead of starting again.
+    """
+    loaded, size = request.loaded, request.loaded.card.image_size
+    box = st.empty()
+    with box.container():
+        bar = st.progress(0.0, text=f"Integrated Gradients on a {size}×{size} image…")
+        try:
+            stopped = st.button("Stop this map", key=f"ig_stop_{loaded.fingerprint}")
+        except StreamlitAPIException:  # the same model's map twice in one run: the first has the button
+            stopped = False
+    if stopped:
+        box.empty()
+        st.info("The map was stopped. Change any setting, or pick the image again, to compute it.")
+        st.stop()
+    stop = threading.Event()
+
+    def work(report: Callable[[float, str], None]) -> AttributionResult:
+        def progress(done: int, total: int) -> None:
+            report(done / max(total, 1), f"Integrated Gradients on a {size}×{size} image: {done}/{total}")
+
+        return attribute(
+            loaded.model,
+            loaded.preprocess(request.image[None]),
+            request.options,
+            mean=loaded.card.mean,
+            std=loaded.card.std,
+            labels=request.labels,
+            fingerprint=loaded.fingerprint,
+            progress=progress,
+            should_stop=stop.is_set,
+        )
+
+    try:
+        result = compute.run_with_progress(work, "the map", bar, kind="attribution")
+    finally:
+        stop.set()  # a rerun or a closed tab interrupts the wait: the map stops at its next chunk
+    box.empty()
+    return result
 
 
 def fingerprint(loaded: LoadedModel) -> str:
@@ -183,8 +241,10 @@ def panel(
         + (" · from the cache" if result.cached[0] else "")
     )
     cols = st.columns(3)
-    up = max(1, 160 // image.shape[0])
-    big = lambda a: np.kron(a, np.ones((up, up, 1), dtype=np.uint8))  # noqa: E731 - crisp pixels
+
+    def big(a: np.ndarray) -> np.ndarray:
+        return render.crisp(a, 160)
+
     cols[0].image(big(image), caption="input", width="stretch")
     cols[1].image(
         big(render.heatmap(result.maps[0], sign=view.sign, cmap=view.cmap, scale=scale)),
@@ -310,7 +370,7 @@ def gallery(data: Dataset, predictions: dict[str, np.ndarray], key: str = "attr"
     thumbs = st.columns(12)
     for i, idx in enumerate(shown):
         with thumbs[i % 12]:
-            st.image(np.kron(data.test.images[idx], np.ones((2, 2, 1), np.uint8)), width="stretch")
+            st.image(render.crisp(data.test.images[idx], 64), width="stretch")
             current = idx == st.session_state[index_key]
             if st.button(f"#{idx}", key=f"{key}_pick_{idx}", type="primary" if current else "secondary"):
                 st.session_state[index_key] = int(idx)

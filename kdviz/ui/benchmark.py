@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from sklearn.metrics import confusion_matrix
 
+from kdviz.attribution import render
 from kdviz.bench import export, latency
 from kdviz.bench.scorecard import Entry, cached_predictions, headline, pareto_front
 from kdviz.data.base import Dataset
@@ -269,7 +270,7 @@ def _disagreements(
         cols = st.columns(6)
         for k, j in enumerate(disagree):
             cols[k % 6].image(
-                np.kron(images[idx[j]], np.ones((3, 3, 1), np.uint8)),
+                render.crisp(images[idx[j]], 96),
                 caption=f"{classes[first.labels[j]]} → {classes[first.predicted[j]]} / "
                 f"{classes[second.predicted[j]]}",
             )

@@ -46,16 +46,23 @@ def training_curves(histories: dict[str, Sequence[EpochRecord]], title: str = ""
     return fig
 
 
+THUMBNAIL = 64
+
+
 def sample_grid(
     images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 6
 ) -> np.ndarray:
-    """A mosaic, one row per class, of the first ``per_class`` images of each (uint8 HWC)."""
+    """A mosaic, one row per class, of the first ``per_class`` images of each (uint8 HWC); images
+    larger than ``THUMBNAIL`` px are reduced to it (an overview of 224-px images need not be 2,000 px)."""
+    from kdviz.data.folder import resize_image
+
     rows = []
-    size = images.shape[1]
+    size = min(images.shape[1], THUMBNAIL)
     gap = max(1, size // 16)
+    blank = np.full((size, size, 3), 255, np.uint8)
     for c in range(len(class_names)):
         idx = np.flatnonzero(labels == c)[:per_class]
-        tiles = [images[i] for i in idx] + [np.full_like(images[0], 255)] * (per_class - len(idx))
+        tiles = [resize_image(images[i], size) for i in idx] + [blank] * (per_class - len(idx))
         row = np.concatenate(
             [np.pad(t, ((gap, gap), (gap, gap), (0, 0)), constant_values=255) for t in tiles], axis=1
         )

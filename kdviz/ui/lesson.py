@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz.attribution import make_baseline
+from kdviz.attribution import make_baseline, render
 from kdviz.bench import latency
 from kdviz.data import Dataset
 from kdviz.data.samples import sample_names
@@ -122,9 +122,8 @@ def speed(path: Path, loaded: LoadedModel, name: str) -> latency.Latency:
 
 
 def crisp(image: np.ndarray, side: int = 192) -> np.ndarray:
-    """A small image enlarged by whole pixels, so 32×32 stays sharp on a projector."""
-    up = max(1, side // image.shape[0])
-    return np.kron(image, np.ones((up, up, 1), dtype=np.uint8))
+    """A small image enlarged by whole pixels, so 32×32 stays sharp on a projector (224 px as it is)."""
+    return render.crisp(image, side)
 
 
 def path_figure(scores: lesson.PathScores, walked: lesson.RunningSum, class_name: str) -> go.Figure:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
+from kdviz.attribution import render
 from kdviz.data.images import LoadedImage, from_array
 from kdviz.data.samples import SAMPLES, load_sample, sample_names
 
@@ -39,4 +39,4 @@ def show(image: LoadedImage, title: str, detail: str = "") -> None:
     caption = f"{title}: {image.original_size[0]}×{image.original_size[1]}" + (f" {detail}" if detail else "")
     c1.image(image.original, caption=caption)
     c2.markdown("**What the models see:** " + ("; ".join(image.notes) or "the image as it is") + ".")
-    c2.image(np.kron(image.model_input, np.ones((4, 4, 1), np.uint8)), caption=f"model input, {size}×{size}")
+    c2.image(render.crisp(image.model_input), caption=f"model input, {size}×{size}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kdviz.core import machine
+from kdviz.data import source_size
 from kdviz.models import get_spec, list_models
 from kdviz.training.loop import TrainConfig
 from kdviz.training.workflows import FAST_TECHNIQUES, RECIPES, TrainRequest, default_recipe, defaults_for
@@ -18,6 +19,11 @@ from kdviz.training.workspace import RunNameError, Workspace, now
 
 def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | None:
     """Draw the form; the request when *Start training* was pressed and the name is valid, else None."""
+    px = source_size(source)
+    st.caption(
+        f"Images are read at {px}×{px} px (the sidebar's image size); the model's card records it, and "
+        "the model is offered with data of that size."
+    )
     c0, c00 = st.columns([1, 2])
     role = c0.radio("Role", ["teacher", "student"], horizontal=True, key="train_role")
     recipes = list(RECIPES)
