@@ -75,7 +75,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    request = DistillRequest(name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, config=cfg)
+    request = DistillRequest(
+        name=name,
+        arch=arch,
+        dataset=args.data,
+        arch_kwargs=arch_kwargs,
+        config=cfg,
+        pretrained=args.pretrained,
+    )
     outcome = distill_student(
         request,
         teacher,
