@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -215,8 +216,8 @@ def quantize(
         x = real_images(data.test, batch, loaded, loaded.card.image_size).numpy()
         if len(x) < batch:  # a small test split: its images repeated to fill the batch
             x = np.resize(x, (batch, *x.shape[1:]))
-        fns = {
-            name: (lambda sess=sess: sess.run(None, {sess.get_inputs()[0].name: x}))
+        fns: dict[str, Callable[[], object]] = {
+            name: functools.partial(sess.run, None, {sess.get_inputs()[0].name: x})
             for name, sess in (("float", float_sess), ("int8", int8_sess))
         }
         samples = latency.sample_interleaved(fns, max_seconds=timing_seconds, repeats=200)
