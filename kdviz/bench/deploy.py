@@ -36,7 +36,7 @@ from ..data.loader import iterate_batches
 from ..models.checkpoints import LoadedModel
 from ..models.evaluate import spread_indices
 from . import latency
-from .export import ExportError, session, to_onnx
+from .export import ExportError, check_equal, session, to_onnx
 
 #: int8 quantisation methods: ONNX Runtime's dynamic (weights int8, activations quantised per call)
 #: and static QDQ (activations' ranges calibrated on training images beforehand); "auto" takes static
@@ -99,7 +99,7 @@ def export_model(
     images = real_images(data.test, check_images, loaded, size)
     sess = session(model_bytes, threads=threads)
     say(f"checking the ONNX outputs against PyTorch on {len(images)} test images")
-    diff = max_difference(loaded.model, sess, images, atol=atol)
+    diff = check_equal(loaded.model, sess, atol=atol, x=images)
     model_bytes, opset = with_metadata(model_bytes, loaded, data)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(out, model_bytes)
@@ -129,21 +129,6 @@ def _at_size(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def max_difference(model: torch.nn.Module, sess, x: torch.Tensor, *, atol: float = 1e-4) -> float:
-    """Largest |PyTorch − ONNX| over the batch ``x``; :class:`ExportError` above ``atol`` (relative
-    to the logits' scale where they exceed one)."""
-    with torch.no_grad():
-        eager = model.eval()(x).numpy()
-    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    diff = float(np.abs(eager - onnx_out).max())
-    scale = float(np.abs(eager).max()) or 1.0
-    if diff > atol * max(1.0, scale):
-        raise ExportError(
-            f"the ONNX model's outputs differ from PyTorch's by up to {diff:.3g} on real images"
-        )
-    return diff
 
 
 def with_metadata(model_bytes: bytes, loaded: LoadedModel, data: Dataset) -> tuple[bytes, int]:
