@@ -252,3 +252,22 @@ def test_grad_cam_finds_the_last_spatial_layer_of_a_timm_model():
     maps = attribute(model, x, mean=[0.5] * 3, std=[0.5] * 3, method="gradcam", cache=False)
     assert maps.maps.shape[-2:] == (96, 96)
     assert float(maps.maps[0].std()) > 0  # a map with structure, not one flat value
+
+
+def test_distill_derives_the_student_from_a_library_teacher(tmp_path, capsys):
+    from kdviz.cli import main
+    from kdviz.data import load_dataset
+    from kdviz.training.workspace import Workspace
+
+    digits = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher = create_model("timm:mobilenetv3_large_100", num_classes=10).eval()
+    run = save_checkpoint(tmp_path / "teacher", teacher, make_card("timm:mobilenetv3_large_100", data=digits))
+    argv = ["distill", "--teacher", str(run), "--data", "digits", "--student-ratio", "4", "--arm", "kd"]
+    code = main(
+        [*argv, "--epochs", "1", "--subset", "64", "--eval-limit", "64", "--name", "derived", "--json"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "timm:mobilenetv3_small_075" in capsys.readouterr().err  # 4.10x, the nearest to 4
+    card = load_model(Workspace().path("derived")).card
+    assert card.arch == "timm:mobilenetv3_small_075" and card.teacher
