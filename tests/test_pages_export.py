@@ -98,3 +98,31 @@ def test_the_derived_students_table_measures_compression():
     table = next(d.value for d in at.dataframe if "compression" in d.value.columns)
     assert table["student"].iloc[0] == "torchvision:mobilenet_v2"
     assert table["arguments"].iloc[0] == "width_mult=0.5"
+
+
+def test_the_finetune_recipe_starts_from_a_weights_file_given_on_the_page(tmp_path):
+    from safetensors.torch import save_file
+
+    from kdviz.core.jobs import MANAGER
+    from kdviz.models import create_model
+
+    arch = "timm:mobilenetv3_large_100"  # the recipe's default teacher
+    torch_state = create_model(arch, num_classes=1000).state_dict()
+    file = tmp_path / "imagenet.safetensors"
+    save_file({k: v.contiguous() for k, v in torch_state.items()}, str(file))
+    at = open_page("pages/models.py")
+    at.radio(key="train_recipe_digits").set_value("finetune").run()
+    assert at.selectbox(key="train_arch_teacher_finetune").value == arch
+    start = at.radio(key=f"train_start_from_teacher_finetune_{arch}")
+    start.set_value("a local weights file").run()
+    at.text_input(key=f"train_start_from_teacher_finetune_path_{arch}").set_value(str(file)).run()
+    at.text_input(key=f"train_name_teacher_{arch}").set_value("finetuned").run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.number_input(key="train_limit").set_value(64).run()
+    at.button(key="train_start").click().run()
+    deadline = time.monotonic() + 240
+    while MANAGER.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    card = load_model(Workspace().path("finetuned")).card
+    assert card.pretrained["file"] == str(file) and card.pretrained["head"] == "replaced"
+    assert card.train_config["recipe"] == "finetune" and card.train_config["backbone_lr_scale"] == 0.1
