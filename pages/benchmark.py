@@ -7,7 +7,7 @@ import streamlit as st
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.training.workspace import model_choices
 from kdviz.ui import benchmark as ui
-from kdviz.ui import cache, session
+from kdviz.ui import cache, export_panel, session
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
 
@@ -60,3 +60,9 @@ ui.show_headline(rows, measured, accuracy_from)
 
 st.header("Speed against accuracy, every run")
 ui.show_every_run(choices, timing.threads)
+
+st.header("Export for a device")
+export_path = st.selectbox(
+    "Model", list(models), format_func=lambda p: names[p], index=len(models) - 1, key="bench_export_pick"
+)
+export_panel.panel(models[export_path], data, key="bench_export")

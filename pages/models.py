@@ -10,7 +10,7 @@ from kdviz.models import list_models
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.training.workflows import import_checkpoint
 from kdviz.training.workspace import RunNameError
-from kdviz.ui import cache, session, train_form, training
+from kdviz.ui import arch_picker, cache, export_panel, session, train_form, training
 from kdviz.ui.cards import human_bytes, teacher_and_student
 from kdviz.ui.shell import require_app
 from kdviz.ui.sidebar import safe_dataset
@@ -20,8 +20,8 @@ require_app()
 st.title("Models")
 sel = session.selection()
 ws = session.workspace()
-tab_cards, tab_train, tab_runs, tab_upload = st.tabs(
-    ["Teacher & student", "Train", "Runs", "Upload a checkpoint"]
+tab_cards, tab_train, tab_runs, tab_upload, tab_export = st.tabs(
+    ["Teacher & student", "Train", "Runs", "Upload a checkpoint", "Export for a device"]
 )
 
 # ------------------------------------------------------------------ side by side
@@ -41,6 +41,11 @@ with tab_train:
     if request is not None:
         training.start(request)
         st.rerun()
+    with st.expander("Students derived from a teacher (width and depth knobs, measured compression)"):
+        chosen = cache.chosen_models(sel.teacher, None).get("teacher")
+        arch_picker.derived_table(
+            chosen[1].card.arch if chosen else "timm:mobilenetv3_large_100", key="derive"
+        )
 
 # ------------------------------------------------------------------ runs
 with tab_runs:
@@ -105,7 +110,7 @@ with tab_upload:
     data = safe_dataset(sel.source)
     upload = st.file_uploader("Checkpoint", type=["safetensors", "pt", "pth", "th"], key="upload_file")
     c1, c2 = st.columns(2)
-    up_arch = c1.selectbox("Its architecture", [s.name for s in list_models()], key="upload_arch")
+    up_arch = arch_picker.architecture(c1, list_models()[0].name, key="upload_arch", label="Its architecture")
     up_role = c2.radio("Role", ["teacher", "student"], horizontal=True, key="upload_role")
     if st.button("Add to the workspace", disabled=upload is None or data is None, key="upload_go"):
         suffix = Path(upload.name).suffix
@@ -132,3 +137,17 @@ with tab_upload:
                 st.rerun()
     if added := st.session_state.pop("upload_added", None):
         st.success(added)
+
+# ------------------------------------------------------------------ export
+with tab_export:
+    st.markdown(
+        "An ONNX file for a device, checked against PyTorch on real test images before it is offered, "
+        "with its preprocessing and class names in the file's metadata; optionally an int8 copy with "
+        "its accuracy and latency against float. The same as `python -m kdviz export`."
+    )
+    loaded_models = cache.chosen_models(sel.teacher, sel.student)
+    if not loaded_models:
+        st.info("Choose a teacher or a student in the sidebar.")
+    else:
+        role = st.radio("Export", list(loaded_models), horizontal=True, key="export_role")
+        export_panel.panel(loaded_models[role][1], safe_dataset(sel.source), key="models_export")

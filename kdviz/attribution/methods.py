@@ -87,12 +87,33 @@ def rule_correction(steps: int, rule: str) -> float:
     return steps / (steps - 1) if rule == "riemann_trapezoid" and steps > 1 else 1.0
 
 
-def last_conv_layer(model: nn.Module) -> nn.Module:
-    """Grad-CAM's layer: the last convolution whose output is still spatial (found, not configured)."""
+def last_conv_layer(model: nn.Module, x: torch.Tensor | None = None) -> nn.Module:
+    """Grad-CAM's layer: the last convolution whose output is still spatial (found, not configured).
+
+    With an input ``x`` the convolutions are taken in the order they run on it, and one whose output
+    is a single pixel is passed over: timm's MobileNet-V3 ends with a 1×1 ``conv_head`` after
+    the global pooling, where a map would be one flat value. Without ``x``, the last one defined.
+    """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM")
-    return convs[-1]
+    if x is None:
+        return convs[-1]
+    ran: list[tuple[nn.Module, int]] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, _in, out: ran.append((mod, out.shape[-1] * out.shape[-2])))
+        for m in convs
+    ]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])  # eval: a probe must not move batch-norm statistics
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    spatial = [m for m, pixels in ran if pixels > 1]
+    return spatial[-1] if spatial else (ran[-1][0] if ran else convs[-1])
 
 
 def _integrated_gradients(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -148,7 +169,7 @@ def _smoothgrad(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch
 def _gradcam(model: nn.Module, inp: MethodInput) -> tuple[torch.Tensor, torch.Tensor | None]:
     from captum.attr import LayerAttribution, LayerGradCam
 
-    cam = LayerGradCam(model, last_conv_layer(model)).attribute(
+    cam = LayerGradCam(model, last_conv_layer(model, inp.x)).attribute(
         inp.x, target=inp.targets, relu_attributions=True
     )
     return LayerAttribution.interpolate(cam, tuple(inp.x.shape[-2:]), interpolate_mode="bilinear"), None

@@ -97,14 +97,26 @@ def session(onnx_bytes: bytes, threads: int | None = None, spin: bool = True):
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def check_equal(model: nn.Module, sess, image_size: int = 32, batch: int = 4, atol: float = 1e-4) -> float:
-    """Max |eager − ONNX| on random inputs; raises :class:`ExportError` above ``atol``."""
-    x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+def check_equal(
+    model: nn.Module,
+    sess,
+    image_size: int = 32,
+    batch: int = 4,
+    atol: float = 1e-4,
+    *,
+    x: torch.Tensor | None = None,
+) -> float:
+    """Max |eager − ONNX| on ``x`` (random inputs when None); raises :class:`ExportError` above ``atol``
+    (relative to the logits' scale where they exceed one)."""
+    real = x is not None
+    if x is None:
+        x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = model.eval()(x).numpy()
     onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     diff = float(np.abs(eager - onnx_out).max())
     scale = float(np.abs(eager).max()) or 1.0
     if diff > atol * max(1.0, scale):
-        raise ExportError(f"the ONNX model's outputs differ from PyTorch's by up to {diff:.3g}")
+        on = " on real images" if real else ""
+        raise ExportError(f"the ONNX model's outputs differ from PyTorch's by up to {diff:.3g}{on}")
     return diff

@@ -37,6 +37,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         check_image_size(args.image_size)
     except DataError as exc:
         raise CLIError(f"--image-size: {exc}") from None
+    if args.students_of:
+        return _students(args)
+    if args.search is not None:
+        from ..models.library import search
+
+        hits = search(args.search, limit=args.limit)
+        print(json.dumps(hits) if args.json else "\n".join(hits))
+        return 0 if hits else 1
+
     rows: list[dict[str, Any]] = []
     for spec in list_models():
         stats = model_stats(create_model(spec.name, num_classes=args.num_classes), args.image_size)
@@ -61,6 +70,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _students(args: argparse.Namespace) -> int:
+    """Students derived from a teacher by its library's width or depth knob, with measured compression."""
+    from ..models.derive import derived_students
+    from .common import CLIError, json_arg
+
+    kwargs = json_arg(args.arch_kwargs, "--arch-kwargs") or {}
+    found = derived_students(args.students_of, kwargs, ratio=args.ratio, num_classes=args.num_classes)
+    if not found:
+        raise CLIError(f"kdviz knows no width or depth knob of {args.students_of}: name a student yourself")
+    if args.json:
+        print(json.dumps([s.as_dict() for s in found]))
+        return 0
+    order = f", nearest {args.ratio:g}x first" if args.ratio else ""
+    print(f"students of {args.students_of} (measured parameter compression{order}):")
+    print(f"{'architecture':<38}{'arguments':<22}{'knob':<8}{'params':>12}{'compression':>13}")
+    for s in found:
+        extra = json.dumps(s.arch_kwargs) if s.arch_kwargs else ""
+        print(f"{s.arch:<38}{extra:<22}{s.knob:<8}{s.params:>12,}{s.compression:>12.2f}x")
+    return 0
+
+
 def add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="list data sources, or load one and summarise it")
     d.add_argument("source", nargs="?", help="digits, shapes, cifar10, cifar10:PATH or an image folder")
@@ -73,7 +103,11 @@ def add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def add_models(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("models", help="list the registered architectures with their cost")
+    m = sub.add_parser(
+        "models",
+        help="list the registered architectures with their cost, search torchvision's and timm's, "
+        "or derive students from a teacher",
+    )
     m.add_argument("--num-classes", type=int, default=10)
     m.add_argument(
         "--image-size",
@@ -82,5 +116,18 @@ def add_models(sub: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="count multiply-adds at PX×PX inputs (default 32); every registered model takes any size",
     )
+    m.add_argument(
+        "--search",
+        metavar="WORDS",
+        help="torchvision:/timm: names containing the words (e.g. 'timm mobilenetv3')",
+    )
+    m.add_argument("--limit", type=int, default=50, help="at most this many search results")
+    m.add_argument(
+        "--students-of",
+        metavar="ARCH",
+        help="students derived from this teacher through its width or depth knob, with measured compression",
+    )
+    m.add_argument("--arch-kwargs", help="JSON: the teacher's arguments, e.g. '{\"width_mult\": 1.0}'")
+    m.add_argument("--ratio", type=float, help="with --students-of: the wanted compression (nearest first)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)

@@ -195,9 +195,19 @@ def add_recipe_settings(s: argparse.ArgumentParser) -> None:
     """The named recipe and what the fast one adds (precision, techniques switched off)."""
     s.add_argument(
         "--recipe",
-        choices=["default", "fast"],
+        choices=["default", "fast", "finetune"],
         default="default",
-        help="default: SGD + cosine (the paper's kind); fast: airbench-style, minutes on a CPU",
+        help="default: SGD + cosine (the paper's kind); fast: airbench-style, minutes on a CPU; "
+        "finetune: a pretrained backbone (--pretrained) at a tenth of the new head's rate",
+    )
+    s.add_argument(
+        "--pretrained",
+        nargs="?",
+        const="download",
+        metavar="PATH",
+        help="start from pretrained weights: alone, the library's own download (torchvision weights, "
+        "timm through the Hugging Face hub); with PATH, a local safetensors or state-dict file. "
+        "The classifier head is made anew for the data set's classes",
     )
     s.add_argument(
         "--precision",
@@ -225,6 +235,13 @@ def recipe_config(cfg, args: argparse.Namespace):
                 )
             for key, value in FAST_TECHNIQUES[name].items():
                 setattr(cfg, key, value)
+    if args.recipe == "finetune" and not args.pretrained:
+        raise CLIError(
+            "--recipe finetune starts from pretrained weights: add --pretrained (the library's "
+            "download) or --pretrained PATH (a local weights file)"
+        )
+    if args.pretrained and args.pretrained != "download" and not Path(args.pretrained).expanduser().is_file():
+        raise CLIError(f"--pretrained: no such file: {args.pretrained}")
     if args.precision:
         from ..core.machine import PrecisionError, check_precision
 

@@ -36,8 +36,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise CLIError("under torchrun, name the run (--name) so that every process writes to the same one")
     device = ddp.local_device(args.device or settings.device(), ctx)
     arch, arch_kwargs, base = defaults_for(args.data, "student", args.recipe)
+    if args.arch and args.student_ratio:
+        raise CLIError("name the student (--arch) or derive it (--student-ratio), not both")
     if args.arch:
         arch, arch_kwargs = args.arch, {}
+    if args.student_ratio:
+        arch, arch_kwargs = _derived_student(args)
     arch_kwargs.update(json_arg(args.arch_kwargs, "--arch-kwargs") or {})
     get_spec(arch)  # a mistake in the command is reported before any long work
     values = {
@@ -80,7 +84,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    request = DistillRequest(name=name, arch=arch, dataset=source, arch_kwargs=arch_kwargs, config=cfg)
+    request = DistillRequest(
+        name=name,
+        arch=arch,
+        dataset=source,
+        arch_kwargs=arch_kwargs,
+        config=cfg,
+        pretrained=args.pretrained,
+    )
     outcome = distill_student(
         request,
         teacher,
@@ -120,6 +131,29 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 130 if result.stopped else 0
 
 
+def _derived_student(args: argparse.Namespace) -> tuple[str, dict]:
+    """The student nearest ``--student-ratio`` among those derived from the teacher's architecture."""
+    from ..models import read_card
+    from ..models.derive import nearest
+
+    path = resolve_weights(args.teacher)
+    teacher_arch = args.teacher_arch
+    teacher_kwargs: dict = {}
+    if not teacher_arch:
+        card = read_card(path)
+        teacher_arch, teacher_kwargs = card.arch, card.arch_kwargs
+    try:
+        student = nearest(teacher_arch, args.student_ratio, teacher_kwargs)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(
+        f"student: {student.arch} {student.arch_kwargs or ''} "
+        f"({student.compression:.2f}x fewer parameters than {teacher_arch})",
+        file=sys.stderr,
+    )
+    return student.arch, dict(student.arch_kwargs)
+
+
 def add_distill(sub: argparse._SubParsersAction) -> None:
     ds = sub.add_parser(
         "distill", help="distil a student from a teacher: baseline, KD, IG overlays or both (torchrun: DDP)"
@@ -130,6 +164,12 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     add_image_size(ds, "the data set (the teacher's size; the student's card records it)")
     ds.add_argument("--arch", help="student architecture (default: the data set's default student)")
     ds.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
+    ds.add_argument(
+        "--student-ratio",
+        type=float,
+        help="derive the student from the teacher's architecture: the width or depth variant whose "
+        "measured parameter compression is nearest this (see `models --students-of`)",
+    )
     ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])
     ds.add_argument("--ig-cache", help="the teacher's IG cache folder (default: made once under KDVIZ_CACHE)")
     ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")

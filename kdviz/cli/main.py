@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..core.version import __version__
-from . import attributions, catalog, distilling, runs, studies
+from . import attributions, catalog, distilling, exporting, runs, studies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     distilling.add_distill(sub)
     studies.add_ablate(sub)
     studies.add_hpo(sub)
+    exporting.add_export(sub)
     runs.add_make_assets(sub)
     return p
 

@@ -69,13 +69,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     source = data_source(args.data, args.image_size)
     data = load_data(source)
     request = TrainRequest(
-        name=name, arch=arch, dataset=source, arch_kwargs=arch_kwargs, role=args.role, config=cfg
+        name=name,
+        arch=arch,
+        dataset=source,
+        arch_kwargs=arch_kwargs,
+        role=args.role,
+        config=cfg,
+        pretrained=args.pretrained,
     )
     stop = stop_on_sigint("the last finished epoch is kept (run again to resume)")
-    bar = tqdm(total=cfg.epochs, desc=name, unit="epoch", file=sys.stderr, disable=args.json)
+    bars: dict = {}  # the epoch bar opens with the first step: a failure before it is one clean line
     steps = StepBar(disable=args.json)
 
+    def epoch_bar():
+        if "epochs" not in bars:
+            bars["epochs"] = tqdm(
+                total=cfg.epochs, desc=name, unit="epoch", file=sys.stderr, disable=args.json
+            )
+        return bars["epochs"]
+
     def callback(event) -> None:
+        bar = epoch_bar()
         if event.kind == "step":
             steps.step(event, f"epoch {event.epoch}")
         elif event.kind == "epoch":
@@ -94,7 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device or settings.device(),
         resume=not args.no_resume,
     )
-    bar.close()
+    if "epochs" in bars:
+        bars["epochs"].close()
     last = result.history[-1] if result.history else None
     out = {
         "run": name,

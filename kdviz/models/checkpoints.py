@@ -71,6 +71,9 @@ class ModelCard:
     created: str = ""
     kdviz_version: str = __version__
     source_file: str | None = None  # for a foreign file: where the weights came from
+    #: where a fine-tuned model's starting weights came from (kdviz.models.pretrained): source,
+    #: weights, url or file, and the licence where the library states it; empty when trained from scratch
+    pretrained: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)

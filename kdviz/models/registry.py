@@ -6,6 +6,7 @@ never guesses.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +29,14 @@ class ModelSpec:
     description: str
     defaults: dict = field(default_factory=dict)
     pretrained_file: str | None = None  # its file's name in PRETRAINED_DIR, where one exists
+    library: str = ""  # "torchvision" or "timm" for a ``LIBRARY:NAME`` architecture (kdviz.models.library)
 
     def signature(self) -> dict:
         """The builder's keyword arguments and their defaults (the CLI and the page list them)."""
+        if self.library:
+            from .library import constructor_arguments
+
+            return constructor_arguments(self.library, self.name.partition(":")[2])
         params = inspect.signature(self.builder).parameters
         return {k: (None if v.default is inspect.Parameter.empty else v.default) for k, v in params.items()}
 
@@ -100,17 +106,37 @@ class UnknownModelError(KeyError):
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The registered architecture ``name``, or ``torchvision:NAME`` / ``timm:NAME`` resolved from the
+    library (:mod:`kdviz.models.library`: any classification model of theirs, none registered here)."""
+    from .library import is_library_name
+
+    if is_library_name(name):
+        return _library_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown architecture {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+            f"unknown architecture {name!r}; registered: {', '.join(sorted(_REGISTRY))} "
+            "(or any torchvision:NAME or timm:NAME)"
         ) from None
 
 
+@functools.lru_cache(maxsize=256)
+def _library_spec(name: str) -> ModelSpec:
+    from .library import library_spec
+
+    return library_spec(name)
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a registered architecture; unknown keyword arguments fail with the accepted ones named."""
+    """Build a registered architecture; unknown keyword arguments fail with the accepted ones named.
+
+    A library's model (``timm:NAME``) takes what its class takes; the library itself names a wrong
+    argument.
+    """
     spec = get_spec(name)
+    if spec.library:
+        return spec.builder(num_classes=num_classes, **kwargs)
     accepted = spec.signature()
     unknown = set(kwargs) - set(accepted)
     if unknown:

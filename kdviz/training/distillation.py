@@ -25,7 +25,6 @@ from torch import nn
 
 from ..attribution.igcache import IGCacheError, IGMapStore
 from ..data.base import Dataset
-from ..models import create_model
 from ..models.checkpoints import LoadedModel
 from . import ddp
 from .arms import DistillConfig
@@ -34,7 +33,7 @@ from .ddp import DistContext
 from .loop import TrainEvent, TrainResult, train, train_indices
 from .losses import distill_objective
 from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
-from .workflows import TrainRequest, card_for
+from .workflows import TrainRequest, card_for, initial_model
 from .workspace import Workspace
 
 
@@ -79,9 +78,12 @@ def distill_run(
     data, store_index = holdout_split(data, cfg.holdout)
     cfg.world_size = ctx.world
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
-    model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs).to(device)
+    model, pretrained = initial_model(request, data.num_classes)
+    model = model.to(device)
     teacher_name = request.teacher or cfg.teacher or str(teacher.path)
-    card = card_for(replace(request, dataset=data.source, role="student", teacher=teacher_name), data, model)
+    card = card_for(
+        replace(request, dataset=data.source, role="student", teacher=teacher_name), data, model, pretrained
+    )
     teacher.model.to(device)
     forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
     objective = distill_objective(

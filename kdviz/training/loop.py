@@ -29,6 +29,7 @@ from ..data.base import Dataset
 from ..data.loader import Augment, iterate_batches, normalize, num_batches, to_float
 from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
 from ..models.evaluate import predict, spread_indices
+from ..models.library import classifier_head
 from ..models.speedups import channels_last
 
 HISTORY = "history.json"
@@ -60,6 +61,9 @@ class TrainConfig:
     flip_mode: str = "random"  # "random" or "alternate" (each image flipped every other epoch)
     precision: str = "float32"  # or "bfloat16": autocast, on CPUs with native bfloat16 instructions
     tta: bool = False  # also measure test-time-augmented accuracy after the last epoch (reported apart)
+    #: the fine-tuning recipe: the learning-rate multiplier of everything but the classifier head
+    #: (a pretrained backbone moves slowly, the new head learns at the full rate); 1: one rate for all
+    backbone_lr_scale: float = 1.0
 
     @classmethod
     def from_dict(cls, obj: dict) -> TrainConfig:
@@ -148,11 +152,29 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             "lr_scale": scale,
         },
     ]
+    if cfg.backbone_lr_scale != 1:
+        groups = _split_head(model, groups, cfg.backbone_lr_scale)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
+
+
+def _split_head(model: nn.Module, groups: list[dict], backbone_scale: float) -> list[dict]:
+    """Each group in two: the classifier head's parameters at their rate, the backbone's at
+    ``backbone_scale`` times it (the fine-tuning recipe). Always four groups, so a resume matches."""
+    found = classifier_head(model)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no classifier head to train apart from its backbone")
+    head = {id(p) for p in found[1].parameters()}
+    split = []
+    for group in groups:
+        for in_head in (False, True):
+            params = [p for p in group["params"] if (id(p) in head) == in_head]
+            scale = group["lr_scale"] * (1.0 if in_head else backbone_scale)
+            split.append({**group, "params": params, "lr_scale": scale})
+    return split
 
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)

@@ -13,6 +13,7 @@ import torch
 from ..data import Dataset, load_dataset, split_size
 from ..models import create_model
 from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
+from ..models.pretrained import pretrained_model
 from .loop import TrainConfig, TrainEvent, TrainResult, train
 from .workspace import Workspace
 
@@ -79,6 +80,28 @@ def fast_config(
     return TrainConfig(**{**cfg.as_dict(), **overrides})
 
 
+def finetune_config(epochs: int = 5, batch_size: int = 64, **overrides) -> TrainConfig:
+    """The fine-tuning recipe for a pretrained backbone (``--pretrained``): the classifier head is
+    new (made for the data set's classes) and learns at the full rate, the backbone at a tenth of it.
+
+    SGD with Nesterov momentum at a modest rate (0.01 for the head), a short warm-up so the random
+    head's first gradients do not wreck the backbone, cosine decay, light weight decay, crop and
+    flip. A few epochs suffice: the features are already there.
+    """
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=1e-4,
+        warmup_epochs=0.5,
+        backbone_lr_scale=0.1,
+        recipe="finetune",
+    )
+    return TrainConfig(**{**cfg.as_dict(), **overrides})
+
+
 #: The default teacher and student per data set: (architecture, its arguments, training config).
 DEFAULTS: dict[str, dict[str, tuple[str, dict, TrainConfig]]] = {
     # Half-width MobileNet-V2 on the small built-in set: ≥97 % / ≥95 % in under two minutes on 2 cores.
@@ -99,7 +122,10 @@ DEFAULTS: dict[str, dict[str, tuple[str, dict, TrainConfig]]] = {
 RECIPES = {
     "default": "SGD with warm-up and cosine decay, crop and flip: the paper's kind of schedule",
     "fast": "airbench-style: a CIFAR-10 teacher in minutes on a CPU (see fast_config)",
+    "finetune": "a pretrained backbone at a tenth of the new head's learning rate (see finetune_config)",
 }
+#: the fine-tuning recipe's models: ImageNet architectures with pretrained weights in their library
+FINETUNE_MODELS = {"teacher": "timm:mobilenetv3_large_100", "student": "timm:mobilenetv3_small_100"}
 #: the fast recipe's models, for any data set
 FAST_MODELS = {"teacher": "airnet_cifar", "student": "airnet_student_4x"}
 
@@ -117,6 +143,11 @@ def defaults_for(source: str, role: str, recipe: str = "default") -> tuple[str, 
         if source == "digits":
             cfg.hflip = False  # a mirrored digit is another glyph
         return FAST_MODELS[role], {}, cfg
+    if recipe == "finetune":
+        cfg = finetune_config()
+        if source == "digits":
+            cfg.hflip = False
+        return FINETUNE_MODELS[role], {}, cfg
     if recipe != "default":
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     key = "cifar10" if source.startswith("cifar10") else "digits" if source == "digits" else "cifar10"
@@ -135,10 +166,26 @@ class TrainRequest:
     role: str = "teacher"
     config: TrainConfig = field(default_factory=TrainConfig)
     teacher: str | None = None  # recorded in the card (distillation fills it)
+    #: start from pretrained weights: "download" (the library's own) or a file's path; None: from scratch
+    pretrained: str | None = None
 
 
-def card_for(request: TrainRequest, data: Dataset, model: torch.nn.Module) -> ModelCard:
-    """The card of ``request``'s run, made the one way cards are made (:func:`kdviz.models.make_card`)."""
+def initial_model(request: TrainRequest, num_classes: int) -> tuple[torch.nn.Module, dict]:
+    """The model a run starts from, and where its weights came from (empty: random initialisation).
+
+    Pretrained weights keep everything but the classifier head, which is made for ``num_classes``
+    (:func:`kdviz.models.pretrained.pretrained_model`).
+    """
+    if not request.pretrained:
+        return create_model(request.arch, num_classes=num_classes, **request.arch_kwargs), {}
+    return pretrained_model(request.arch, num_classes, request.pretrained, arch_kwargs=request.arch_kwargs)
+
+
+def card_for(
+    request: TrainRequest, data: Dataset, model: torch.nn.Module, pretrained: dict | None = None
+) -> ModelCard:
+    """The card of ``request``'s run, made the one way cards are made (:func:`kdviz.models.make_card`);
+    ``pretrained`` is where its starting weights came from (:func:`initial_model`)."""
     return make_card(
         request.arch,
         data=data,
@@ -148,6 +195,7 @@ def card_for(request: TrainRequest, data: Dataset, model: torch.nn.Module) -> Mo
         teacher=request.teacher,
         name=request.name,
         train_config=request.config.as_dict(),
+        pretrained=dict(pretrained or {}),
     )
 
 
@@ -164,10 +212,10 @@ def train_run(
     """Train ``request`` into the workspace folder of its name; an existing folder is resumed."""
     workspace = workspace or Workspace()
     data = data or load_dataset(request.dataset)
-    run_dir = workspace.create(request.name, exist_ok=resume)
     torch.manual_seed(request.config.seed)  # the initial weights are part of what the seed fixes
-    model = create_model(request.arch, num_classes=data.num_classes, **request.arch_kwargs)
-    card = card_for(request, data, model)
+    model, pretrained = initial_model(request, data.num_classes)  # a failed download leaves no folder
+    run_dir = workspace.create(request.name, exist_ok=resume)
+    card = card_for(request, data, model, pretrained)
     result = train(
         model,
         data,

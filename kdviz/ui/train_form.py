@@ -11,10 +11,12 @@ import streamlit as st
 
 from kdviz.core import machine
 from kdviz.data import source_size
-from kdviz.models import get_spec, list_models
+from kdviz.models import get_spec
 from kdviz.training.loop import TrainConfig
 from kdviz.training.workflows import FAST_TECHNIQUES, RECIPES, TrainRequest, default_recipe, defaults_for
 from kdviz.training.workspace import RunNameError, Workspace, now
+
+from . import arch_picker
 
 
 def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | None:
@@ -36,15 +38,8 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
         key=f"train_recipe_{source}",
     )
     d_arch, d_kwargs, d_cfg = defaults_for(source, role, recipe)
-    names = [s.name for s in list_models()]
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox(
-        "Architecture",
-        names,
-        index=names.index(d_arch),
-        key=f"train_arch_{role}_{recipe}",
-        help="\n".join(f"{s.name}: {s.description}" for s in list_models()),
-    )
+    arch = arch_picker.architecture(c1, d_arch, key=f"train_arch_{role}_{recipe}")
     kwargs = {}
     if "width_mult" in get_spec(arch).signature():
         kwargs["width_mult"] = c2.select_slider(
@@ -59,6 +54,9 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
         key=f"train_name_{role}_{arch}",
         help="An existing run of this name is resumed from its last finished epoch.",
     )
+    pretrained = arch_picker.pretrained_choice(st, arch, key=f"train_start_from_{role}_{recipe}")
+    if recipe == "finetune" and pretrained is None:
+        st.caption("The fine-tuning recipe is made for pretrained weights: choose where they come from.")
     cfg = _fast_settings(d_cfg, arch) if recipe == "fast" else _default_settings(d_cfg)
     if not st.button("Start training", type="primary", disabled=busy, key="train_start"):
         return None
@@ -70,6 +68,7 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
             arch_kwargs=kwargs,
             role=role,
             config=cfg,
+            pretrained=pretrained,
         )
     except RunNameError as exc:
         st.error(str(exc))
@@ -160,7 +159,8 @@ def _default_settings(cfg: TrainConfig) -> TrainConfig:
             key="train_flip",
             help="Off by default for digits: a mirrored 2 is not a 2.",
         )
-    return TrainConfig(
+    # the recipe's other fields (the fine-tuning recipe's backbone rate, its name) are kept
+    values = dict(
         epochs=epochs,
         batch_size=int(batch),
         optimizer=optimizer,
@@ -173,3 +173,4 @@ def _default_settings(cfg: TrainConfig) -> TrainConfig:
         hflip=bool(flip),
         train_limit=limit or None,
     )
+    return TrainConfig(**{**cfg.as_dict(), **values})
