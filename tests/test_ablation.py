@@ -31,7 +31,7 @@ from kdviz.experiments.ablation import (
 )
 from kdviz.experiments.presets import PRESETS, configure, smoke
 from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_model
-from kdviz.training import ARMS
+from kdviz.training import CORE_ARMS as ARMS
 from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,7 @@ def test_the_four_arms_write_the_study_folder(study):
         assert card.train_config["arm"] == run.arm and card.train_config["seed"] == run.seed
         assert card.teacher == str(TEACHER) and card.role == "student"
         assert bool(card.train_config["ig_cache"]) == (run.arm in ("ig", "kd+ig"))
+        assert m["wall_seconds"] > 0 and m["resumed_from_epoch"] == 0
         m = run.metrics
         assert m["arm"] == run.arm and m["test_images"] == 120 and len(run.history) == 1
         assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["teacher_agreement"] <= 1
@@ -157,7 +158,7 @@ def test_studies_are_listed_and_bad_ones_refused(study, tmp_path):
     with pytest.raises(StudyError, match="other settings"):
         run_study(view.folder, tiny(seeds=[0, 1, 2]))
     with pytest.raises(ValueError, match="unknown arm"):
-        tiny(arms=["kd", "at"])
+        tiny(arms=["kd", "xy"])
     with pytest.raises(ValueError, match="unknown training setting"):
         tiny(train={"learning_rate": 0.1})
 

@@ -124,7 +124,9 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--data", default="digits")
     ds.add_argument("--arch", help="student architecture (default: the data set's default student)")
     ds.add_argument("--arch-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
-    ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])
+    ds.add_argument(
+        "--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig", "at", "kd+at", "kd+ig+at"]
+    )
     ds.add_argument("--ig-cache", help="the teacher's IG cache folder (default: made once under KDVIZ_CACHE)")
     ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")
     ds.add_argument("--no-flip", action="store_true")
