@@ -87,8 +87,8 @@ def test_the_four_arms_write_the_study_folder(study):
         assert card.train_config["arm"] == run.arm and card.train_config["seed"] == run.seed
         assert card.teacher == str(TEACHER) and card.role == "student"
         assert bool(card.train_config["ig_cache"]) == (run.arm in ("ig", "kd+ig"))
-        assert m["wall_seconds"] > 0 and m["resumed_from_epoch"] == 0
         m = run.metrics
+        assert m["wall_seconds"] > 0 and m["resumed_from_epoch"] == 0
         assert m["arm"] == run.arm and m["test_images"] == 120 and len(run.history) == 1
         assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["teacher_agreement"] <= 1
         assert set(m["attribution"]) == {"spearman", "cosine", "top_k_iou", "ssim"}
