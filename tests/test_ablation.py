@@ -251,7 +251,11 @@ def test_a_killed_ablate_command_resumes(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"paper", "cpu", "digits"}
+    assert set(PRESETS) == {"paper", "cpu", "study", "digits"}
+    study = configure("study")
+    assert study.student == "airnet_student_4x" and len(study.arms) == 7 and study.seeds == [0, 1, 2, 3, 4]
+    assert study.train["recipe"] == "fast" and study.train["precision"] == "bfloat16"
+    assert (study.train["at_beta"], study.train["overlay_p"], study.train["epochs"]) == (0.8, 0.1, 14)
     cpu = configure("cpu")
     assert cpu.teacher_arch == "resnet56" and cpu.teacher.endswith("resnet56-4bfd9763.th")
     assert cpu.student == "resnet20" and cpu.arms == list(ARMS) and len(cpu.seeds) == 3

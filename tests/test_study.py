@@ -279,28 +279,34 @@ def tiny(**overrides):
 
 @pytest.fixture(scope="module")
 def parted(tmp_path_factory):
-    """All seven arms on digits, run as two parts (core arms, then attention arms) into one summary."""
+    """All seven arms on digits in three parts into one summary: seed 0 whole, then seed 1's core arms
+    (keeping the teacher caches) and its attention arms."""
     root = tmp_path_factory.mktemp("parted")
     folder, summary = root / "study", root / "results" / "tiny7"
-    first = run_study(folder, tiny(), part=Selection(arms=list(CORE_ARMS)), summary=summary, part_name="core")
-    after_first = first.status, sorted(p.name for p in (folder / "teacher_cache").iterdir())
-    second = run_study(folder, tiny(), part=Selection(arms=list(AT_ARMS)), summary=summary, part_name="at")
-    return folder, summary, after_first, second
+    run_study(folder, tiny(), part=Selection(seeds=[0]), summary=summary, part_name="seed0")
+    after_seed0 = sorted(p.name for p in (folder / "teacher_cache").iterdir())
+    core = Selection(arms=list(CORE_ARMS), seeds=[1])
+    first = run_study(folder, tiny(), part=core, summary=summary, part_name="core1", keep_teacher_cache=True)
+    kept = first.status, sorted(p.name for p in (folder / "teacher_cache").iterdir())
+    view = run_study(
+        folder, tiny(), part=Selection(arms=list(AT_ARMS), seeds=[1]), summary=summary, part_name="at1"
+    )
+    return folder, summary, (after_seed0, kept), view
 
 
-def test_a_study_of_seven_arms_in_two_parts(parted):
-    folder, summary, (first_status, caches), view = parted
-    assert first_status == "partial" and caches == ["s0-ig", "s0-plain", "s1-ig", "s1-plain"]
+def test_a_study_of_seven_arms_in_parts(parted):
+    folder, summary, (after_seed0, (status, kept)), view = parted
+    assert after_seed0 == [] and status == "partial" and kept == ["s1-ig", "s1-plain"]
     assert view.status == "done" and view.finished_runs == 14
-    assert not (folder / "teacher_cache" / "s0-plain").exists()  # dropped once its seed was done
+    assert list((folder / "teacher_cache").iterdir()) == []  # dropped when the parts ended
     by = {r.name: r.metrics for r in view.runs}
     for seed in (0, 1):
-        # the AT arms read the views the core arms' KD runs left: the teacher ran once per view
+        # the AT arms read the views their seed's KD runs computed: the teacher ran once per view
         assert by[f"at-s{seed}"]["teacher_epochs_from_cache"] == 1
         assert by[f"kd-at-s{seed}"]["teacher_epochs_from_cache"] == 1
         assert by[f"kd-ig-at-s{seed}"]["teacher_epochs_from_cache"] == 1
         assert by[f"kd-s{seed}"]["teacher_epochs_from_cache"] == 0
-        assert by[f"at-s{seed}"]["part"] == "at" and by[f"kd-s{seed}"]["part"] == "core"
+    assert by["at-s1"]["part"] == "at1" and by["kd-s1"]["part"] == "core1" and by["kd-s0"]["part"] == "seed0"
     assert all(m["wall_seconds"] > 0 for m in by.values())
 
 
@@ -310,7 +316,7 @@ def test_the_summary_is_small_has_no_weights_and_reads_like_the_study(parted):
     assert files == sorted(["study.json", "arms.csv", "arms.md"] + [f"runs/{r.name}.json" for r in view.runs])
     assert sum(p.stat().st_size for p in summary.rglob("*") if p.is_file()) < 200_000
     head = json.loads((summary / "study.json").read_text())
-    assert set(head["parts"]) == {"core", "at"} and len(head["parts"]["at"]["runs"]) == 6
+    assert set(head["parts"]) == {"seed0", "core1", "at1"} and len(head["parts"]["at1"]["runs"]) == 3
     read = load_summary(summary)
     assert read.summary and read.probe() is None and read.finished_runs == 14
     assert csv_table(summarise(read)) == csv_table(summarise(load_study(folder)))
@@ -385,6 +391,9 @@ def test_the_plan_fits_sessions_and_shares_one_study():
     main = [p for p in parts if p.study == planning.MAIN_STUDY]
     configs = {json.dumps(p.config().as_dict(), sort_keys=True) for p in main}
     assert len(configs) == 1  # every part of the main study appends to the same study
+    from kdviz.experiments.presets import configure
+
+    assert configure("study").as_dict() == main[0].config().as_dict()  # so --preset study slices join it
     config = main[0].config()
     assert (
         config.student == "airnet_student_4x"

@@ -413,12 +413,15 @@ def run_study(
     part: Selection | None = None,
     summary: str | Path | None = None,
     part_name: str = "",
+    keep_teacher_cache: bool = False,
 ) -> StudyView:
     """Run (or resume) the study in ``folder``; returns what it holds when it ends or is stopped.
 
     ``part`` runs only some arms and seeds (the others stay pending, for another session); with
     ``summary`` the study's small summary (:func:`.summary.write_summary`) is rewritten there after
-    every finished run, recorded as part ``part_name``.
+    every finished run, recorded as part ``part_name``. The teacher caches of the part's seeds are
+    deleted when it finishes (they are large; the next part may run elsewhere) unless
+    ``keep_teacher_cache``; an interrupted part keeps them for its resume.
     """
     folder, config, state = open_or_create(folder, config)
     part = part or Selection()
@@ -518,6 +521,10 @@ def run_study(
                 write_summary(load_study(folder), summary, part=part_name)
             if stop():
                 return _stopped(folder, state, report)
+        if not keep_teacher_cache:
+            for seed in {int(e["seed"]) for e in runs}:
+                for ig_view in (False, True):
+                    shutil.rmtree(teacher_cache_dir(folder, seed, ig_view), ignore_errors=True)
         state.setdefault("parts", {})[part_name or "all"] = {
             "arms": part.arms,
             "seeds": part.seeds,

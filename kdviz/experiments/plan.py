@@ -1,7 +1,8 @@
 """The issue-12 study cut into parts that each finish in one 3-hour working session on 2 CPU cores.
 
 A part is some arms and seeds of one study (:class:`.ablation.Selection`). Every part of the main
-study (``cifar10-study``: the 4.2× airnet student, seven arms × five seeds) runs in the same study
+study (``cifar10-study``: the 4.2× airnet student, seven arms × seeds 0-2, the four core arms × seeds
+3-4) runs in the same study
 configuration, so the parts' summaries meet in one table under ``docs/results/cifar10-study``;
 the compression sweep's parts are one small study per student (baseline and KD + IG). Run a part
 with ``python -m kdviz ablate --part NAME``; ``--plan`` prints this table. A part interrupted
@@ -97,9 +98,17 @@ class Part:
 
 
 def plan() -> list[Part]:
-    """Every part of the study and the sweep, in the order they are meant to run."""
+    """Every part of the study and the sweep, in the order they are meant to run.
+
+    Seeds 0-2 run all seven arms in one part each, so the attention arms read the teacher outputs the
+    KD arms of their seed computed (one teacher pass per view); seeds 3-4 run the four core arms.
+    """
     every = list(CORE_ARMS) + list(AT_ARMS)
     parts = [
+        Part(f"seed{s}", MAIN_STUDY, "airnet_student_4x", every, [s], "all seven arms, one seed", every)
+        for s in range(3)
+    ]
+    parts += [
         Part(
             f"core-seed{s}",
             MAIN_STUDY,
@@ -109,19 +118,7 @@ def plan() -> list[Part]:
             "the paper's four arms, one seed",
             every,
         )
-        for s in range(5)
-    ]
-    parts += [
-        Part(
-            f"at-seed{s}",
-            MAIN_STUDY,
-            "airnet_student_4x",
-            list(AT_ARMS),
-            [s],
-            "the attention-transfer arms, one seed",
-            every,
-        )
-        for s in range(3)
+        for s in (3, 4)
     ]
     parts += [
         Part(

@@ -17,10 +17,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from typing import TYPE_CHECKING, Any
 
 from ..core import atomic, machine
 from ..models import create_model, model_stats
@@ -28,6 +25,9 @@ from .ablation import StudyError
 from .plan import MAIN_STUDY, SWEEP_ARMS, SWEEP_STUDENTS
 from .stats import describe
 from .summary import load_summary, results_root
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 SWEEP = "sweep.json"
 TEACHER_ARCH = "airnet_cifar"
@@ -158,6 +158,9 @@ ARM_COLOURS = {"baseline": "#7f7f7f", "kd+ig": "#d62728", "teacher": "#000000"}
 def figure(sweep: dict, latency: str = "eager b1 ms") -> go.Figure:
     """Accuracy against ``latency`` (log) and against compression (log), both arms; each arm's Pareto
     front as a line through its points that nothing beats, the others hollow."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     rows = sweep["rows"]
     fig = make_subplots(
         rows=1,
