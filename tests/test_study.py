@@ -383,7 +383,11 @@ def test_the_ablate_command_runs_a_part_and_prints_the_summary(tmp_path, monkeyp
             else:
                 assert got[key] == pytest.approx(value), key
     assert main(["ablate", "--plan"]) == 0
-    assert "core-seed0" in capsys.readouterr().out
+    assert "core-seed3" in capsys.readouterr().out
+    assert main(["ablate", "--part", "seed0", "--epochs", "1"]) == 1  # a planned part runs as planned
+    assert "as planned" in capsys.readouterr().err
+    assert main(["ablate", "--part", "nope"]) == 1
+    assert "unknown part" in capsys.readouterr().err
 
 
 def test_the_plan_fits_sessions_and_shares_one_study():

@@ -66,11 +66,11 @@ def _ablate_target(args: argparse.Namespace):
 
     selection = Selection(list_arg(args.only_arms), list_arg(args.only_seeds, int))
     if args.part:
-        if args.smoke or any(
-            getattr(args, k, None) is not None for k in ("arms", "seeds", "student", "data")
-        ):
+        given = ("arms", "seeds", "student", "data", "only_arms", "only_seeds", "part_name", *DISTILL_FIELDS)
+        if args.smoke or any(getattr(args, k, None) is not None for k in given):
             raise CLIError(
-                "--part runs a part of the planned study as planned: drop --smoke/--arms/--seeds/…"
+                "--part runs a part of the planned study as planned: drop --smoke, --arms, --seeds, "
+                "--only-*, --epochs and other settings (or use --preset study with them)"
             )
         try:
             p = plan_part(args.part)

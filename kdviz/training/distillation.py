@@ -91,7 +91,7 @@ def distill_run(
     teacher.model.to(device)
     forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
     block = cfg.at_block if cfg.uses_at else attention_block
-    indexed = None
+    indexed, cache = None, None
     if cfg.uses_teacher:
         compute = teacher_outputs(teacher, data.mean, data.std, attention_block=block)
         if teacher_cache is not None and ctx.world == 1:
@@ -100,7 +100,6 @@ def distill_run(
             )
             indexed = cache.outputs
         else:
-            cache = None
 
             def indexed(x, idx):
                 return compute(x)
@@ -118,7 +117,7 @@ def distill_run(
         world=ctx.world,
         device=device,
     )
-    if cfg.uses_teacher and cache is not None:
+    if cache is not None:
         batches = cache.batches(batches)
     result = train(
         model,
