@@ -1,10 +1,12 @@
-"""Ablations: the paper's four arms side by side, where each student looks, the overlay itself, and
-the search."""
+"""Ablations: the arms side by side (committed study summaries and studies run here), where each
+student looks, the compression sweep, the overlay itself, and the search."""
 
 import streamlit as st
 
 from kdviz.experiments.ablation import StudyError, list_studies, load_study, studies_root
 from kdviz.experiments.hpo import list_searches
+from kdviz.experiments.summary import list_summaries, load_summary, results_root
+from kdviz.experiments.sweep import load_sweep
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.models.evaluate import spread_indices
 from kdviz.training.ig_overlay import MODES, OverlayConfig
@@ -18,35 +20,58 @@ require_app()
 st.title("Ablations")
 st.markdown(
     "The paper's ablation: the student alone, **+ KD** (the teacher's softened outputs), **+ IG** "
-    "(the teacher's IG maps overlaid on training images) and **+ both**, each with several seeds. "
-    "Studies started here and with `python -m kdviz ablate` live in the same folder, "
-    f"`{studies_root()}`."
+    "(the teacher's IG maps overlaid on training images) and **+ both**, and the extended paper's "
+    "**attention transfer** arms (AT, KD + AT, KD + IG + AT), each with several seeds. Committed "
+    f"results are read from `{results_root()}`; studies started here and with `python -m kdviz ablate` "
+    f"live in `{studies_root()}`."
 )
 sel = session.selection()
 data = safe_dataset(sel.source)
-tab_study, tab_preview, tab_search = st.tabs(["Studies", "Overlay preview", "Hyperparameter search"])
+tab_study, tab_sweep, tab_preview, tab_search = st.tabs(
+    ["Studies", "Compression sweep", "Overlay preview", "Hyperparameter search"]
+)
 
 with tab_study:
     job = ui.current_job()
     if job is not None and job.kind == "study":
         ui.show_job(job)
+    summaries = [s for s in list_summaries() if s.name != "sweep"]
     studies = list_studies()
-    with st.expander("Start a small study", expanded=not studies):
+    with st.expander("Start a small study", expanded=not (studies or summaries)):
         ui.start_form(sel, data, busy=job is not None and job.running)
-    if not studies:
+    if not (studies or summaries):
         st.info(
             "No study yet: start one above, or run `python -m kdviz ablate --preset digits` "
-            "(see the README for the CIFAR-10 presets)."
+            "(`python -m kdviz ablate --plan` lists the parts of the CIFAR-10 study)."
         )
     else:
         labels = {
-            str(s.folder): f"{s.name} · {s.status} · {s.finished_runs}/{len(s.runs)} runs" for s in studies
+            **{
+                f"summary:{s.folder}": f"{s.name} · committed summary · {s.finished_runs}/{len(s.runs)} runs"
+                for s in summaries
+            },
+            **{
+                f"study:{s.folder}": f"{s.name} · {s.status} · {s.finished_runs}/{len(s.runs)} runs"
+                for s in studies
+            },
         }
         picked = st.selectbox("Study", list(labels), format_func=labels.get, key="abl_study")
+        kind, _, path = picked.partition(":")
         try:
-            ui.render_study(load_study(picked), data)
+            ui.render_study(load_summary(path) if kind == "summary" else load_study(path), data)
         except StudyError as exc:
             st.error(str(exc))
+
+with tab_sweep:
+    sweep = load_sweep()
+    if sweep is None:
+        st.info(
+            "No compression sweep yet. Its parts are studies (`python -m kdviz ablate --part sweep-16x`, "
+            "see `--plan`); `python -m kdviz sweep` then measures each student's cost and writes "
+            f"`{results_root() / 'sweep'}`."
+        )
+    else:
+        ui.render_sweep(sweep)
 
 with tab_preview:
     st.markdown(

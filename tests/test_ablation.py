@@ -31,7 +31,7 @@ from kdviz.experiments.ablation import (
 )
 from kdviz.experiments.presets import PRESETS, configure, smoke
 from kdviz.models.checkpoints import CARD, RESUME, WEIGHTS, load_model
-from kdviz.training import ARMS
+from kdviz.training import CORE_ARMS as ARMS
 from kdviz.training.loop import HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,7 @@ def test_the_four_arms_write_the_study_folder(study):
         assert card.teacher == str(TEACHER) and card.role == "student"
         assert bool(card.train_config["ig_cache"]) == (run.arm in ("ig", "kd+ig"))
         m = run.metrics
+        assert m["wall_seconds"] > 0 and m["resumed_from_epoch"] == 0
         assert m["arm"] == run.arm and m["test_images"] == 120 and len(run.history) == 1
         assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["teacher_agreement"] <= 1
         assert set(m["attribution"]) == {"spearman", "cosine", "top_k_iou", "ssim"}
@@ -157,7 +158,7 @@ def test_studies_are_listed_and_bad_ones_refused(study, tmp_path):
     with pytest.raises(StudyError, match="other settings"):
         run_study(view.folder, tiny(seeds=[0, 1, 2]))
     with pytest.raises(ValueError, match="unknown arm"):
-        tiny(arms=["kd", "at"])
+        tiny(arms=["kd", "xy"])
     with pytest.raises(ValueError, match="unknown training setting"):
         tiny(train={"learning_rate": 0.1})
 
@@ -250,7 +251,11 @@ def test_a_killed_ablate_command_resumes(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"paper", "cpu", "digits"}
+    assert set(PRESETS) == {"paper", "cpu", "study", "digits"}
+    study = configure("study")
+    assert study.student == "airnet_student_4x" and len(study.arms) == 7 and study.seeds == [0, 1, 2, 3, 4]
+    assert study.train["recipe"] == "fast" and study.train["precision"] == "bfloat16"
+    assert (study.train["at_beta"], study.train["overlay_p"], study.train["epochs"]) == (0.8, 0.1, 14)
     cpu = configure("cpu")
     assert cpu.teacher_arch == "resnet56" and cpu.teacher.endswith("resnet56-4bfd9763.th")
     assert cpu.student == "resnet20" and cpu.arms == list(ARMS) and len(cpu.seeds) == 3

@@ -74,15 +74,20 @@ def test_kd_loss_limits():
     assert kd_loss(s, t, y, temperature=3.0, alpha=1.0).item() > 0
 
 
-def test_arms_are_the_four_combinations():
+def test_arms_are_the_combinations_of_their_ingredients():
     assert {arm: arm_parts(arm) for arm in ARMS} == {
         "baseline": (False, False),
         "kd": (True, False),
         "ig": (False, True),
         "kd+ig": (True, True),
+        "at": (False, False),
+        "kd+at": (True, False),
+        "kd+ig+at": (True, True),
     }
+    assert [a for a in ARMS if DistillConfig(arm=a).uses_at] == ["at", "kd+at", "kd+ig+at"]
+    assert [a for a in ARMS if not DistillConfig(arm=a).uses_teacher] == ["baseline", "ig"]
     with pytest.raises(ValueError, match="unknown arm"):
-        DistillConfig(arm="kd+at")
+        DistillConfig(arm="ig+at")
     with pytest.raises(ValueError, match="alpha"):
         DistillConfig(alpha=1.5)
     with pytest.raises(ValueError, match="probability"):

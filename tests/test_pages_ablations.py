@@ -16,7 +16,7 @@ from kdviz.core.jobs import MANAGER
 from kdviz.experiments.ablation import StudyConfig, load_study, run_study, summarise
 from kdviz.experiments.hpo import SearchConfig, load_search, run_search
 from kdviz.models.checkpoints import load_model
-from kdviz.training import ARMS
+from kdviz.training import CORE_ARMS as ARMS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -57,6 +57,7 @@ def home(tmp_path_factory):
 def page(home, monkeypatch, tmp_path):
     monkeypatch.setenv("KDVIZ_HOME", str(home))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KDVIZ_RESULTS", str(tmp_path / "results"))  # no committed summary
     monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -87,7 +88,7 @@ def chart(at: AppTest, key: str) -> dict:
 def test_a_study_shows_its_arms(page, home):
     at = page
     view = load_study(home / "studies" / "tiny")
-    assert at.selectbox(key="abl_study").value == str(view.folder)
+    assert at.selectbox(key="abl_study").value == f"study:{view.folder}"
     assert any(m.value.startswith("**tiny**: done, 8 of 8 runs finished") for m in at.markdown)
     table = tab(at, "Studies").dataframe[0].value
     assert list(table["arm"]) == list(ARMS) and list(table["seeds"]) == ["2/2"] * 4
@@ -99,7 +100,8 @@ def test_a_study_shows_its_arms(page, home):
     assert table.loc[table["arm"] == "baseline", "Δ vs baseline (points)"].item() == 0.0
     bars = chart(at, "abl_bars")["data"][0]
     assert bars["x"] == list(ARMS)
-    assert bars["error_y"]["array"] == pytest.approx([100 * rows[a]["accuracy std"] for a in ARMS])
+    half = [100 * (rows[a]["accuracy ci high"] - rows[a]["accuracy"]) for a in ARMS]  # the 95 % interval
+    assert bars["error_y"]["array"] == pytest.approx(half)
     curves = chart(at, "abl_curves")["data"]
     assert {t["hovertext"] for t in curves} == {r.name for r in view.runs}  # every run's curve is drawn
     assert at.get("download_button")[0].proto.label == "Download the table (Markdown)"
@@ -198,6 +200,6 @@ def test_start_a_small_study_from_the_page(page, home):
     view = load_study(home / "studies" / "from-page")
     assert view.status == "done" and [r.arm for r in view.runs] == ["baseline", "kd+ig"]
     assert view.config.teacher == str(TEACHER) and view.config.train["subset"] == 48
-    at.selectbox(key="abl_study").set_value(str(view.folder)).run()
+    at.selectbox(key="abl_study").set_value(f"study:{view.folder}").run()
     assert_clean(at)
     assert list(tab(at, "Studies").dataframe[0].value["arm"]) == ["baseline", "kd+ig"]

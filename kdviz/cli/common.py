@@ -188,6 +188,8 @@ DISTILL_FIELDS = (
     "subset",
     "subset_seed",
     "ig_steps",
+    "at_beta",
+    "at_block",
 )
 
 
@@ -285,3 +287,9 @@ def add_distill_settings(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--subset-seed", type=int)
     s.add_argument("--ig-steps", type=int, help="IG steps of a teacher IG cache made on the way")
+    s.add_argument(
+        "--at-beta",
+        type=float,
+        help="weight β of the attention-transfer term (AT arms; 0.8: the extended paper's)",
+    )
+    s.add_argument("--at-block", type=int, help="block whose attention is matched (-1: the middle one)")

@@ -170,7 +170,9 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
         help="derive the student from the teacher's architecture: the width or depth variant whose "
         "measured parameter compression is nearest this (see `models --students-of`)",
     )
-    ds.add_argument("--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig"])
+    ds.add_argument(
+        "--arm", default="kd+ig", choices=["baseline", "kd", "ig", "kd+ig", "at", "kd+at", "kd+ig+at"]
+    )
     ds.add_argument("--ig-cache", help="the teacher's IG cache folder (default: made once under KDVIZ_CACHE)")
     ds.add_argument("--name", help="run name (required under torchrun; an existing run is resumed)")
     ds.add_argument("--no-flip", action="store_true")

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     attributions.add_ig_precompute(sub)
     distilling.add_distill(sub)
     studies.add_ablate(sub)
+    studies.add_sweep(sub)
     studies.add_hpo(sub)
     exporting.add_export(sub)
     runs.add_make_assets(sub)

@@ -1,4 +1,5 @@
-"""``ablate`` and ``hpo``: the paper's ablation study and the hyperparameter search."""
+"""``ablate``, ``sweep`` and ``hpo``: the ablation study (whole, or in parts), the compression
+sweep's costs and figure data, and the hyperparameter search."""
 
 from __future__ import annotations
 
@@ -60,34 +61,75 @@ def _study_progress(disable: bool):
     return bar, report
 
 
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from ..experiments.ablation import markdown_table, run_study, studies_root, summarise
+def _ablate_target(args: argparse.Namespace):
+    """(config, study folder, selection, summary folder or None, part name) from the command line."""
+    from ..experiments.ablation import Selection, studies_root
+    from ..experiments.plan import part as plan_part
     from ..experiments.presets import configure
+    from ..experiments.summary import results_root
 
+    selection = Selection(list_arg(args.only_arms), list_arg(args.only_seeds, int))
+    if args.part:
+        given = ("arms", "seeds", "student", "data", "only_arms", "only_seeds", "part_name", *DISTILL_FIELDS)
+        if args.smoke or any(getattr(args, k, None) is not None for k in given):
+            raise CLIError(
+                "--part runs a part of the planned study as planned: drop --smoke, --arms, --seeds, "
+                "--only-*, --epochs and other settings (or use --preset study with them)"
+            )
+        try:
+            p = plan_part(args.part)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        folder = Path(args.out) if args.out else studies_root() / (args.name or p.study)
+        summary = Path(args.summary) if args.summary else results_root() / p.study
+        return p.config(), folder, p.selection(), summary, p.name
     config = configure(
         args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune, **_study_overrides(args)
     )
     name = args.name or (f"{args.preset}-smoke" if args.smoke else args.preset)
     folder = Path(args.out) if args.out else studies_root() / name
+    return config, folder, selection, Path(args.summary) if args.summary else None, args.part_name or ""
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from ..experiments.ablation import StudyError, markdown_table, run_study, summarise
+    from ..experiments.plan import plan_table
+    from ..experiments.summary import load_summary
+
+    if args.plan:
+        print(plan_table())
+        return 0
+    config, folder, selection, summary, part_name = _ablate_target(args)
     stop = stop_on_sigint()
     bar, report = _study_progress(args.json)
-    study = run_study(
-        folder,
-        config,
-        report=report,
-        should_stop=lambda: stop["asked"],
-        device=args.device or settings.device(),
-    )
+    try:
+        study = run_study(
+            folder,
+            config,
+            report=report,
+            should_stop=lambda: stop["asked"],
+            device=args.device or settings.device(),
+            part=selection,
+            summary=summary,
+            part_name=part_name,
+        )
+    except StudyError as exc:
+        bar.close()
+        raise CLIError(str(exc)) from None
     bar.close()
-    rows = summarise(study)
+    shown = load_summary(summary) if summary is not None else study  # every part's runs, when summarised
+    rows = summarise(shown)
+    part_done = all(r.metrics is not None for r in study.runs if selection.covers(r.arm, r.seed))
     if args.json:
         print(
             json.dumps(
                 {
                     "study": str(folder),
+                    "summary": str(summary) if summary is not None else None,
+                    "part": part_name or None,
                     "status": study.status,
-                    "runs_done": study.finished_runs,
-                    "runs": len(study.runs),
+                    "runs_done": shown.finished_runs,
+                    "runs": len(shown.runs),
                     "teacher": study.state.get("teacher"),
                     "arms": rows,
                 },
@@ -95,7 +137,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"study {folder}: {study.status}, {study.finished_runs}/{len(study.runs)} runs")
+        print(f"study {folder}: {study.status}, {shown.finished_runs}/{len(shown.runs)} runs")
+        if summary is not None:
+            print(f"summary (every part so far): {summary}")
         teacher, student = study.state.get("teacher", {}), study.state.get("student", {})
         if teacher:
             print(
@@ -106,7 +150,36 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 f"{student.get('latency_ms', float('nan')):.2f} ms"
             )
         print(markdown_table(rows))
-    return 0 if study.status == "done" else 130
+    return 0 if part_done and study.status in ("done", "partial") else 130
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..experiments.sweep import STUDENTS, sweep_rows, write_sweep
+
+    students = STUDENTS
+    if args.students:
+        wanted = list_arg(args.students) or []
+        bad = [s for s in wanted if s not in STUDENTS]
+        if bad:
+            raise CLIError(f"unknown student(s) {', '.join(bad)}; the sweep has {', '.join(STUDENTS)}")
+        students = {k: v for k, v in STUDENTS.items() if k in wanted}
+
+    def measure(arch: str) -> dict:
+        from ..experiments.sweep import measure_costs
+
+        if not args.json:
+            print(f"measuring {arch}…", file=sys.stderr)
+        return measure_costs(arch, seconds=args.seconds, threads=args.threads)
+
+    rows = sweep_rows(args.results, measure=measure, students=students)
+    path = write_sweep(rows, args.out) if not args.no_write else None
+    emit(
+        {"sweep": str(path) if path else None, "rows": rows}
+        if args.json
+        else {"sweep": path, "points": len(rows)},
+        args.json,
+    )
+    return 0
 
 
 def cmd_hpo(args: argparse.Namespace) -> int:
@@ -119,7 +192,9 @@ def cmd_hpo(args: argparse.Namespace) -> int:
         args.preset, smoke_images=args.smoke or None, finetune=not args.no_finetune, **_study_overrides(args)
     )
     holdout = args.holdout or min(200, max(1, (base.train.get("subset") or 1000) // 5))
-    config = SearchConfig(base=base, trials=args.trials, holdout=holdout, seed=args.search_seed)
+    if args.arm not in base.arms:
+        base.arms = [args.arm]  # what the search prepares (an IG cache only for an IG arm)
+    config = SearchConfig(base=base, arm=args.arm, trials=args.trials, holdout=holdout, seed=args.search_seed)
     name = args.name or f"hpo-{args.preset}" + ("-smoke" if args.smoke else "")
     folder = Path(args.out) if args.out else studies_root() / name
     stop = stop_on_sigint()
@@ -173,8 +248,9 @@ def _add_study_options(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--preset",
         default="digits",
-        choices=["digits", "cpu", "paper"],
-        help="digits: minutes on a CPU; cpu: CIFAR-10 in about an hour on 2 cores; paper: CIFAR-10 on a GPU",
+        choices=["digits", "cpu", "study", "paper"],
+        help="digits: minutes on a CPU; cpu: CIFAR-10 in about an hour on 2 cores; study: the seven-arm "
+        "CIFAR-10 study at paper accuracy (hours: run it in parts, see --plan); paper: CIFAR-10 on a GPU",
     )
     s.add_argument(
         "--name",
@@ -199,7 +275,7 @@ def _add_study_options(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--student", help="student architecture (default: the preset's)")
     s.add_argument("--student-kwargs", help="JSON, e.g. '{\"width_mult\": 0.5}'")
-    s.add_argument("--arms", help="comma-separated: baseline,kd,ig,kd+ig")
+    s.add_argument("--arms", help="comma-separated: baseline,kd,ig,kd+ig,at,kd+at,kd+ig+at")
     s.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     add_distill_settings(s)
     s.add_argument("--device")
@@ -208,16 +284,54 @@ def _add_study_options(s: argparse.ArgumentParser) -> None:
 
 def add_ablate(sub: argparse._SubParsersAction) -> None:
     ab = sub.add_parser(
-        "ablate", help="ablation study: the four arms × N seeds, one study folder (resumable)"
+        "ablate", help="ablation study: arms × seeds in one study folder, whole or in parts (resumable)"
     )
     _add_study_options(ab)
+    ab.add_argument(
+        "--part",
+        metavar="NAME",
+        help="run one part of the planned CIFAR-10 study or sweep (see --plan); its summary goes to "
+        "docs/results/<study>",
+    )
+    ab.add_argument("--plan", action="store_true", help="print the plan's parts and expected minutes")
+    ab.add_argument("--only-arms", help="run only these of the study's arms now (the rest stays pending)")
+    ab.add_argument("--only-seeds", help="run only these of the study's seeds now")
+    ab.add_argument(
+        "--summary",
+        metavar="DIR",
+        help="write the study's summary (small JSON/CSV, no weights) into DIR after every run; "
+        "parts run elsewhere into the same DIR meet in its table",
+    )
+    ab.add_argument("--part-name", help="what to call this part in the summary (with --only-*)")
     ab.set_defaults(func=cmd_ablate)
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser(
+        "sweep",
+        help="compression sweep: each student's parameters, MACs and latency (eager, ONNX Runtime; "
+        "batch 1 and 64) with its accuracy from the committed summaries",
+    )
+    sw.add_argument("--results", help="where the study summaries are (default docs/results)")
+    sw.add_argument("--out", help="where sweep.json goes (default docs/results/sweep)")
+    sw.add_argument("--students", help="comma-separated ratios (default all: 4x,2x,8x,16x,32x,64x)")
+    sw.add_argument("--seconds", type=float, default=2.0, help="time spent per latency measurement")
+    sw.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    sw.add_argument("--no-write", action="store_true", help="print only")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
 
 
 def add_hpo(sub: argparse._SubParsersAction) -> None:
     hp = sub.add_parser("hpo", help="Optuna search over T, alpha, p, lambda, lr and weight decay (resumable)")
     _add_study_options(hp)
     hp.add_argument("--trials", type=int, default=20, help="finished trials to reach (default 20)")
+    hp.add_argument(
+        "--arm",
+        default="kd+ig",
+        choices=["kd", "ig", "kd+ig", "at", "kd+at", "kd+ig+at"],
+        help="the arm whose settings are searched (default kd+ig; AT arms search β too)",
+    )
     hp.add_argument(
         "--storage",
         help="Optuna storage URL (default: sqlite file in the search folder; "

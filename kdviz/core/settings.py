@@ -40,6 +40,12 @@ def assets_dir() -> Path:
     return PROJECT_ROOT / "assets"
 
 
+def results_dir() -> Path:
+    """Committed study summaries (small JSON/CSV, no weights): ``KDVIZ_RESULTS``, default ``docs/results``."""
+    env = os.environ.get("KDVIZ_RESULTS")
+    return Path(env).expanduser().resolve() if env else PROJECT_ROOT / "docs" / "results"
+
+
 def default_data() -> str:
     """What the dashboard opens on: ``KDVIZ_DEFAULT_DATA`` (``cifar10`` or ``digits``), default CIFAR-10.
 

@@ -1,4 +1,5 @@
-"""Ablation studies: the four arms (baseline, KD, IG, KD + IG), each with several seeds, in one folder.
+"""Ablation studies: the paper's four arms (baseline, KD, IG, KD + IG) and the extended paper's
+attention-transfer arms (AT, KD + AT, KD + IG + AT), each with several seeds, in one folder.
 
 A study folder holds everything it needs and made, so the dashboard and the CLI read the same::
 
@@ -8,8 +9,15 @@ A study folder holds everything it needs and made, so the dashboard and the CLI 
     teacher_predictions.npy the teacher's test-set predictions (for the agreement metric)
     probe_indices.npy       the fixed test images whose attributions are compared
     teacher_probe_maps.npy  the teacher's IG maps of them
+    teacher_cache/s<seed>-<view>/  the teacher's logits and attention maps of every view the arms of a
+                            seed share (kdviz.training.teacher_cache; removed when the seed is done)
     runs/<arm>-s<seed>/     one normal run folder per arm and seed (card, weights, history, resume
                             state), plus metrics.json and probe_maps.npy once it is finished
+
+The arms of a seed are paired: the same initial weights (the seed), the same batches, crops and
+flips (kdviz.training.batches), so they are compared seed by seed (:mod:`.stats`). A study can be
+run in parts (:class:`Selection`: some arms, some seeds), each finishing in one working session,
+and its small summary (:mod:`.summary`) written where it can be committed.
 
 Interrupted, a study resumes where it stopped: a run with ``metrics.json`` is never redone, an
 unfinished run resumes from its last finished epoch (kdviz.training's resume), the IG cache from its
@@ -19,11 +27,12 @@ last finished chunk.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -39,6 +48,7 @@ from ..models.checkpoints import CARD, LoadedModel, load_model
 from ..models.evaluate import Predictions, predict, spread_indices
 from ..training import (
     ARMS,
+    CORE_ARMS,
     DistillConfig,
     DistillRequest,
     distill_run,
@@ -47,6 +57,7 @@ from ..training import (
 )
 from ..training.loop import EpochRecord, TrainConfig, TrainEvent, read_history, train
 from ..training.workflows import TrainRequest, card_for
+from .stats import NAN, comparisons, describe
 
 STUDY = "study.json"
 METRICS = "metrics.json"
@@ -77,7 +88,7 @@ class StudyConfig:
     teacher_train: dict | None = None  # TrainConfig fields: fine-tune (or train) the teacher in the study
     student: str = "mnv2_student_4x"
     student_kwargs: dict = field(default_factory=dict)
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: list(CORE_ARMS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     train: dict = field(default_factory=dict)  # DistillConfig fields shared by every run
     probe: int = 32  # test images whose IG maps are compared with the teacher's
@@ -109,10 +120,38 @@ class StudyConfig:
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # plain JSON types, so a stored config compares equal
 
+    @property
+    def attention_block(self) -> int | None:
+        """The block every teacher call reports attention at when some arm transfers it (else None),
+        so the arms of one view share one cache of teacher outputs."""
+        if not any(DistillConfig(arm=a).uses_at for a in self.arms):
+            return None
+        return int(self.train.get("at_block", DistillConfig().at_block))
+
     @classmethod
     def from_dict(cls, obj: dict) -> StudyConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+@dataclass
+class Selection:
+    """The part of a study to run now: some of its arms and seeds (None: all). The rest stays pending."""
+
+    arms: list[str] | None = None
+    seeds: list[int] | None = None
+
+    def check(self, config: StudyConfig) -> None:
+        bad = [a for a in self.arms or [] if a not in config.arms]
+        bad += [str(s) for s in self.seeds or [] if s not in config.seeds]
+        if bad:
+            raise StudyError(
+                f"{', '.join(bad)} not in the study (arms {', '.join(config.arms)}; "
+                f"seeds {', '.join(map(str, config.seeds))})"
+            )
+
+    def covers(self, arm: str, seed: int) -> bool:
+        return (self.arms is None or arm in self.arms) and (self.seeds is None or seed in self.seeds)
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -175,6 +214,15 @@ def open_or_create(folder: str | Path, config: StudyConfig | None) -> tuple[Path
     return folder, config, state
 
 
+def teacher_path(spec: str) -> Path:
+    """A study's teacher: a path, or one relative to the project (``assets/cifar10_teacher``), so a
+    study's configuration is the same on every machine that runs a part of it."""
+    path = Path(spec).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return settings.PROJECT_ROOT / path
+
+
 def prepare_teacher(
     folder: Path,
     config: StudyConfig,
@@ -189,13 +237,13 @@ def prepare_teacher(
     Returns None when stopped before the teacher was finished (it resumes next time).
     """
     if not config.teacher_train:
-        return load_model(config.teacher, config.teacher_arch, data=data)
+        return load_model(teacher_path(config.teacher), config.teacher_arch, data=data)
     tdir = folder / "teacher"
     if (tdir / CARD).is_file() and json.loads((tdir / CARD).read_text()).get("metrics", {}).get("complete"):
         return load_model(tdir)
     tcfg = TeacherConfig(**{**config.teacher_train, "init_from": config.teacher})
     if config.teacher:
-        base = load_model(config.teacher, config.teacher_arch, data=data)
+        base = load_model(teacher_path(config.teacher), config.teacher_arch, data=data)
         model, arch, kwargs = base.model, base.card.arch, dict(base.card.arch_kwargs)
     else:
         torch.manual_seed(tcfg.seed)
@@ -318,6 +366,7 @@ def evaluate_run(
     data: Dataset,
     teacher_pred: np.ndarray,
     device: str = "cpu",
+    extra: dict | None = None,
 ) -> dict:
     """A finished run's metrics: test accuracy, agreement with the teacher's predictions and with its maps."""
     student = load_model(run_dir, map_location=device)
@@ -347,6 +396,7 @@ def evaluate_run(
         "train_seconds": sum(r.seconds for r in history),
         "params": card.stats.get("params"),
         "macs": card.stats.get("macs"),
+        **(extra or {}),
     }
     atomic.write_json(run_dir / METRICS, metrics)
     return metrics
@@ -360,9 +410,22 @@ def run_study(
     report: Callable[[StudyEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
+    part: Selection | None = None,
+    summary: str | Path | None = None,
+    part_name: str = "",
+    keep_teacher_cache: bool = False,
 ) -> StudyView:
-    """Run (or resume) the study in ``folder``; returns what it holds when it ends or is stopped."""
+    """Run (or resume) the study in ``folder``; returns what it holds when it ends or is stopped.
+
+    ``part`` runs only some arms and seeds (the others stay pending, for another session); with
+    ``summary`` the study's small summary (:func:`.summary.write_summary`) is rewritten there after
+    every finished run, recorded as part ``part_name``. The teacher caches of the part's seeds are
+    deleted when it finishes (they are large; the next part may run elsewhere) unless
+    ``keep_teacher_cache``; an interrupted part keeps them for its resume.
+    """
     folder, config, state = open_or_create(folder, config)
+    part = part or Selection()
+    part.check(config)
     report = report or (lambda e: None)
     stop = should_stop or (lambda: False)
     state["status"] = "running"
@@ -377,7 +440,8 @@ def run_study(
             state["ig_cache"] = str(store.folder)
         report(StudyEvent("reference", "teacher predictions, probe images, latency…", 0.0))
         teacher_pred = _reference(folder, config, state, teacher, data, device)
-        runs = state["runs"]
+        runs = [e for e in state["runs"] if part.covers(e["arm"], int(e["seed"]))]
+        started = time.perf_counter()
         for i, entry in enumerate(runs):
             run_dir = folder / "runs" / entry["name"]
             if (run_dir / METRICS).is_file():
@@ -385,6 +449,7 @@ def run_study(
                 continue
             entry["status"] = "running"
             _write_state(folder, state)
+            run_started = time.perf_counter()
 
             def on_event(e: TrainEvent, i: int = i, name: str = entry["name"]) -> None:
                 report(
@@ -400,6 +465,8 @@ def run_study(
             cfg = config.run_config(entry["arm"], entry["seed"])
             cfg.teacher = str(teacher.path)
             cfg.ig_cache = str(store.folder) if (store is not None and cfg.uses_ig) else ""
+            view_dir = teacher_cache_dir(folder, cfg.seed, cfg.uses_ig)
+            cached_epochs = len(list(view_dir.glob("epoch-*.safetensors"))) if cfg.uses_teacher else 0
             request = DistillRequest(
                 name=entry["name"],
                 arch=config.student,
@@ -416,6 +483,8 @@ def run_study(
                 callback=on_event,
                 should_stop=stop,
                 device=device,
+                teacher_cache=view_dir,
+                attention_block=config.attention_block,
             )
             if result.stopped:
                 entry["status"] = "stopped"
@@ -428,20 +497,66 @@ def run_study(
                     entry["name"],
                 )
             )
-            evaluate_run(folder, run_dir, config, teacher, data, teacher_pred, device)
+            evaluate_run(
+                folder,
+                run_dir,
+                config,
+                teacher,
+                data,
+                teacher_pred,
+                device,
+                extra={
+                    "wall_seconds": time.perf_counter() - run_started,
+                    "resumed_from_epoch": result.resumed_from,
+                    "teacher_epochs_from_cache": min(cached_epochs, cfg.epochs) if cfg.uses_teacher else 0,
+                    "part": part_name,
+                },
+            )
             entry["status"] = "done"
+            _drop_finished_caches(folder, state, int(entry["seed"]))
             _write_state(folder, state)
+            if summary is not None:
+                from .summary import write_summary
+
+                write_summary(load_study(folder), summary, part=part_name)
             if stop():
                 return _stopped(folder, state, report)
+        if not keep_teacher_cache:
+            for seed in {int(e["seed"]) for e in runs}:
+                for ig_view in (False, True):
+                    shutil.rmtree(teacher_cache_dir(folder, seed, ig_view), ignore_errors=True)
+        state.setdefault("parts", {})[part_name or "all"] = {
+            "arms": part.arms,
+            "seeds": part.seeds,
+            "wall_seconds_last_session": time.perf_counter() - started,
+        }
     except BaseException as exc:
         state["status"], state["error"] = "failed", f"{type(exc).__name__}: {exc}"
         _write_state(folder, state)
         raise
-    state["status"] = "done"
+    complete = all((folder / "runs" / e["name"] / METRICS).is_file() for e in state["runs"])
+    state["status"] = "done" if complete else "partial"
     state.pop("error", None)
     _write_state(folder, state)
-    report(StudyEvent("done", "study finished", 1.0))
+    if summary is not None:
+        from .summary import write_summary
+
+        write_summary(load_study(folder), summary, part=part_name)
+    report(StudyEvent("done", "study finished" if complete else "this part finished", 1.0))
     return load_study(folder)
+
+
+def teacher_cache_dir(folder: Path, seed: int, ig_view: bool) -> Path:
+    """The cache of the teacher's outputs shared by one seed's arms that see one view."""
+    return folder / "teacher_cache" / f"s{seed}-{'ig' if ig_view else 'plain'}"
+
+
+def _drop_finished_caches(folder: Path, state: dict, seed: int) -> None:
+    """A seed whose every run is finished needs its teacher caches no more (they are large)."""
+    mine = [e for e in state["runs"] if int(e["seed"]) == seed]
+    if all((folder / "runs" / e["name"] / METRICS).is_file() for e in mine):
+        for ig_view in (False, True):
+            shutil.rmtree(teacher_cache_dir(folder, seed, ig_view), ignore_errors=True)
 
 
 def _stopped(folder: Path, state: dict, report: Callable[[StudyEvent], None]) -> StudyView:
@@ -479,6 +594,7 @@ class StudyView:
     config: StudyConfig
     state: dict
     runs: list[RunView]
+    summary: bool = False  # read from a committed summary (:mod:`.summary`): numbers only, no weights
 
     @property
     def name(self) -> str:
@@ -494,6 +610,8 @@ class StudyView:
 
     def probe(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The probe images' indices into the test split and the teacher's maps of them (None before)."""
+        if self.summary:
+            return None
         idx, maps = self.folder / "probe_indices.npy", self.folder / "teacher_probe_maps.npy"
         if not (idx.is_file() and maps.is_file()):
             return None
@@ -551,94 +669,131 @@ def list_studies(root: str | Path | None = None) -> list[StudyView]:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    summary = describe(values)
+    return summary.mean, summary.sd
 
 
-def _welch_p(a: list[float], b: list[float]) -> float:
-    """Welch's t-test p-value of two arms' accuracies (NaN with fewer than two seeds, or no spread)."""
-    import warnings
-
-    from scipy.stats import ttest_ind
-
-    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # near-identical seeds: the p-value is still defined
-        return float(ttest_ind(a, b, equal_var=False).pvalue)
+#: the reference arms every other arm is compared with, seed by seed
+REFERENCES = ("baseline", "kd")
 
 
 def summarise(study: StudyView) -> list[dict]:
-    """One row per arm: accuracy mean ± std over seeds, change against the baseline and its p-value
-    (Welch's t-test), share of the teacher's accuracy kept, agreement with the teacher, cost."""
+    """One row per arm: accuracy mean ± sd and its 95 % interval over seeds; the paired difference to
+    the baseline and to KD with its interval, paired t-test p (raw and Holm-corrected over every
+    comparison of the study) and Cohen's d_z; share of the teacher's accuracy kept, agreement with the
+    teacher, cost and wall time. The page, the CLI's ``--json`` and the committed summary all show it."""
     teacher = study.state.get("teacher", {})
     student = study.state.get("student", {})
-    by_arm = {arm: [r.metrics for r in study.runs if r.arm == arm and r.metrics] for arm in study.config.arms}
-    base = [m["test_accuracy"] for m in by_arm.get("baseline", [])]
+    by_arm = {arm: [r for r in study.runs if r.arm == arm and r.metrics] for arm in study.config.arms}
+    accuracy = {
+        arm: {r.seed: cast(dict, r.metrics)["test_accuracy"] for r in runs} for arm, runs in by_arm.items()
+    }
+    compared = {(c.arm, c.reference): c for c in comparisons(accuracy, REFERENCES)}
     rows = []
-    for arm, done in by_arm.items():
-        acc = [m["test_accuracy"] for m in done]
-        mean, std = _mean_std(acc)
-        row = {
+    for arm, runs in by_arm.items():
+        done = [cast(dict, r.metrics) for r in runs]
+        acc = describe([m["test_accuracy"] for m in done])
+        row: dict[str, Any] = {
             "arm": arm,
             "what": ARMS[arm],
             "seeds done": len(done),
             "of": len(study.config.seeds),
-            "accuracy": mean,
-            "accuracy std": std,
+            "seeds": sorted(accuracy[arm]),
+            "accuracy": acc.mean,
+            "accuracy std": acc.sd,
+            "accuracy ci low": acc.ci_low,
+            "accuracy ci high": acc.ci_high,
         }
-        if base and arm != "baseline" and acc:
-            row["Δ vs baseline"] = mean - float(np.mean(base))
-            row["p vs baseline"] = _welch_p(acc, base)
-        else:
-            row["Δ vs baseline"], row["p vs baseline"] = (
-                (0.0 if arm == "baseline" and acc else float("nan")),
-                float("nan"),
-            )
+        for ref in REFERENCES:
+            c = compared.get((arm, ref))
+            same = arm == ref and bool(done)
+            row[f"Δ vs {ref}"] = 0.0 if same else (c.diff if c else NAN)
+            row[f"Δ vs {ref} ci low"] = c.ci_low if c else NAN
+            row[f"Δ vs {ref} ci high"] = c.ci_high if c else NAN
+            row[f"p vs {ref}"] = c.p if c else NAN
+            row[f"p vs {ref} (Holm)"] = c.p_holm if c else NAN
+            row[f"d_z vs {ref}"] = c.effect_dz if c else NAN
         t_acc = teacher.get("test_accuracy")
-        row["teacher's accuracy kept"] = mean / t_acc if t_acc and acc else float("nan")
+        row["teacher's accuracy kept"] = acc.mean / t_acc if t_acc and done else NAN
         row["agreement with teacher"], row["agreement std"] = _mean_std(
             [m["teacher_agreement"] for m in done]
         )
         for k in AGREEMENT_METRICS:
             row[f"IG {k}"] = _mean_std([m["attribution"][k] for m in done])[0]
-        row["compression ×"] = study.state.get("compression", float("nan"))
-        row["latency ms"] = student.get("latency_ms", float("nan"))
+        row["compression ×"] = study.state.get("compression", NAN)
+        row["latency ms"] = student.get("latency_ms", NAN)
         row["speed-up ×"] = (
             teacher["latency_ms"] / student["latency_ms"]
             if teacher.get("latency_ms") and student.get("latency_ms")
-            else float("nan")
+            else NAN
         )
+        row["wall minutes per run"] = _mean_std(
+            [m["wall_seconds"] / 60 for m in done if "wall_seconds" in m]
+        )[0]
         rows.append(row)
     return rows
 
 
+def _num(v: float | None, fmt: str, scale: float = 1.0) -> str:
+    return "–" if v is None or v != v else format(scale * v, fmt)
+
+
+def _interval(row: dict, key: str, fmt: str = ".2f", scale: float = 100.0) -> str:
+    low, high = row[f"{key} ci low"], row[f"{key} ci high"]
+    return "–" if low != low else f"[{_num(low, fmt, scale)}, {_num(high, fmt, scale)}]"
+
+
+#: the published table's columns: (heading, cell of a row)
+TABLE_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
+    ("arm", lambda r: r["arm"]),
+    ("seeds", lambda r: f"{r['seeds done']}/{r['of']}"),
+    (
+        "accuracy % (mean ± sd)",
+        lambda r: f"{_num(r['accuracy'], '.2f', 100)} ± {_num(r['accuracy std'], '.2f', 100)}",
+    ),
+    ("95 % CI", lambda r: _interval(r, "accuracy")),
+    ("Δ vs baseline (points)", lambda r: _num(r["Δ vs baseline"], "+.2f", 100)),
+    ("its 95 % CI", lambda r: _interval(r, "Δ vs baseline", "+.2f")),
+    ("p (paired t)", lambda r: _num(r["p vs baseline"], ".3f")),
+    ("p Holm", lambda r: _num(r["p vs baseline (Holm)"], ".3f")),
+    ("d_z", lambda r: _num(r["d_z vs baseline"], "+.2f")),
+    ("Δ vs KD (points)", lambda r: _num(r["Δ vs kd"], "+.2f", 100)),
+    ("its 95 % CI", lambda r: _interval(r, "Δ vs kd", "+.2f")),
+    ("p Holm vs KD", lambda r: _num(r["p vs kd (Holm)"], ".3f")),
+    ("agreement with teacher %", lambda r: _num(r["agreement with teacher"], ".2f", 100)),
+    ("IG Spearman with teacher", lambda r: _num(r["IG spearman"], ".3f")),
+    ("compression ×", lambda r: _num(r["compression ×"], ".2f")),
+    ("latency ms (batch 1)", lambda r: _num(r["latency ms"], ".2f")),
+    ("minutes per run", lambda r: _num(r["wall minutes per run"], ".1f")),
+]
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """The summary as a Markdown table (for docs/results.md and the CLI)."""
-
-    def num(v: float, fmt: str, scale: float = 1.0) -> str:
-        return "–" if v is None or v != v else format(scale * v, fmt)
-
-    head = (
-        "| arm | seeds | accuracy % (mean ± std) | Δ vs baseline (points) | p (Welch) "
-        "| teacher's accuracy kept % | agreement with teacher % | IG Spearman with teacher "
-        "| compression × | latency ms (batch 1) |"
-    )
-    lines = [head, "|" + " --- |" * 10]
-    for r in rows:
-        cells = [
-            r["arm"],
-            f"{r['seeds done']}/{r['of']}",
-            f"{num(r['accuracy'], '.2f', 100)} ± {num(r['accuracy std'], '.2f', 100)}",
-            num(r["Δ vs baseline"], "+.2f", 100),
-            num(r["p vs baseline"], ".3f"),
-            num(r["teacher's accuracy kept"], ".2f", 100),
-            num(r["agreement with teacher"], ".2f", 100),
-            num(r["IG spearman"], ".3f"),
-            num(r["compression ×"], ".2f"),
-            num(r["latency ms"], ".2f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    """The summary as a Markdown table (for docs/results, the CLI and the page's download)."""
+    lines = ["| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |", "|" + " --- |" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in TABLE_COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
+
+
+#: the CSV's columns: every number of a row, unrounded (the Markdown table shows them rounded)
+CSV_COLUMNS = (
+    "arm", "seeds done", "of", "accuracy", "accuracy std", "accuracy ci low", "accuracy ci high",
+    *(f"{k} vs {ref}{tail}" for ref in REFERENCES for k, tail in (
+        ("Δ", ""), ("Δ", " ci low"), ("Δ", " ci high"), ("p", ""), ("p", " (Holm)"), ("d_z", ""))),
+    "teacher's accuracy kept", "agreement with teacher", "agreement std",
+    *(f"IG {k}" for k in AGREEMENT_METRICS),
+    "compression ×", "latency ms", "speed-up ×", "wall minutes per run",
+)  # fmt: skip
+
+
+def csv_table(rows: list[dict]) -> str:
+    """The summary as CSV, every number as computed (NaN: not defined, e.g. one seed)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if (isinstance(v := r[c], float) and v != v) else v for c in CSV_COLUMNS])
+    return out.getvalue()

@@ -43,14 +43,17 @@ class SearchSpace:
     overlay_lambda: tuple[float, float] = (0.1, 1.0)
     lr_factor: tuple[float, float] = (0.1, 3.0)  # log; times the base learning rate
     weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log
+    at_beta: tuple[float, float] = (0.05, 10.0)  # log; searched for the attention-transfer arms only
 
-    LOG = ("alpha", "lr_factor", "weight_decay")
+    LOG = ("alpha", "lr_factor", "weight_decay", "at_beta")
 
     def suggest(self, trial, base: DistillConfig) -> dict:
-        """The trial's values, as DistillConfig fields."""
+        """The trial's values, as DistillConfig fields (β only when the arm transfers attention)."""
+        names = ["temperature", "alpha", "overlay_p", "overlay_lambda", "lr_factor", "weight_decay"]
+        if base.uses_at:
+            names.append("at_beta")
         values = {
-            name: trial.suggest_float(name, *getattr(self, name), log=name in self.LOG)
-            for name in ("temperature", "alpha", "overlay_p", "overlay_lambda", "lr_factor", "weight_decay")
+            name: trial.suggest_float(name, *getattr(self, name), log=name in self.LOG) for name in names
         }
         values["lr"] = base.lr * values.pop("lr_factor")
         return values

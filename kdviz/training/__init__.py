@@ -4,11 +4,13 @@
 :func:`distill_student` are the workflows the CLI and the dashboard share, one for a plain run, one
 for a distilled student (KD loss in :mod:`.losses`, the IG-overlay augmentation in
 :mod:`.ig_overlay`, its batches in :mod:`.batches`, the teacher and its IG cache in
-:mod:`.teacher`, torchrun in :mod:`.ddp`). :class:`Workspace` is the folder of runs.
+:mod:`.teacher`, attention transfer in :mod:`.attention`, the teacher outputs a study's arms share
+in :mod:`.teacher_cache`, torchrun in :mod:`.ddp`). :class:`Workspace` is the folder of runs.
 """
 
-from . import ddp, ig_overlay
-from .arms import ARMS, DistillConfig, arm_parts, config_summary
+from . import attention, ddp, ig_overlay
+from .arms import ARMS, AT_ARMS, CORE_ARMS, DistillConfig, arm_ingredients, arm_parts, config_summary
+from .attention import at_loss, attention_map, block_at, feature_blocks
 from .batches import HOLDOUT_SEED, distill_batches, holdout_split, shard_order, subset_dataset
 from .ddp import DistContext
 from .distillation import DistillOutcome, DistillRequest, distill_run, distill_student
@@ -29,7 +31,8 @@ from .loop import (
     train_indices,
 )
 from .losses import distill_objective, kd_loss
-from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
+from .teacher import default_ig_cache, ensure_ig_cache, teacher_outputs, teacher_view
+from .teacher_cache import TeacherCache, TeacherCacheError
 from .workflows import DEFAULTS, TrainRequest, card_for, defaults_for, import_checkpoint, train_run
 from .workspace import (
     NAME_RE,
@@ -46,6 +49,17 @@ from .workspace import (
 
 __all__ = [
     "ARMS",
+    "AT_ARMS",
+    "CORE_ARMS",
+    "TeacherCache",
+    "TeacherCacheError",
+    "arm_ingredients",
+    "at_loss",
+    "attention",
+    "attention_map",
+    "block_at",
+    "feature_blocks",
+    "teacher_outputs",
     "DEFAULTS",
     "HISTORY",
     "HOLDOUT_SEED",

@@ -3,6 +3,10 @@ teacher's IG maps laid on, and the subsets (a fixed training subset, a held-out 
 
 Two flaws of the authors' code are not repeated: maps are read from the IG cache by data-set index
 (the batch carries the indices), and each map goes through its image's crop and flip.
+
+Arms of one seed are paired: the shuffle, crops and flips are drawn from the epoch's generator the
+same way with or without overlays, and the overlays from a generator of their own, so an IG arm sees
+exactly the baseline's batches with some images overlaid (a study's teacher cache relies on it).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def distill_batches(
 
     def batches(epoch: int, gen: torch.Generator):
         order = shard_order(indices, gen, rank, world)
+        draws = overlay_generator(cfg.seed, epoch, rank)
         if world > 1:  # every rank its own crops and overlays, still fixed by the seed
             gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)) + rank)
         if store is None:
@@ -91,10 +96,15 @@ def distill_batches(
             if augment.active:
                 flips = augment.epoch_flips(idx, len(split), epoch)
                 x, (maps,) = random_crop_flip(x, augment, gen, extras=[maps], flips=flips)
-            x, _ = overlay(x, maps[:, 0], overlay_cfg, gen)
+            x, _ = overlay(x, maps[:, 0], overlay_cfg, draws)
             yield normalize(x, mean, std), labels[idx].to(device), idx
 
     return batches
+
+
+def overlay_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """Which images of an epoch are overlaid, and how: drawn apart from the crops (so arms stay paired)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 7919 + 104_729 + rank)
 
 
 def subset_dataset(data: Dataset, n: int | None, seed: int = 0) -> Dataset:

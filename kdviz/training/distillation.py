@@ -17,7 +17,7 @@ averaged by DistributedDataParallel (:mod:`.ddp`), and only rank 0 writes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,8 @@ from .batches import distill_batches, holdout_split, subset_dataset
 from .ddp import DistContext
 from .loop import TrainEvent, TrainResult, train, train_indices
 from .losses import distill_objective
-from .teacher import default_ig_cache, ensure_ig_cache, teacher_view
+from .teacher import default_ig_cache, ensure_ig_cache, teacher_outputs
+from .teacher_cache import TeacherCache
 from .workflows import TrainRequest, card_for, initial_model
 from .workspace import Workspace
 
@@ -58,11 +59,16 @@ def distill_run(
     device: str = "cpu",
     resume: bool = True,
     ctx: DistContext | None = None,
+    teacher_cache: str | Path | None = None,
+    attention_block: int | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train one student of ``request``'s arm into ``run_dir`` (resumed if it holds a finished epoch).
 
     ``data`` is the data set already cut to ``config.subset`` (see :func:`subset_dataset`); IG arms
-    need ``store``, the teacher's IG cache of exactly its training images.
+    need ``store``, the teacher's IG cache of exactly its training images. ``teacher_cache`` is the
+    folder of this run's view in a study's cache of teacher outputs (:mod:`.teacher_cache`), shared
+    with the other arms of its seed; ``attention_block`` makes the teacher report its attention map
+    there even for an arm that does not use it (so every arm of a view writes the same cache).
     """
     cfg, ctx = request.config, ctx or DistContext()
     if cfg.uses_ig:
@@ -86,9 +92,21 @@ def distill_run(
     )
     teacher.model.to(device)
     forward = ddp.wrap(model, ctx, device)  # None in one process: the model runs as it is
-    objective = distill_objective(
-        cfg, teacher_view(teacher, data.mean, data.std) if cfg.uses_kd else None, forward
-    )
+    block = cfg.at_block if cfg.uses_at else attention_block
+    indexed, cache = None, None
+    if cfg.uses_teacher:
+        compute = teacher_outputs(teacher, data.mean, data.std, attention_block=block)
+        if teacher_cache is not None and ctx.world == 1:
+            cache = TeacherCache(
+                teacher_cache, _view_key(cfg, teacher, data, block), len(data.train), compute
+            )
+            indexed = cache.outputs
+        else:
+
+            def indexed(x, idx):
+                return compute(x)
+
+    objective = distill_objective(cfg, None, forward, teacher_outputs=indexed)
     batches = distill_batches(
         data.train,
         cfg,
@@ -101,6 +119,8 @@ def distill_run(
         world=ctx.world,
         device=device,
     )
+    if cache is not None:
+        batches = cache.batches(batches)
     result = train(
         model,
         data,
@@ -116,6 +136,23 @@ def distill_run(
         write=ctx.is_writer,
     )
     return model, result
+
+
+def _view_key(cfg: DistillConfig, teacher: LoadedModel, data: Dataset, block: int | None) -> dict:
+    """Everything that fixes what the teacher is asked in one view: the seed's batches, the overlays."""
+    view = {k: getattr(cfg, k) for k in ("seed", "batch_size", "epochs", "holdout", "subset", "subset_seed")}
+    view.update(
+        {k: getattr(cfg, k) for k in ("crop_padding", "hflip", "pad_mode", "flip_mode", "train_limit")}
+    )
+    if cfg.uses_ig:
+        view.update(overlay=asdict(cfg.overlay()), ig_cache=cfg.ig_cache)
+    return {
+        "view": view,
+        "teacher": teacher.fingerprint,
+        "attention_block": block,
+        "precision": cfg.precision,
+        "images": len(data.train),
+    }
 
 
 @dataclass

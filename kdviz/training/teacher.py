@@ -39,17 +39,57 @@ def teacher_view(
     size = teacher.card.image_size
     example = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     model = fused_for_inference(teacher.model.eval().requires_grad_(False), example)  # once per run
-    same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and list(
-        map(float, teacher.card.std)
-    ) == list(map(float, std))
+    to_teacher = _renormaliser(teacher, mean, std)
 
     @torch.no_grad()
     def logits(x: torch.Tensor) -> torch.Tensor:
-        if not same:
-            x = normalize(denormalize(x, mean, std), teacher.card.mean, teacher.card.std)
-        return model(x)
+        return model(to_teacher(x))
 
     return logits
+
+
+def _renormaliser(
+    teacher: LoadedModel, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batches normalised with ``mean``/``std`` → normalised the teacher's way (unchanged when alike)."""
+    same = list(map(float, teacher.card.mean)) == list(map(float, mean)) and list(
+        map(float, teacher.card.std)
+    ) == list(map(float, std))
+    if same:
+        return lambda x: x
+    return lambda x: normalize(denormalize(x, mean, std), teacher.card.mean, teacher.card.std)
+
+
+#: What a distillation step asks the teacher: its logits (float32), and its spatial attention at the
+#: matched block when attention transfer is on (None otherwise).
+TeacherOutputs = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def teacher_outputs(
+    teacher: LoadedModel, mean: Sequence[float], std: Sequence[float], *, attention_block: int | None = None
+) -> TeacherOutputs:
+    """The teacher's logits and (with ``attention_block``, see :func:`.attention.block_at`) its attention
+    map of a batch, in float32, without gradients.
+
+    Without attention the fused teacher of :func:`teacher_view` runs; with it the checkpoint's own
+    modules run, since a forward hook needs the block that fusion dissolves.
+    """
+    if attention_block is None:
+        view = teacher_view(teacher, mean, std)
+        return lambda x: (view(x).float(), None)
+    from .attention import attention_map, block_at, tap
+
+    model = teacher.model.eval().requires_grad_(False)
+    block = block_at(model, attention_block)
+    to_teacher = _renormaliser(teacher, mean, std)
+
+    @torch.no_grad()
+    def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with tap(block) as found:
+            logits = model(to_teacher(x))
+        return logits.float(), attention_map(found["out"])
+
+    return outputs
 
 
 def ensure_ig_cache(

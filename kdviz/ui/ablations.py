@@ -1,5 +1,6 @@
-"""Streamlit side of the Ablations page: study jobs, the arms' table and figures, maps per arm,
-the overlay preview, and the hyperparameter search's figures."""
+"""Streamlit side of the Ablations page: study jobs, the arms' table (intervals, Holm-corrected
+paired tests) and figures, maps per arm, committed summaries read-only, the compression sweep, the
+overlay preview, and the hyperparameter search's figures."""
 
 from __future__ import annotations
 
@@ -17,11 +18,20 @@ from kdviz.attribution import AttributionOptions, attribute, render
 from kdviz.core.jobs import Job
 from kdviz.data import Dataset
 from kdviz.data.loader import to_float
-from kdviz.experiments.ablation import StudyConfig, StudyEvent, StudyView, run_study, studies_root, summarise
+from kdviz.experiments.ablation import (
+    StudyConfig,
+    StudyEvent,
+    StudyView,
+    csv_table,
+    markdown_table,
+    run_study,
+    studies_root,
+    summarise,
+)
 from kdviz.experiments.hpo import SearchView
 from kdviz.models import list_models
 from kdviz.models.checkpoints import LoadedModel
-from kdviz.training import ARMS
+from kdviz.training import ARMS, CORE_ARMS
 from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay
 from kdviz.training.workflows import defaults_for
 from kdviz.training.workspace import RunNameError, check_name, now
@@ -32,7 +42,15 @@ if TYPE_CHECKING:
     import optuna
 
 JOB_KEY = "kdviz_ablation_job"
-ARM_COLOURS = {"baseline": "#7f7f7f", "kd": "#1f77b4", "ig": "#2ca02c", "kd+ig": "#d62728"}
+ARM_COLOURS = {
+    "baseline": "#7f7f7f",
+    "kd": "#1f77b4",
+    "ig": "#2ca02c",
+    "kd+ig": "#d62728",
+    "at": "#9467bd",
+    "kd+at": "#17becf",
+    "kd+ig+at": "#ff7f0e",
+}
 UP = 4  # pixels per map pixel on screen: 32×32 maps shown at 128×128, crisp
 
 
@@ -93,7 +111,7 @@ def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None
         help="An existing study of this name with the same settings is resumed.",
     )
     student = c2.selectbox("Student", names, index=names.index(d_arch), key="abl_new_student")
-    arms = c3.multiselect("Arms", list(ARMS), default=list(ARMS), key="abl_new_arms")
+    arms = c3.multiselect("Arms", list(ARMS), default=list(CORE_ARMS), key="abl_new_arms")
     c4, c5, c6, c7 = st.columns(4)
     seeds = c4.number_input("Seeds", 1, 10, 2, key="abl_new_seeds")
     epochs = c5.number_input("Epochs", 1, 200, 2, key="abl_new_epochs")
@@ -144,11 +162,21 @@ def start_form(sel: session.Selection, data: Dataset | None, busy: bool) -> None
 # ---------------------------------------------------------------------------------- table and figures
 
 
-def table(rows: list[dict]) -> pd.DataFrame:
-    """The arms as a table a person reads: percentages, mean ± std, change in points."""
+def _pct(v):
+    return None if v is None or v != v else round(100 * v, 2)
 
-    def pct(v):
-        return None if v is None or v != v else round(100 * v, 2)
+
+def _rounded(v, digits: int = 3):
+    return None if v is None or v != v else round(v, digits)
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    """The arms as a table a person reads: percentages, mean ± sd, 95 % intervals, paired differences
+    in points with their intervals, Holm-corrected p-values and the effect size."""
+
+    def interval(r: dict, key: str) -> str | None:
+        low, high = r[f"{key} ci low"], r[f"{key} ci high"]
+        return None if low != low else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
 
     return pd.DataFrame(
         [
@@ -156,62 +184,93 @@ def table(rows: list[dict]) -> pd.DataFrame:
                 "arm": r["arm"],
                 "what": r["what"],
                 "seeds": f"{r['seeds done']}/{r['of']}",
-                "accuracy %": pct(r["accuracy"]),
-                "± std": pct(r["accuracy std"]),
-                "Δ vs baseline (points)": pct(r["Δ vs baseline"]),
-                "p vs baseline": None
-                if r["p vs baseline"] != r["p vs baseline"]
-                else round(r["p vs baseline"], 3),
-                "teacher's accuracy kept %": pct(r["teacher's accuracy kept"]),
-                "agreement with teacher %": pct(r["agreement with teacher"]),
-                "IG Spearman": None if r["IG spearman"] != r["IG spearman"] else round(r["IG spearman"], 3),
-                "IG top-10 % IoU": None
-                if r["IG top_k_iou"] != r["IG top_k_iou"]
-                else round(r["IG top_k_iou"], 3),
-                "compression ×": round(r["compression ×"], 2),
-                "latency ms": None if r["latency ms"] != r["latency ms"] else round(r["latency ms"], 2),
-                "speed-up ×": None if r["speed-up ×"] != r["speed-up ×"] else round(r["speed-up ×"], 2),
+                "accuracy %": _pct(r["accuracy"]),
+                "± std": _pct(r["accuracy std"]),
+                "95 % CI low": _pct(r["accuracy ci low"]),
+                "95 % CI high": _pct(r["accuracy ci high"]),
+                "Δ vs baseline (points)": _pct(r["Δ vs baseline"]),
+                "Δ vs baseline 95 % CI": interval(r, "Δ vs baseline"),
+                "p vs baseline": _rounded(r["p vs baseline"]),
+                "p vs baseline (Holm)": _rounded(r["p vs baseline (Holm)"]),
+                "d_z vs baseline": _rounded(r["d_z vs baseline"], 2),
+                "Δ vs KD (points)": _pct(r["Δ vs kd"]),
+                "Δ vs KD 95 % CI": interval(r, "Δ vs kd"),
+                "p vs KD (Holm)": _rounded(r["p vs kd (Holm)"]),
+                "teacher's accuracy kept %": _pct(r["teacher's accuracy kept"]),
+                "agreement with teacher %": _pct(r["agreement with teacher"]),
+                "IG Spearman": _rounded(r["IG spearman"]),
+                "IG top-10 % IoU": _rounded(r["IG top_k_iou"]),
+                "compression ×": _rounded(r["compression ×"], 2),
+                "latency ms": _rounded(r["latency ms"], 2),
+                "speed-up ×": _rounded(r["speed-up ×"], 2),
+                "minutes per run": _rounded(r["wall minutes per run"], 1),
             }
             for r in rows
         ]
     )
 
 
-def accuracy_bars(rows: list[dict], teacher_accuracy: float | None) -> go.Figure:
-    """Mean test accuracy per arm with the seeds' standard deviation as error bars; the teacher as a line."""
+def accuracy_bars(
+    rows: list[dict], teacher_accuracy: float | None, view: StudyView | None = None
+) -> go.Figure:
+    """Mean test accuracy per arm with its 95 % interval over seeds as error bars, each seed's run as a
+    point (so a reader sees how few seeds an interval rests on); the teacher as a line."""
     done = [r for r in rows if r["seeds done"]]
+
+    def half(r: dict) -> float:
+        return (
+            0.0
+            if r["accuracy ci high"] != r["accuracy ci high"]
+            else 100 * (r["accuracy ci high"] - r["accuracy"])
+        )
+
     fig = go.Figure(
         go.Bar(
             x=[r["arm"] for r in done],
             y=[100 * r["accuracy"] for r in done],
-            error_y=dict(
-                type="data",
-                array=[
-                    0 if r["accuracy std"] != r["accuracy std"] else 100 * r["accuracy std"] for r in done
-                ],
-                visible=True,
-            ),
+            error_y=dict(type="data", array=[half(r) for r in done], visible=True),
             marker_color=[ARM_COLOURS.get(r["arm"], "#1f77b4") for r in done],
             text=[f"{100 * r['accuracy']:.2f} %" for r in done],
             textposition="outside",
-            hovertemplate="%{x}: %{y:.2f} % ± %{error_y.array:.2f}<extra></extra>",
+            name="mean (95 % CI)",
+            hovertemplate="%{x}: %{y:.2f} % ± %{error_y.array:.2f} (95 % CI)<extra></extra>",
         )
     )
+    values = [100 * r["accuracy"] for r in done] + ([100 * teacher_accuracy] if teacher_accuracy else [])
+    if view is not None:
+        points = [(r.arm, r.seed, r.metrics["test_accuracy"]) for r in view.runs if r.metrics]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[100 * p[2] for p in points],
+                mode="markers",
+                marker=dict(color="black", size=7, symbol="diamond-open"),
+                name="one seed",
+                text=[f"seed {p[1]}" for p in points],
+                hovertemplate="%{x}, %{text}: %{y:.2f} %<extra></extra>",
+            )
+        )
+        values += [100 * p[2] for p in points]
     if teacher_accuracy:
         fig.add_hline(
             y=100 * teacher_accuracy,
             line_dash="dash",
             annotation_text=f"teacher {100 * teacher_accuracy:.2f} %",
         )
-    values = [100 * r["accuracy"] for r in done] + ([100 * teacher_accuracy] if teacher_accuracy else [])
     if values:
-        lo, hi = min(values), max(values)
-        fig.update_yaxes(range=[max(0.0, lo - 2 - (hi - lo)), min(100.0, hi + 2 + 0.3 * (hi - lo))])
+        spread = [
+            100 * (r["accuracy ci high"] - r["accuracy"])
+            for r in done
+            if r["accuracy ci high"] == r["accuracy ci high"]
+        ]
+        lo, hi = min(values) - max(spread, default=0), max(values) + max(spread, default=0)
+        fig.update_yaxes(range=[max(0.0, lo - 2 - 0.3 * (hi - lo)), min(100.0, hi + 2 + 0.3 * (hi - lo))])
     fig.update_layout(
-        title="Test accuracy per arm (mean ± std over seeds)",
+        title="Test accuracy per arm (mean, 95 % interval over seeds, each seed a point)",
         yaxis_title="test accuracy %",
-        height=360,
+        height=380,
         margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.2),
     )
     return fig
 
@@ -249,7 +308,10 @@ def curves(histories: dict) -> go.Figure:
 
 
 def render_study(view: StudyView, data: Dataset | None) -> None:
-    """Everything about one study: status, table, bars, curves and the maps per arm."""
+    """Everything about one study or committed summary: status, table, bars, curves, and the maps per
+    arm where the students' weights are on this machine."""
+    from kdviz.experiments.summary import weights_of
+
     state, cfg = view.state, view.config
     teacher = state.get("teacher", {})
     st.markdown(
@@ -263,6 +325,14 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
         )
         + f" · student `{cfg.student}` · seeds {', '.join(map(str, cfg.seeds))}"
     )
+    if view.summary:
+        parts = state.get("parts", {})
+        st.caption(
+            f"A committed summary (read-only, `{view.folder}`): numbers, histories and agreement figures, "
+            "no weights. Parts so far: "
+            + (", ".join(f"{k} ({len(v.get('runs', []))} runs)" for k, v in parts.items()) or "none")
+            + "."
+        )
     if state.get("error"):
         st.error(f"The study stopped with an error: {state['error']}")
     rows = summarise(view)
@@ -271,24 +341,58 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
         return
     st.dataframe(table(rows), hide_index=True, key="abl_table")
     st.caption(
-        "Mean ± standard deviation over seeds. Δ: change of the mean against the baseline arm, in "
-        "percentage points; p: Welch's t-test against the baseline (with 2–3 seeds, only a large "
-        "effect reaches p < 0.05). Agreement: share of test images where the student predicts "
-        "what the teacher predicts. IG Spearman / IoU: the student's IG maps against the teacher's "
-        "on the probe images."
+        "Mean ± standard deviation over seeds and the 95 % t-interval of the mean. Δ: the mean of the "
+        "per-seed differences against the baseline (or KD), in percentage points, with its 95 % interval: "
+        "the arms of a seed share initial weights, batches and crops, so they are compared seed by seed. "
+        "p: paired t-test; Holm: corrected over every comparison in the table (read this one); d_z: the "
+        "mean difference over the differences' standard deviation. With 3–5 seeds only a large, steady "
+        "effect reaches Holm p < 0.05; an interval that spans zero does not show a difference (nor its "
+        "absence). Agreement: share of test images where the student predicts what the teacher predicts."
     )
-    from kdviz.experiments.ablation import markdown_table
-
-    st.download_button(
+    c1, c2 = st.columns(2)
+    c1.download_button(
         "Download the table (Markdown)",
         markdown_table(rows),
         file_name=f"{view.name}.md",
         key="abl_download_md",
     )
-    st.plotly_chart(accuracy_bars(rows, teacher.get("test_accuracy")), key="abl_bars")
+    c2.download_button(
+        "Download the table (CSV)", csv_table(rows), file_name=f"{view.name}.csv", key="abl_download_csv"
+    )
+    st.plotly_chart(accuracy_bars(rows, teacher.get("test_accuracy"), view), key="abl_bars")
     st.plotly_chart(curves({r.name: r.history for r in view.runs if r.history}), key="abl_curves")
-    if data is not None:
-        inspection(view, data)
+    if data is None:
+        return
+    weights = weights_of(view)
+    if weights is None:
+        st.info(
+            "The students' weights of this summary are not on this machine, so their IG maps cannot be "
+            "shown; run the study here (`python -m kdviz ablate --part …`) to see them."
+        )
+        return
+    inspection(weights, data)
+
+
+def render_sweep(sweep: dict) -> None:
+    """The compression sweep: accuracy against latency and against compression, and its numbers."""
+    from kdviz.experiments.sweep import LATENCY_KEYS, figure
+
+    latency = st.radio(
+        "Latency",
+        list(LATENCY_KEYS),
+        format_func=lambda k: k[:-3].replace("b", "batch ").replace("onnx", "ONNX Runtime"),
+        horizontal=True,
+        key="abl_sweep_latency",
+    )
+    st.plotly_chart(figure(sweep, latency), key="abl_sweep_fig")
+    m = sweep.get("machine", {})
+    st.caption(
+        f"Latency: median on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, {m.get('torch_threads', '?')} "
+        "threads). Filled points lie on their arm's Pareto front (nothing is both cheaper and more "
+        "accurate); hollow ones do not. Accuracy: mean over the seeds done (bars: sd)."
+    )
+    frame = pd.DataFrame(sweep["rows"])
+    st.dataframe(frame, hide_index=True, key="abl_sweep_table")
 
 
 def inspection(view: StudyView, data: Dataset) -> None:

@@ -1,0 +1,156 @@
+"""The issue-12 study cut into parts that each finish in one 3-hour working session on 2 CPU cores.
+
+A part is some arms and seeds of one study (:class:`.ablation.Selection`). Every part of the main
+study (``cifar10-study``: the 4.2× airnet student, seven arms × seeds 0-2, the four core arms × seeds
+3-4) runs in the same study
+configuration, so the parts' summaries meet in one table under ``docs/results/cifar10-study``;
+the compression sweep's parts are one small study per student (baseline and KD + IG). Run a part
+with ``python -m kdviz ablate --part NAME``; ``--plan`` prints this table. A part interrupted
+resumes when started again (same machine); a part done elsewhere is read from its committed summary.
+
+Expected minutes come from measured seconds per 50,000-image epoch (:data:`EPOCH_SECONDS`,
+``benchmarks/bench_study_plan.py``), times the study's 14 epochs, plus each run's evaluation and
+each session's set-up (data, teacher reference, and for IG arms the teacher's IG cache of all
+50,000 training images, made once per machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..training import AT_ARMS, CORE_ARMS, DistillConfig
+from .ablation import Selection, StudyConfig
+from .presets import STUDY_TRAIN, study
+
+MAIN_STUDY = "cifar10-study"
+#: the sweep's students, by compression (the 4× point is the main study's)
+SWEEP_STUDENTS = {
+    "2x": "airnet_student_2x",
+    "8x": "airnet_student_8x",
+    "16x": "airnet_student_16x",
+    "32x": "airnet_student_32x",
+    "64x": "airnet_student_64x",
+}
+SWEEP_ARMS = ["baseline", "kd+ig"]
+
+#: Seconds per 50,000-image training epoch (bfloat16, 2 cores of the Xeon of issue 11, quiet):
+#: "plain" runs no teacher (baseline, ig), "teacher" runs it (its attention too, as a study with AT
+#: arms does), "cached" reads another arm's teacher outputs. The 4× KD figure is issue 11's 62 s;
+#: the others scale it by the ratios benchmarks/bench_study_plan.py measured (docs/results/README.md).
+EPOCH_SECONDS: dict[str, dict[str, float]] = {
+    "airnet_student_4x": {"plain": 40.0, "teacher": 62.0, "cached": 42.0},
+    "airnet_student_2x": {"plain": 62.0, "teacher": 84.0, "cached": 64.0},
+    "airnet_student_8x": {"plain": 30.0, "teacher": 52.0, "cached": 32.0},
+    "airnet_student_16x": {"plain": 22.0, "teacher": 44.0, "cached": 24.0},
+    "airnet_student_32x": {"plain": 16.0, "teacher": 38.0, "cached": 18.0},
+    "airnet_student_64x": {"plain": 14.0, "teacher": 36.0, "cached": 16.0},
+}
+EVAL_MINUTES = 1.0  # a run's final test accuracy on 10,000 images, probe IG maps, per-epoch checks
+SETUP_MINUTES = 3.0  # loading CIFAR-10 (decoded cache), teacher predictions and latency
+IG_CACHE_MINUTES = 25.0  # the teacher's IG maps of 50,000 images at 16 steps (once per machine)
+
+
+@dataclass
+class Part:
+    """Some runs of one study, sized for one session."""
+
+    name: str
+    study: str  # the study's folder and summary name
+    student: str
+    arms: list[str]
+    seeds: list[int]
+    note: str = ""
+    arms_of_study: list[str] = field(default_factory=list)  # the study's arms (all parts share them)
+
+    def config(self) -> StudyConfig:
+        return study(
+            self.student, arms=self.arms_of_study or None, seeds=5 if self.study == MAIN_STUDY else 1
+        )
+
+    def selection(self) -> Selection:
+        return Selection(arms=list(self.arms), seeds=list(self.seeds))
+
+    def expected_minutes(self, cached_teacher: bool = True) -> float:
+        """Set-up, IG cache when an arm needs it, and each run's epochs and evaluation.
+
+        ``cached_teacher``: a teacher-using arm whose view another arm of this part computed first
+        reads the teacher cache instead of running the teacher.
+        """
+        times = EPOCH_SECONDS[self.student]
+        epochs = int(STUDY_TRAIN["epochs"])
+        minutes = SETUP_MINUTES
+        if any(DistillConfig(arm=a).uses_ig for a in self.arms):
+            minutes += IG_CACHE_MINUTES
+        for seed in self.seeds:
+            seen: set[bool] = set()
+            for arm in self.arms:
+                cfg = DistillConfig(arm=arm)
+                if not cfg.uses_teacher:
+                    kind = "plain"
+                elif cached_teacher and cfg.uses_ig in seen:
+                    kind = "cached"
+                else:
+                    kind = "teacher"
+                    seen.add(cfg.uses_ig)
+                minutes += epochs * times[kind] / 60 + EVAL_MINUTES
+            del seed
+        return minutes
+
+
+def plan() -> list[Part]:
+    """Every part of the study and the sweep, in the order they are meant to run.
+
+    Seeds 0-2 run all seven arms in one part each, so the attention arms read the teacher outputs the
+    KD arms of their seed computed (one teacher pass per view); seeds 3-4 run the four core arms.
+    """
+    every = list(CORE_ARMS) + list(AT_ARMS)
+    parts = [
+        Part(f"seed{s}", MAIN_STUDY, "airnet_student_4x", every, [s], "all seven arms, one seed", every)
+        for s in range(3)
+    ]
+    parts += [
+        Part(
+            f"core-seed{s}",
+            MAIN_STUDY,
+            "airnet_student_4x",
+            list(CORE_ARMS),
+            [s],
+            "the paper's four arms, one seed",
+            every,
+        )
+        for s in (3, 4)
+    ]
+    parts += [
+        Part(
+            f"sweep-{ratio}",
+            f"sweep-{ratio}",
+            student,
+            list(SWEEP_ARMS),
+            [0],
+            f"compression sweep: the {ratio} student, baseline and KD + IG",
+            list(SWEEP_ARMS),
+        )
+        for ratio, student in SWEEP_STUDENTS.items()
+    ]
+    return parts
+
+
+def part(name: str) -> Part:
+    found = {p.name: p for p in plan()}
+    if name not in found:
+        raise ValueError(f"unknown part {name!r}; the plan has {', '.join(found)}")
+    return found[name]
+
+
+def plan_table() -> str:
+    """The plan as Markdown: what each part runs and its expected minutes on 2 quiet cores."""
+    lines = [
+        "| part | study | student | arms | seeds | expected minutes | what |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in plan():
+        lines.append(
+            f"| `{p.name}` | {p.study} | {p.student} | {', '.join(p.arms)} | "
+            f"{', '.join(map(str, p.seeds))} | {p.expected_minutes():.0f} | {p.note} |"
+        )
+    return "\n".join(lines)
