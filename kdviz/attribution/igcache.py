@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from ..core import atomic
+from ..core.lock import WriterLock
 from ..core.version import __version__
 from ..data.base import Dataset
 from ..data.loader import normalize, to_float
@@ -136,6 +138,7 @@ def precompute(
     world: int = 1,
     barrier: Callable[[], None] | None = None,
     internal_batch_size: int | None = None,
+    lock_description: str | None = None,
 ) -> IGMapStore:
     """Compute (or finish) the IG cache of ``split`` in ``out_dir``; returns the store.
 
@@ -154,69 +157,74 @@ def precompute(
         model_fingerprint(teacher), teacher_name, data.source, split, n, h, w, steps, rule, baseline
     )
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
-        if (out / INDEX).is_file():
-            old = json.loads((out / INDEX).read_text())
-            mismatch = {
-                k: (old.get(k), v)
-                for k, v in asdict(spec).items()
-                if k not in ("teacher_name", "kdviz_version") and old.get(k) != v
-            }
-            if mismatch:
-                differences = ", ".join(f"{k}: {a} ≠ {b}" for k, (a, b) in mismatch.items())
-                raise IGCacheError(
-                    f"{out} holds a cache made differently ({differences}); "
-                    "choose another folder or delete it"
-                )
-        if not (out / MAPS).is_file():
-            with atomic.atomic_path(out / MAPS) as tmp:
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, h, w)).flush()
-        atomic.write_json(out / INDEX, asdict(spec))
-    wait()
+    with ExitStack() as held:  # one writer per cache: rank 0 holds the lock for all its ranks
+        if rank == 0:
+            held.enter_context(WriterLock(out, lock_description))
+            atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
+            if (out / INDEX).is_file():
+                old = json.loads((out / INDEX).read_text())
+                mismatch = {
+                    k: (old.get(k), v)
+                    for k, v in asdict(spec).items()
+                    if k not in ("teacher_name", "kdviz_version") and old.get(k) != v
+                }
+                if mismatch:
+                    differences = ", ".join(f"{k}: {a} ≠ {b}" for k, (a, b) in mismatch.items())
+                    raise IGCacheError(
+                        f"{out} holds a cache made differently ({differences}); "
+                        "choose another folder or delete it"
+                    )
+            if not (out / MAPS).is_file():
+                with atomic.atomic_path(out / MAPS) as tmp:
+                    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, h, w)).flush()
+            atomic.write_json(out / INDEX, asdict(spec))
+        wait()
 
-    maps = np.load(out / MAPS, mmap_mode="r+")
-    done_file = out / f"done-{rank}-of-{world}.npy"
-    store = IGMapStore(out)
-    mine = np.zeros(n, dtype=bool)
-    if done_file.is_file():
-        mine = np.load(done_file)
-    already = store.done
-    todo = [i for i in range(rank, n, world) if not already[i]]
-    total_mine = len(range(rank, n, world))
-    finished = total_mine - len(todo)
-    opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
-    images, labels = split_data.images, split_data.labels
-    if todo:  # folded and channels-last for faster IG (README: What it costs), checked against the teacher
-        teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
-    if internal_batch_size is None and len(todo) * steps >= 20_000:
-        internal_batch_size = fastest_batch_size(teacher, h)  # measured, not guessed (worth it on long runs)
-    t0, computed = time.perf_counter(), 0
-    for start in range(0, len(todo), batch_size):
-        chunk = np.asarray(todo[start : start + batch_size])
-        x = normalize(to_float(images[chunk]), mean, std)
-        result = attribute(
-            teacher,
-            x,
-            opts,
-            mean=mean,
-            std=std,
-            labels=labels[chunk],
-            cache=False,
-            internal_batch_size=internal_batch_size,
-            fingerprint=spec.teacher,
-        )
-        maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
-        maps.flush()  # the rows are on disk before they are marked done
-        mine[chunk] = True
-        atomic.write_npy(done_file, mine)
-        computed += len(chunk)
-        finished += len(chunk)
-        if progress:
-            progress(finished, total_mine, computed / max(time.perf_counter() - t0, 1e-9))
-        if should_stop and should_stop():
-            break
-    del maps
-    wait()
-    return IGMapStore(out)
+        maps = np.load(out / MAPS, mmap_mode="r+")
+        done_file = out / f"done-{rank}-of-{world}.npy"
+        store = IGMapStore(out)
+        mine = np.zeros(n, dtype=bool)
+        if done_file.is_file():
+            mine = np.load(done_file)
+        already = store.done
+        todo = [i for i in range(rank, n, world) if not already[i]]
+        total_mine = len(range(rank, n, world))
+        finished = total_mine - len(todo)
+        opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
+        images, labels = split_data.images, split_data.labels
+        if (
+            todo
+        ):  # folded and channels-last for faster IG (README: What it costs), checked against the teacher
+            teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
+        if internal_batch_size is None and len(todo) * steps >= 20_000:
+            internal_batch_size = fastest_batch_size(
+                teacher, h
+            )  # measured, not guessed (worth it on long runs)
+        t0, computed = time.perf_counter(), 0
+        for start in range(0, len(todo), batch_size):
+            chunk = np.asarray(todo[start : start + batch_size])
+            x = normalize(to_float(images[chunk]), mean, std)
+            result = attribute(
+                teacher,
+                x,
+                opts,
+                mean=mean,
+                std=std,
+                labels=labels[chunk],
+                cache=False,
+                internal_batch_size=internal_batch_size,
+                fingerprint=spec.teacher,
+            )
+            maps[chunk] = np.abs(result.maps).sum(1).astype(np.float16)
+            maps.flush()  # the rows are on disk before they are marked done
+            mine[chunk] = True
+            atomic.write_npy(done_file, mine)
+            computed += len(chunk)
+            finished += len(chunk)
+            if progress:
+                progress(finished, total_mine, computed / max(time.perf_counter() - t0, 1e-9))
+            if should_stop and should_stop():
+                break
+        del maps
+        wait()
+        return IGMapStore(out)

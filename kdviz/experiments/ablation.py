@@ -32,6 +32,7 @@ from ..attribution import AttributionOptions
 from ..attribution.comparison import compare
 from ..attribution.igcache import IGMapStore
 from ..core import atomic, settings
+from ..core.lock import WriterLock
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
@@ -353,6 +354,19 @@ def evaluate_run(
 
 
 def run_study(
+    folder: str | Path,
+    config: StudyConfig | None = None,
+    *,
+    lock_description: str | None = None,
+    **options: Any,
+) -> StudyView:
+    """Run (or resume) the study in ``folder`` as its one writer: another is refused
+    (:class:`~kdviz.core.lock.LockHeld`); ``options`` are :func:`_run_study`'s."""
+    with WriterLock(folder, lock_description):
+        return _run_study(folder, config, **options)
+
+
+def _run_study(
     folder: str | Path,
     config: StudyConfig | None = None,
     *,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import atomic, settings
+from ..core.lock import Holder, LockHeld, live_holder
 from ..models.checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -119,10 +120,22 @@ class Workspace:
             raise FileNotFoundError(f"no run named {name!r} in {self.root}")
         return _info(path, "workspace")
 
+    def writer(self, name: str) -> Holder | None:
+        """Who is writing run ``name`` now (training it, say), or None: from its writer lock."""
+        return live_holder(self.path(name))
+
+    def check_free(self, name: str) -> None:
+        """Raise :class:`~kdviz.core.lock.LockHeld` if run ``name`` has a writer (before resuming it,
+        renaming or deleting it)."""
+        holder = self.writer(name)
+        if holder is not None:
+            raise LockHeld(self.path(name), holder)
+
     def rename(self, old: str, new: str) -> Path:
         src, dst = self.path(old), self.path(new)
         if not src.is_dir():
             raise FileNotFoundError(f"no run named {old!r}")
+        self.check_free(old)
         if dst.exists():
             raise FileExistsError(f"a run named {new!r} exists already")
         src.rename(dst)
@@ -141,6 +154,7 @@ class Workspace:
         path = self.path(name)
         if not path.is_dir():
             raise FileNotFoundError(f"no run named {name!r}")
+        self.check_free(name)
         shutil.rmtree(path)
 
 
