@@ -8,6 +8,7 @@ size, so a second start reads one array instead, and any change to the folder ma
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core import atomic, settings
+from ..core.integrity import array_digest
 from .base import DataError, ImageSplit
 from .images import UPLOAD_TYPES
 
@@ -90,10 +92,14 @@ def load_split(
         try:
             images = np.load(cache / "images.npy")
             labels = np.load(cache / "labels.npy")
-            if len(images) == len(files):
+            meta = json.loads((cache / "meta.json").read_text())
+            whole = isinstance(meta, dict) and meta.get("digest") == array_digest(
+                {"images": images, "labels": labels}
+            )
+            if whole and len(images) == len(files):
                 return ImageSplit(images, labels)
         except (OSError, ValueError):
-            pass  # a damaged cache is rebuilt, never trusted
+            pass  # a damaged cache (bytes flipped, cut short) is rebuilt, never trusted
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     labels = np.fromiter((label for _, label in files), dtype=np.int64, count=len(files))
     step = max(1, len(files) // 100)
@@ -113,7 +119,9 @@ def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray, root: Path
     try:
         atomic.write_npy(cache / "images.npy", images)
         atomic.write_npy(cache / "labels.npy", labels)
-        atomic.write_json(cache / "meta.json", {"root": str(root), "split": split, "n": len(labels)})
+        digest = array_digest({"images": images, "labels": labels})
+        meta = {"root": str(root), "split": split, "n": len(labels), "digest": digest}
+        atomic.write_json(cache / "meta.json", meta)  # last: it vouches for the arrays
     except OSError:
         pass  # a read-only cache folder costs speed, not correctness
 

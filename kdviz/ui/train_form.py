@@ -51,7 +51,8 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
         "Run name",
         value=f"{role}-{arch}-{now()[:8]}",
         key=f"train_name_{role}_{arch}",
-        help="An existing run of this name is resumed from its last finished epoch.",
+        help="An existing run of this name is resumed from its last finished epoch (unless another "
+        "process or session is training it: then a free name is offered).",
     )
     cfg = _fast_settings(d_cfg, arch) if recipe == "fast" else _default_settings(d_cfg)
     if not st.button("Start training", type="primary", disabled=busy, key="train_start"):
