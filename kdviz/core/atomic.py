@@ -74,8 +74,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual mode
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
+        _sync(tmp_path)
         os.replace(tmp_path, path)
     except Exception as exc:
         error = save_error(path, exc)
@@ -85,6 +84,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _sync(tmp: Path) -> None:
+    """Flush ``tmp`` to disk before the rename makes it visible (where a full disk shows last)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def remove_leftovers(directory: str | os.PathLike) -> list[Path]:

@@ -32,6 +32,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic import save_error
+
 LOCK_FILE = ".writer-lock.json"
 #: a breaker (see :func:`_break`) older than this was left by a process killed while breaking
 _BREAKER_STALE_S = 30.0
@@ -172,7 +174,10 @@ class WriterLock:
                 _held[self.folder] = (mine[0], mine[1] + 1)
                 self.holder = mine[0]
                 return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (save_error(self.folder, exc) or exc) from exc
         holder = Holder(
             pid=os.getpid(),
             host=socket.gethostname(),
@@ -184,7 +189,11 @@ class WriterLock:
         )
         text = json.dumps(asdict(holder), indent=2) + "\n"
         for _ in range(5):  # each round either takes the lock, refuses, or breaks a stale one
-            if _link_new(self.path, text):
+            try:
+                taken = _link_new(self.path, text)
+            except OSError as exc:  # a full or read-only folder: nothing can be written in it
+                raise (save_error(self.path, exc) or exc) from exc
+            if taken:
                 with _held_guard:
                     _held[self.folder] = (holder, 1)
                 self.holder = holder

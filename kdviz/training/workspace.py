@@ -94,7 +94,10 @@ class Workspace:
         path = self.path(name)
         if path.exists() and not exist_ok:
             raise FileExistsError(f"a run named {name!r} exists already in {self.root}")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full or read-only workspace: say which folder, and why
+            raise (atomic.save_error(path, exc) or exc) from exc
         return path
 
     def unique_name(self, base: str) -> str:
