@@ -208,6 +208,30 @@ def test_a_held_ig_cache_and_study_refuse_a_second_writer(tmp_path):
             start(folder)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ablate", "--preset", "digits", "--out", "{folder}"],
+        ["hpo", "--preset", "digits", "--out", "{folder}"],
+        ["ig-precompute", "--weights", "digits_teacher", "--data", "digits", "--out", "{folder}"],
+        ["train", "--data", "digits", "--name", "held"],
+        ["distill", "--teacher", "digits_teacher", "--name", "held"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_writing_command_refuses_a_held_folder_in_one_line(tmp_path, capsys, command):
+    from kdviz.cli.main import main
+
+    folder = tmp_path / "held" if "{folder}" in command else Path(os.environ["KDVIZ_HOME"]) / "held"
+    _fake_lock(folder, pid=os.getppid(), process_start=lockmod.process_start(os.getppid()))
+    before = sorted(folder.iterdir())
+    assert main([c.replace("{folder}", str(folder)) for c in command]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kdviz: error:"), err
+    assert f"process {os.getppid()}" in err[0] and "python -m kdviz train --name x" in err[0]
+    assert sorted(folder.iterdir()) == before, "nothing written"
+
+
 # ------------------------------------------------------------------------------ two real processes
 
 
@@ -280,8 +304,8 @@ def test_two_train_commands_on_one_name_the_second_is_refused_and_the_first_kept
         assert "train" in holder.description and "--name same" in holder.description
         os.killpg(first.pid, signal.SIGSTOP)  # the first writer is frozen, alive, holding the lock
         try:
-            second = subprocess.run(
-                _train("same", 1, 3),
+            second = subprocess.run(  # without --json: the refusal comes before any progress bar
+                _train("same", 1, 3)[:-1],
                 cwd=ROOT,
                 env=_env(),
                 capture_output=True,

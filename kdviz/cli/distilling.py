@@ -46,6 +46,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     ws = Workspace()
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
+    ws.check_free(name)  # and so is a run another process is writing (one line, no bar drawn)
     teacher_path = resolve_weights(args.teacher)
     data = load_data(args.data)
     teacher = load_model(teacher_path, args.teacher_arch, data=data)

@@ -63,6 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.hflip, cfg.crop_padding = False, 0
     ws = Workspace()
     name = args.name or ws.unique_name(f"{args.role}-{arch}-{now()}")
+    ws.check_free(name)  # a run another process is writing is refused at once, before any bar is drawn
     data = load_data(args.data)
     request = TrainRequest(
         name=name, arch=arch, dataset=args.data, arch_kwargs=arch_kwargs, role=args.role, config=cfg

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..core import settings
+from ..core.lock import check_free
 from .common import (
     DISTILL_FIELDS,
     add_distill_settings,
@@ -64,6 +65,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     )
     name = args.name or (f"{args.preset}-smoke" if args.smoke else args.preset)
     folder = Path(args.out) if args.out else studies_root() / name
+    check_free(folder)  # a study another process is running is refused before its bar is drawn
     stop = stop_on_sigint()
     bar, report = _study_progress(args.json)
     study = run_study(
@@ -117,6 +119,8 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     config = SearchConfig(base=base, trials=args.trials, holdout=holdout, seed=args.search_seed)
     name = args.name or f"hpo-{args.preset}" + ("-smoke" if args.smoke else "")
     folder = Path(args.out) if args.out else studies_root() / name
+    if args.storage is None:  # a study of its own: one writer (a shared storage has many workers)
+        check_free(folder)
     stop = stop_on_sigint()
     bar, report = _study_progress(args.json)
     device = args.device or settings.device()

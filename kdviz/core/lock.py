@@ -150,6 +150,14 @@ def live_holder(folder: str | os.PathLike) -> Holder | None:
     return None if holder_alive(holder) is False else holder
 
 
+def check_free(folder: str | os.PathLike) -> None:
+    """Raise :class:`LockHeld` if ``folder`` has a live writer: for a command that wants to refuse
+    before it draws a progress bar or loads anything. Taking the lock stays the writer's proof."""
+    holder = live_holder(folder)
+    if holder is not None:
+        raise LockHeld(Path(folder).resolve(), holder)
+
+
 class WriterLock:
     """``with WriterLock(folder, "what I do"):`` write ``folder``; refuses with :class:`LockHeld`.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import atomic, settings
-from ..core.lock import Holder, LockHeld, live_holder
+from ..core.lock import Holder, check_free, live_holder
 from ..models.checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -130,9 +130,7 @@ class Workspace:
     def check_free(self, name: str) -> None:
         """Raise :class:`~kdviz.core.lock.LockHeld` if run ``name`` has a writer (before resuming it,
         renaming or deleting it)."""
-        holder = self.writer(name)
-        if holder is not None:
-            raise LockHeld(self.path(name), holder)
+        check_free(self.path(name))
 
     def rename(self, old: str, new: str) -> Path:
         src, dst = self.path(old), self.path(new)
