@@ -165,6 +165,15 @@ def test_two_breakers_of_one_stale_lock_leave_one_holder(tmp_path):
             lock.release()
 
 
+def test_a_lock_still_held_at_a_normal_exit_is_released(tmp_path):
+    code = (
+        "import sys; from kdviz.core.lock import WriterLock; WriterLock(sys.argv[1]).acquire(); sys.exit(3)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], cwd=ROOT, timeout=120)
+    assert done.returncode == 3
+    assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / LOCK_FILE).exists()
+
+
 def test_holder_json_round_trip():
     h = Holder(1, "h", "5", 0.0, "d", "t", 2)
     assert Holder.from_json(json.dumps(h.__dict__)) == h

@@ -253,9 +253,7 @@ def precompute(
         finished = total_mine - len(todo)
         opts = AttributionOptions(method="ig", steps=steps, rule=rule, baseline=baseline, target="true")
         images, labels = split_data.images, split_data.labels
-        if (
-            todo
-        ):  # folded and channels-last for faster IG (README: What it costs), checked against the teacher
+        if todo:  # folded and channels-last for faster IG (README: What it costs), checked
             teacher = fused_for_inference(teacher, normalize(to_float(images[todo[:8]]), mean, std))
         if internal_batch_size is None and len(todo) * steps >= 20_000:
             # measured, not guessed (worth it on long runs)
