@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from kdviz.core.lock import LockHeld
 from kdviz.models import list_models
 from kdviz.models.checkpoints import CheckpointError
 from kdviz.training.workflows import import_checkpoint
@@ -38,9 +39,9 @@ with tab_train:
         training.show(job)
     busy = job is not None and job.running
     request = train_form.form(sel.source, ws, busy=busy)
-    if request is not None:
-        training.start(request)
+    if request is not None and training.start_unless_held(request):
         st.rerun()
+    training.show_refused()
     with st.expander("Students derived from a teacher (width and depth knobs, measured compression)"):
         chosen = cache.chosen_models(sel.teacher, None).get("teacher")
         arch_picker.derived_table(
@@ -93,13 +94,17 @@ with tab_runs:
                 ws.rename(picked, new_name)
                 st.toast(f"Renamed {picked} to {new_name}")
                 st.rerun()
-            except (RunNameError, FileExistsError, FileNotFoundError) as exc:
+            except (RunNameError, FileExistsError, FileNotFoundError, LockHeld) as exc:
                 st.error(str(exc))
         sure = c3.checkbox("I want to delete it", key="runs_sure")
         if c3.button("Delete", key="runs_delete", disabled=not sure):
-            ws.delete(picked)
-            st.session_state.pop("runs_sure", None)
-            st.rerun()
+            try:
+                ws.delete(picked)
+            except LockHeld as exc:
+                st.error(str(exc))
+            else:
+                st.session_state.pop("runs_sure", None)
+                st.rerun()
 
 # ------------------------------------------------------------------ upload
 with tab_upload:

@@ -262,10 +262,18 @@ def test_ig_precompute_killed_resumes_keeping_every_finished_map(tmp_path):
     assert maps.shape == expected.shape
     np.testing.assert_array_equal(maps[done], expected[done])  # what is flagged done is finished and right
 
-    # mark the finished maps: a resume that recomputed them would overwrite the mark
+    # mark the finished maps: a resume that recomputed them would overwrite the mark (their CRCs are
+    # updated too, else the resume would rightly take the marked maps for damaged ones)
+    from kdviz.attribution.igcache import row_sums
+
     marked = np.load(folder / "maps.npy", mmap_mode="r+")
     marked[done] = np.float16(-1.0)
     marked.flush()
+    for sums_file in folder.glob("sums-*-of-*.npy"):
+        sums = np.load(sums_file)
+        rows = np.flatnonzero(done & (sums != 0))
+        sums[rows] = row_sums(marked, rows)
+        np.save(sums_file, sums)
     del marked
 
     out = run_to_end(ig_args(folder), tmp_path / "second.log")

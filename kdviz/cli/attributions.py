@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..core import settings
+from ..core.lock import check_free
 from .common import (
     CLIError,
     add_image_size,
@@ -139,6 +140,8 @@ def cmd_ig_precompute(args: argparse.Namespace) -> int:
 
     ctx = ddp.init_distributed(backend="gloo")  # IG's ranks only meet at barriers: gloo on any device
     rank, world = ctx.rank, ctx.world
+    if rank == 0:
+        check_free(args.out)  # a cache another process is making is refused before the bar is drawn
     loaded, data, mean, std = _load_for_attribution(args)
     bar = tqdm(desc=f"IG maps (rank {rank}/{world})", unit="img", file=sys.stderr, disable=args.json)
     stop = {"asked": False}

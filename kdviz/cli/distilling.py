@@ -53,6 +53,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     ws = Workspace()
     name = args.name or ws.unique_name(f"student-{args.arm.replace('+', '-')}-{arch}-{now()}")
     ws.path(name)  # a bad name is refused before the data set and the teacher are loaded
+    ws.check_free(name)  # and so is a run another process is writing (one line, no bar drawn)
     teacher_path = resolve_weights(args.teacher)
     source = data_source(args.data, args.image_size)
     data = load_data(source)

@@ -67,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ws = Workspace()
     name = args.name or ws.unique_name(f"{args.role}-{arch}-{now()}")
     source = data_source(args.data, args.image_size)
+    ws.check_free(name)  # a run another process is writing is refused at once, before any bar is drawn
     data = load_data(source)
     request = TrainRequest(
         name=name,

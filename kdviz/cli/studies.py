@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..core import settings
+from ..core.lock import check_free
 from .common import (
     DISTILL_FIELDS,
     CLIError,
@@ -100,6 +101,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(plan_table())
         return 0
     config, folder, selection, summary, part_name = _ablate_target(args)
+    check_free(folder)  # a study another process is running is refused before its bar is drawn
     stop = stop_on_sigint()
     bar, report = _study_progress(args.json)
     try:
@@ -197,6 +199,8 @@ def cmd_hpo(args: argparse.Namespace) -> int:
     config = SearchConfig(base=base, arm=args.arm, trials=args.trials, holdout=holdout, seed=args.search_seed)
     name = args.name or f"hpo-{args.preset}" + ("-smoke" if args.smoke else "")
     folder = Path(args.out) if args.out else studies_root() / name
+    if args.storage is None:  # a study of its own: one writer (a shared storage has many workers)
+        check_free(folder)
     stop = stop_on_sigint()
     bar, report = _study_progress(args.json)
     device = args.device or settings.device()

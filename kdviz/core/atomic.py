@@ -7,6 +7,7 @@ at any instant leaves no truncated file behind: one helper per format (bytes, te
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -17,24 +18,78 @@ from typing import Any
 
 import numpy as np
 
+#: why a write failed, for the errors a person can do something about (free space, a mount)
+_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class SaveError(OSError):
+    """A file could not be saved (the disk is full, the folder read-only): names the file and the cause.
+
+    The file is left as it was (the previous version, or none): the failed write only ever touched
+    its temporary file, which is removed.
+    """
+
+    def __init__(self, path: Path, cause: str, code: int | None = None) -> None:
+        super().__init__(code, f"cannot save {path}: {cause}; the previous version (if any) is kept")
+        self.path, self.cause = path, cause
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def save_error(path: str | os.PathLike, exc: BaseException) -> SaveError | None:
+    """The :class:`SaveError` that ``exc`` (an ``OSError``, or a library's error that wraps one, such
+    as safetensors' "No space left on device (os error 28)") means for ``path``, or None."""
+    if isinstance(exc, SaveError):
+        return exc
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:  # a library error that carries only the message of the OSError inside
+        text = str(exc)
+        code = next((c for c in _CAUSES if f"(os error {c})" in text), None)
+    if code not in _CAUSES:
+        return None
+    return SaveError(Path(path), _CAUSES[code], code)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    A full disk or a read-only folder raises :class:`SaveError` (naming ``path``), ``path`` untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (save_error(path, exc) or exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual mode
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual mode
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
+        _sync(tmp_path)
         os.replace(tmp_path, path)
+    except Exception as exc:
+        error = save_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _sync(tmp: Path) -> None:
+    """Flush ``tmp`` to disk before the rename makes it visible (where a full disk shows last)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def remove_leftovers(directory: str | os.PathLike) -> list[Path]:

@@ -64,3 +64,17 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def unwritable() -> list[tuple[str, Path, str]]:
+    """The folders kdviz saves to that it cannot write now: (``"workspace"`` or ``"cache"``, folder,
+    why). A page opens all the same and says what it cannot save."""
+    out = []
+    for what, folder in (("workspace", home()), ("cache", cache_dir())):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent  # a folder not made yet is made in the nearest one that is
+        if not os.access(existing, os.W_OK):
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+            out.append((what, folder, "read-only file system" if read_only else "no permission to write"))
+    return out

@@ -6,12 +6,17 @@ opened with ``np.load(mmap_mode="r")`` (from ``MMAP_BYTES`` up; smaller entries 
 memory): the kernel pages in the rows a batch touches and may drop them again, so the process keeps
 only what it is using. The file is written beside its final name and renamed into place when
 complete (:func:`kdviz.core.atomic.atomic_path`), so a reader sees a whole array or none;
-``meta.json`` is written last and marks the entry as usable. A key names the source, its files and
-the image size, so each size has its own entry.
+``meta.json`` is written last and marks the entry as usable; it holds the digest of the pixel bytes,
+checked (once per process and file version, by reading the file, not by mapping it) before an entry
+is trusted, so a flipped byte or a file cut short is decoded again, never shown. A key names the
+source, its files and the image size, so each size has its own entry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +28,9 @@ Progress = Callable[[int, int], None]
 #: Entries smaller than this are read into memory: they cost little there, and an array in memory
 #: cannot be pulled from under the process the way a mapped file truncated in place would be.
 MMAP_BYTES = 64 * 1024 * 1024
+#: Files whose digest was checked in this process: (path, size, mtime) — a rewrite checks again.
+_VERIFIED: set[tuple[str, int, int]] = set()
+_VERIFIED_LOCK = threading.Lock()
 
 
 def cache_folder(kind: str, key: str) -> Path:
@@ -35,13 +43,38 @@ def read_cached(folder: Path, count: int, image_size: int) -> tuple[np.ndarray, 
     if not (folder / "meta.json").is_file():
         return None
     try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if not _intact(folder / "images.npy", meta.get("pixels_digest")):
+            return None  # a damaged (or pre-digest) entry is rebuilt, never trusted
         images = _open(folder / "images.npy")
         labels = np.load(folder / "labels.npy")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None  # a damaged cache is rebuilt, never trusted
     if images.shape != (count, image_size, image_size, 3) or images.dtype != np.uint8 or len(labels) != count:
         return None
     return images, labels
+
+
+def _intact(path: Path, expected: str | None) -> bool:
+    """Whether the ``.npy`` at ``path`` has the pixel digest ``expected`` (read in chunks)."""
+    if not expected:
+        return False
+    st = path.stat()
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        if stamp in _VERIFIED:
+            return True
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        np.lib.format.read_array_header_1_0(fh)
+        h = hashlib.blake2b(digest_size=16)
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    if h.hexdigest() != expected:
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED.add(stamp)
+    return True
 
 
 def _open(path: Path) -> np.ndarray:
@@ -94,15 +127,21 @@ def _build_on_disk(
         with open(tmp, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, header)
             step = max(1, count // 100)
+            digest = hashlib.blake2b(digest_size=16)
             for i in range(count):
                 pixels = np.ascontiguousarray(image(i), dtype=np.uint8)
                 if pixels.shape != shape[1:]:
                     raise ValueError(f"image {i} is {pixels.shape}, expected {shape[1:]}")
-                fh.write(pixels.tobytes())
+                data = pixels.tobytes()
+                digest.update(data)
+                fh.write(data)
                 if progress and (i % step == 0 or i == count - 1):
                     progress(i + 1, count)
     atomic.write_npy(folder / "labels.npy", labels)
-    atomic.write_json(folder / "meta.json", {**meta, "n": count, "image_size": image_size})
+    atomic.write_json(
+        folder / "meta.json",
+        {**meta, "n": count, "image_size": image_size, "pixels_digest": digest.hexdigest()},
+    )
     return _open(folder / "images.npy")
 
 

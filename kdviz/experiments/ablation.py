@@ -41,6 +41,8 @@ from ..attribution import AttributionOptions
 from ..attribution.comparison import compare
 from ..attribution.igcache import IGMapStore
 from ..core import atomic, settings
+from ..core.integrity import read_checked_npy, write_checked_npy
+from ..core.lock import WriterLock
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
@@ -319,8 +321,9 @@ def _reference(
 ) -> np.ndarray:
     """Teacher predictions, probe images and model costs: computed once per study, then read."""
     pred_file = folder / "teacher_predictions.npy"
-    if pred_file.is_file():
-        return np.load(pred_file, allow_pickle=False)
+    cached = read_checked_npy(pred_file)  # a damaged file is deleted here, and recomputed below
+    if cached is not None and cached.shape == (len(data.test),):
+        return cached
     preds = _test_predictions(teacher, data, config, device)
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
     t_stats, s_stats = model_stats(teacher.model, data.image_size), model_stats(student, data.image_size)
@@ -342,7 +345,7 @@ def _reference(
         teacher.model.to(device)
     atomic.write_npy(folder / "probe_indices.npy", spread_indices(len(data.test), config.probe))
     _write_state(folder, state)
-    atomic.write_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
+    write_checked_npy(pred_file, preds.predicted)  # last: its presence means the reference is complete
     return preds.predicted
 
 
@@ -403,6 +406,19 @@ def evaluate_run(
 
 
 def run_study(
+    folder: str | Path,
+    config: StudyConfig | None = None,
+    *,
+    lock_description: str | None = None,
+    **options: Any,
+) -> StudyView:
+    """Run (or resume) the study in ``folder`` as its one writer: another is refused
+    (:class:`~kdviz.core.lock.LockHeld`); ``options`` are :func:`_run_study`'s."""
+    with WriterLock(folder, lock_description):
+        return _run_study(folder, config, **options)
+
+
+def _run_study(
     folder: str | Path,
     config: StudyConfig | None = None,
     *,

@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..core import atomic
+from ..core.lock import WriterLock
 from ..data import Dataset
 from ..training import DistillConfig, DistillRequest, distill_run
 from ..training.loop import TrainEvent
@@ -123,6 +125,26 @@ class _Stopped(Exception):
 
 
 def run_search(
+    folder: str | Path,
+    config: SearchConfig | None = None,
+    *,
+    storage: str | None = None,
+    lock_description: str | None = None,
+    **options: Any,
+):
+    """Run (or resume) the search in ``folder``; ``options`` are :func:`_run_search`'s.
+
+    With its study in the folder (the default SQLite file) the search has one writer: another is
+    refused (:class:`~kdviz.core.lock.LockHeld`). With ``storage`` elsewhere, many workers may share
+    one study by design; each trial's run folder still has its own writer lock.
+    """
+    if storage is not None:
+        return _run_search(folder, config, storage=storage, **options)
+    with WriterLock(folder, lock_description):
+        return _run_search(folder, config, **options)
+
+
+def _run_search(
     folder: str | Path,
     config: SearchConfig | None = None,
     *,

@@ -17,6 +17,7 @@ averaged by DistributedDataParallel (:mod:`.ddp`), and only rank 0 writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..attribution.igcache import IGCacheError, IGMapStore
+from ..core.lock import WriterLock
 from ..data.base import Dataset
 from ..models.checkpoints import LoadedModel
 from . import ddp
@@ -183,6 +185,7 @@ def distill_student(
     device: str = "cpu",
     resume: bool = True,
     ctx: DistContext | None = None,
+    lock_description: str | None = None,
 ) -> DistillOutcome:
     """Distil ``request``'s student from ``teacher`` into the workspace run of its name.
 
@@ -192,41 +195,44 @@ def distill_student(
     folder under ``KDVIZ_CACHE/igcache``, with ``ig_progress`` and then ``ig_done`` called), and the
     student is trained, resumed when its run holds finished epochs (``resume=False`` refuses an
     existing run). ``data`` is the whole data set; under torchrun ``ctx`` says which rank this is.
+    The writer holds the run's lock throughout (see :func:`kdviz.training.train_run`).
     """
     cfg, ctx = request.config, ctx or DistContext()
     workspace = workspace or Workspace()
     run_dir = workspace.path(request.name)
     cfg.teacher = str(teacher.path)
-    if ctx.is_writer:
-        workspace.create(request.name, exist_ok=resume)
-    train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
-    store = None
-    if cfg.uses_ig:
-        folder = Path(ig_cache) if ig_cache else default_ig_cache(teacher, train_data, cfg)
-        store = ensure_ig_cache(
+    with ExitStack() as held:  # the writer holds the run's lock from before its first file
+        if ctx.is_writer:
+            workspace.create(request.name, exist_ok=resume)
+            held.enter_context(WriterLock(run_dir, lock_description))
+        train_data = subset_dataset(data, cfg.subset, cfg.subset_seed)
+        store = None
+        if cfg.uses_ig:
+            folder = Path(ig_cache) if ig_cache else default_ig_cache(teacher, train_data, cfg)
+            store = ensure_ig_cache(
+                teacher,
+                train_data,
+                folder,
+                steps=cfg.ig_steps,
+                progress=ig_progress,
+                should_stop=should_stop,
+                ctx=ctx,
+            )
+            if ig_done is not None:
+                ig_done(store)
+            if not store.complete:
+                return DistillOutcome(run_dir, None, None, store)
+            cfg.ig_cache = str(store.folder)
+        model, result = distill_run(
+            request,
             teacher,
             train_data,
-            folder,
-            steps=cfg.ig_steps,
-            progress=ig_progress,
+            run_dir,
+            store=store,
+            callback=callback,
             should_stop=should_stop,
+            device=device,
+            resume=resume,
             ctx=ctx,
         )
-        if ig_done is not None:
-            ig_done(store)
-        if not store.complete:
-            return DistillOutcome(run_dir, None, None, store)
-        cfg.ig_cache = str(store.folder)
-    model, result = distill_run(
-        request,
-        teacher,
-        train_data,
-        run_dir,
-        store=store,
-        callback=callback,
-        should_stop=should_stop,
-        device=device,
-        resume=resume,
-        ctx=ctx,
-    )
     return DistillOutcome(run_dir, model, result, store)

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..core import atomic, machine
+from ..core.lock import WriterLock
 from ..core.machine import check_precision
 from ..data.base import Dataset
 from ..data.loader import Augment, iterate_batches, normalize, num_batches, to_float
@@ -275,12 +277,15 @@ def train(
     device: str = "cpu",
     resume: bool = True,
     write: bool = True,
+    lock_description: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``cfg``; save to ``run_dir`` every epoch; resume from it.
 
     ``objective`` defaults to cross-entropy; ``batches(epoch, generator)`` defaults to shuffled,
     augmented batches of the training split (distillation passes its own for IG overlays).
     ``write=False`` resumes from ``run_dir`` but never writes to it (DDP ranks other than 0).
+    A writer holds ``run_dir``'s :class:`~kdviz.core.lock.WriterLock` (``lock_description`` says what
+    it does, default its command line) and raises :class:`~kdviz.core.lock.LockHeld` if another has it.
     """
     torch.manual_seed(cfg.seed)
     check_precision(cfg.precision)
@@ -312,77 +317,89 @@ def train(
                 epoch=epoch,
             )
 
-    history: list[EpochRecord] = []
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None and write:
-        atomic.remove_leftovers(run_dir)  # a run killed mid-write leaves its temporary file behind
-    resuming = resume and run_dir is not None and (run_dir / RESUME).is_file()
-    if cfg.whiten and not resuming:  # a resume restores the fitted stem with the other weights
-        model.init_whitening(whitening_images(data, indices).to(device))  # type: ignore[operator]
-    lookahead = Lookahead(model) if cfg.lookahead else None
-    if resuming and run_dir is not None:
-        history = load_resume_state(run_dir / RESUME, model, optimizer, lookahead)
-    start_epoch = len(history)
-    stopped = False
-
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        gen = epoch_generator(cfg.seed, epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout draws from the global generator
-        model.train()
-        if cfg.whiten:
-            model.set_whitening_trainable(weight=False, bias=epoch <= cfg.whiten_bias_epochs)  # type: ignore[operator]
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        for step, (x, y, idx) in enumerate(batches(epoch, gen), start=1):
-            global_step = (epoch - 1) * steps + step
-            lr = lr_at(global_step - 1, total_steps, warmup_steps, cfg.lr, cfg.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            with autocast:
-                loss, logits = objective(model, x, y, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if lookahead is not None:
-                lookahead.update(model, global_step, total_steps)
-
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            if callback:
-                callback(TrainEvent("step", epoch, cfg.epochs, step, steps, loss.item(), history=history))
-            if should_stop and should_stop():
-                stopped = True
-                break
-        if stopped:
-            break  # the unfinished epoch is dropped; the last finished one stays on disk
-        seconds = time.perf_counter() - t0
-        test = predict(model, data.test, mean=data.mean, std=data.std, limit=cfg.eval_limit, device=device)
-        test_loss = float(F.cross_entropy(torch.from_numpy(test.logits), torch.from_numpy(test.labels)))
-        record = EpochRecord(
-            epoch,
-            loss_sum / max(seen, 1),
-            correct / max(seen, 1),
-            test_loss,
-            test.accuracy,
-            lr,
-            seconds,
-            seen / max(seconds, 1e-9),
-        )
-        history.append(record)
-        extra: dict = {}
-        if cfg.tta and epoch == cfg.epochs:
-            extra["test_accuracy_tta"] = predict(
-                model, data.test, mean=data.mean, std=data.std, limit=cfg.eval_limit, device=device, tta=True
-            ).accuracy
+    # one writer per run folder: a second one is refused here, before it changes anything
+    with WriterLock(run_dir, lock_description) if run_dir is not None and write else nullcontext():
+        history: list[EpochRecord] = []
         if run_dir is not None and write:
-            save_epoch(run_dir, model, optimizer, history, cfg, card, lookahead, extra)
-        if callback:
-            callback(TrainEvent("epoch", epoch, cfg.epochs, steps, steps, record.train_loss, record, history))
+            atomic.remove_leftovers(run_dir)  # a run killed mid-write leaves its temporary file behind
+        resuming = resume and run_dir is not None and (run_dir / RESUME).is_file()
+        if cfg.whiten and not resuming:  # a resume restores the fitted stem with the other weights
+            model.init_whitening(whitening_images(data, indices).to(device))  # type: ignore[operator]
+        lookahead = Lookahead(model) if cfg.lookahead else None
+        if resuming and run_dir is not None:
+            history = load_resume_state(run_dir / RESUME, model, optimizer, lookahead)
+        start_epoch = len(history)
+        stopped = False
 
-    if callback:
-        last = history[-1].epoch if history else 0
-        callback(TrainEvent("done", last, cfg.epochs, steps, steps, history=history))
-    return TrainResult(history, stopped, start_epoch)
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            gen = epoch_generator(cfg.seed, epoch)
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout draws from the global generator
+            model.train()
+            if cfg.whiten:
+                model.set_whitening_trainable(weight=False, bias=epoch <= cfg.whiten_bias_epochs)  # type: ignore[operator]
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            for step, (x, y, idx) in enumerate(batches(epoch, gen), start=1):
+                global_step = (epoch - 1) * steps + step
+                lr = lr_at(global_step - 1, total_steps, warmup_steps, cfg.lr, cfg.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                with autocast:
+                    loss, logits = objective(model, x, y, idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if lookahead is not None:
+                    lookahead.update(model, global_step, total_steps)
+
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                if callback:
+                    callback(TrainEvent("step", epoch, cfg.epochs, step, steps, loss.item(), history=history))
+                if should_stop and should_stop():
+                    stopped = True
+                    break
+            if stopped:
+                break  # the unfinished epoch is dropped; the last finished one stays on disk
+            seconds = time.perf_counter() - t0
+            test = predict(
+                model, data.test, mean=data.mean, std=data.std, limit=cfg.eval_limit, device=device
+            )
+            test_loss = float(F.cross_entropy(torch.from_numpy(test.logits), torch.from_numpy(test.labels)))
+            record = EpochRecord(
+                epoch,
+                loss_sum / max(seen, 1),
+                correct / max(seen, 1),
+                test_loss,
+                test.accuracy,
+                lr,
+                seconds,
+                seen / max(seconds, 1e-9),
+            )
+            history.append(record)
+            extra: dict = {}
+            if cfg.tta and epoch == cfg.epochs:
+                extra["test_accuracy_tta"] = predict(
+                    model,
+                    data.test,
+                    mean=data.mean,
+                    std=data.std,
+                    limit=cfg.eval_limit,
+                    device=device,
+                    tta=True,
+                ).accuracy
+            if run_dir is not None and write:
+                save_epoch(run_dir, model, optimizer, history, cfg, card, lookahead, extra)
+            if callback:
+                callback(
+                    TrainEvent("epoch", epoch, cfg.epochs, steps, steps, record.train_loss, record, history)
+                )
+
+        if callback:
+            last = history[-1].epoch if history else 0
+            callback(TrainEvent("done", last, cfg.epochs, steps, steps, history=history))
+        return TrainResult(history, stopped, start_epoch)
 
 
 # ---------------------------------------------------------------------------- saving and resuming

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.lock import WriterLock
 from ..data import Dataset, load_dataset, split_size
 from ..models import create_model
 from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
@@ -208,25 +209,33 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
     resume: bool = True,
+    lock_description: str | None = None,
 ) -> tuple[Path, TrainResult]:
-    """Train ``request`` into the workspace folder of its name; an existing folder is resumed."""
+    """Train ``request`` into the workspace folder of its name; an existing folder is resumed.
+
+    The run's writer lock is taken first, so a second writer of the same name is refused
+    (:class:`~kdviz.core.lock.LockHeld`) before it loads anything; ``lock_description`` is what
+    that writer is told about this one (default: this process's command line).
+    """
     workspace = workspace or Workspace()
+    workspace.check_free(request.name)  # a run another writer holds is refused before loading
     data = data or load_dataset(request.dataset)
     torch.manual_seed(request.config.seed)  # the initial weights are part of what the seed fixes
     model, pretrained = initial_model(request, data.num_classes)  # a failed download leaves no folder
     run_dir = workspace.create(request.name, exist_ok=resume)
-    card = card_for(request, data, model, pretrained)
-    result = train(
-        model,
-        data,
-        request.config,
-        run_dir=run_dir,
-        card=card,
-        callback=callback,
-        should_stop=should_stop,
-        device=device,
-        resume=resume,
-    )
+    with WriterLock(run_dir, lock_description):
+        card = card_for(request, data, model, pretrained)
+        result = train(
+            model,
+            data,
+            request.config,
+            run_dir=run_dir,
+            card=card,
+            callback=callback,
+            should_stop=should_stop,
+            device=device,
+            resume=resume,
+        )
     return run_dir, result
 
 
@@ -249,5 +258,6 @@ def import_checkpoint(
     loaded = load_model(file, arch, data=data, arch_kwargs=arch_kwargs)
     loaded.card.name, loaded.card.role = name, role
     run_dir = workspace.create(name)
-    save_checkpoint(run_dir, loaded.model, loaded.card)
+    with WriterLock(run_dir, f"importing {Path(file).name} as {name}"):
+        save_checkpoint(run_dir, loaded.model, loaded.card)
     return run_dir

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import atomic, settings
+from ..core.lock import Holder, check_free, live_holder
 from ..data.size import DEFAULT_IMAGE_SIZE, split_size
 from ..models.checkpoints import CARD, RESUME, CheckpointError, ModelCard, checkpoint_problem, read_card
 
@@ -94,7 +95,10 @@ class Workspace:
         path = self.path(name)
         if path.exists() and not exist_ok:
             raise FileExistsError(f"a run named {name!r} exists already in {self.root}")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full or read-only workspace: say which folder, and why
+            raise (atomic.save_error(path, exc) or exc) from exc
         return path
 
     def unique_name(self, base: str) -> str:
@@ -120,10 +124,20 @@ class Workspace:
             raise FileNotFoundError(f"no run named {name!r} in {self.root}")
         return _info(path, "workspace")
 
+    def writer(self, name: str) -> Holder | None:
+        """Who is writing run ``name`` now (training it, say), or None: from its writer lock."""
+        return live_holder(self.path(name))
+
+    def check_free(self, name: str) -> None:
+        """Raise :class:`~kdviz.core.lock.LockHeld` if run ``name`` has a writer (before resuming it,
+        renaming or deleting it)."""
+        check_free(self.path(name))
+
     def rename(self, old: str, new: str) -> Path:
         src, dst = self.path(old), self.path(new)
         if not src.is_dir():
             raise FileNotFoundError(f"no run named {old!r}")
+        self.check_free(old)
         if dst.exists():
             raise FileExistsError(f"a run named {new!r} exists already")
         src.rename(dst)
@@ -142,6 +156,7 @@ class Workspace:
         path = self.path(name)
         if not path.is_dir():
             raise FileNotFoundError(f"no run named {name!r}")
+        self.check_free(name)
         shutil.rmtree(path)
 
 

@@ -166,6 +166,7 @@ def render() -> session.Selection:
     _other_sizes_note(source, pending)
     _unusable_note(source)
     st.sidebar.caption(f"Workspace: `{session.workspace().root}`")
+    _unwritable_note()
     presentation.render()
     return session.selection()
 
@@ -200,3 +201,17 @@ def safe_dataset(source: str):
     except DataError as exc:
         st.error(f"Cannot load the data set: {exc}")
         return None
+
+
+#: what each folder kdviz writes holds, for the note when it cannot be written
+CANNOT_SAVE = {
+    "workspace": "training, uploaded checkpoints, renames and deletions cannot be saved; "
+    "everything that only looks still works",
+    "cache": "attribution maps and decoded images are computed but not kept (slower to see again)",
+}
+
+
+def _unwritable_note() -> None:
+    """A read-only workspace or cache folder is not an error: say what cannot be saved."""
+    for what, folder, why in settings.unwritable():
+        st.sidebar.warning(f"The {what} folder `{folder}` cannot be written ({why}): {CANNOT_SAVE[what]}.")

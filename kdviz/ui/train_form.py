@@ -52,7 +52,8 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
         "Run name",
         value=f"{role}-{arch}-{now()[:8]}",
         key=f"train_name_{role}_{arch}",
-        help="An existing run of this name is resumed from its last finished epoch.",
+        help="An existing run of this name is resumed from its last finished epoch (unless another "
+        "process or session is training it: then a free name is offered).",
     )
     pretrained = arch_picker.pretrained_choice(st, arch, key=f"train_start_from_{role}_{recipe}")
     if recipe == "finetune" and pretrained is None:

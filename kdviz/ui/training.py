@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+
+import streamlit as st
 
 from kdviz.core.jobs import Job
 from kdviz.training.loop import TrainEvent
@@ -12,6 +15,43 @@ from . import job_panel, session
 from .charts import training_curves
 
 JOB_KEY = "kdviz_train_job"
+REFUSED_KEY = "kdviz_train_refused"  # a request refused because its run has another writer
+
+
+def start_unless_held(request: TrainRequest) -> bool:
+    """Start ``request`` unless its run is being written by another process or session.
+
+    A run of that name being trained elsewhere must not be "resumed" here: both would write the
+    same folder. Refused, the request is kept with a free name to offer (see :func:`show_refused`).
+    """
+    workspace = session.workspace()
+    holder = workspace.writer(request.name)
+    if holder is None:
+        st.session_state.pop(REFUSED_KEY, None)
+        start(request)
+        return True
+    st.session_state[REFUSED_KEY] = (request, holder.describe(), workspace.unique_name(request.name))
+    return False
+
+
+def show_refused() -> None:
+    """The error box of a refused request: who holds the run, and a button to train under a free name."""
+    refused = st.session_state.get(REFUSED_KEY)
+    if refused is None:
+        return
+    request, holder, free = refused
+    st.error(
+        f"The run `{request.name}` is being written by {holder}. Resuming it here would mix two "
+        f"trainings in one folder: wait for it to finish, or train under another name."
+    )
+    c1, c2 = st.columns(2)
+    if c1.button(f"Train as `{free}` instead", type="primary", key="train_refused_rename"):
+        st.session_state.pop(REFUSED_KEY, None)
+        if start_unless_held(dataclasses.replace(request, name=free)):
+            st.rerun()
+    if c2.button("Dismiss", key="train_refused_dismiss"):
+        st.session_state.pop(REFUSED_KEY, None)
+        st.rerun()
 
 
 def start(request: TrainRequest) -> Job:
@@ -44,7 +84,12 @@ def start(request: TrainRequest) -> Job:
             job.report(event.fraction, msg, history=list(event.history))
 
         run_dir, result = train_run(
-            request, workspace=workspace, data=data, callback=on_event, should_stop=job.should_stop
+            request,
+            workspace=workspace,
+            data=data,
+            callback=on_event,
+            should_stop=job.should_stop,
+            lock_description=f"the dashboard's Models page, training {request.name}",
         )
         epochs = len(result.history)
         job.report(
