@@ -268,7 +268,8 @@ def test_ig_passes_shrink_with_the_pixels():
 
 
 @pytest.mark.slow
-def test_ig_at_224_reports_progress_per_chunk_and_stops(tiny_model):
+def test_ig_at_224_reports_progress_per_chunk_and_stops(tiny_model, cache, monkeypatch):
+    monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)  # an empty cache under tmp_path
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     seen: list[tuple[int, int]] = []
     result = attribute(
