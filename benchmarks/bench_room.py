@@ -172,6 +172,7 @@ class Session:
     started: float = 0.0
     times: list[float] = field(default_factory=list)
     errors: int = 0
+    error_texts: list[str] = field(default_factory=list)
 
     def upload(self, path: Path) -> None:
         self.page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(path))  # type: ignore[attr-defined]
@@ -232,6 +233,10 @@ def serve(
                 s.times.append(time.perf_counter() - s.started)
             else:
                 s.errors += 1
+                boxes = s.page.locator(  # type: ignore[attr-defined]
+                    '[data-testid="stException"], [data-testid="stAlertContentError"]'
+                )
+                s.error_texts.append(boxes.first.inner_text()[:300] if boxes.count() else "?")
             done += 1
             if issued < goal and (total is not None or len(s.times) + s.errors < per_session):
                 s.upload(photos.next())
@@ -249,6 +254,9 @@ def times_of(sessions: Sequence[Session]) -> list[float]:
 
 
 def errors_of(sessions: Sequence[Session]) -> int:
+    texts = [t for s in sessions for t in s.error_texts]
+    if texts:
+        print("errors shown:", *sorted(set(texts)), sep="\n  ", flush=True)
     return sum(s.errors for s in sessions)
 
 

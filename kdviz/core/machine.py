@@ -78,9 +78,12 @@ _THREADS_SET: int | None = None
 def set_torch_threads_once(n: int | None = None) -> int:
     """Set torch's intra-op threads for the whole process, once (later calls keep the first value).
 
-    A server runs all its interactive torch work on one compute thread (:mod:`kdviz.core.scheduler`),
-    so one pool as wide as the cores this process may use is right; a pool per session would
-    oversubscribe them. ``KDVIZ_TORCH_THREADS`` overrides the number. Returns the number in use.
+    A server runs all its interactive torch work on one compute thread (:mod:`kdviz.core.scheduler`)
+    with one pool, not a pool per session. The default leaves one core to the pages' own work
+    (script threads drawing, the websocket, a training job's step): an OpenMP pool as wide as all
+    the cores stalls at every layer when one of its threads loses its core (on two busy cores that
+    made calls 10-20x slower, see tests/conftest.py). ``KDVIZ_TORCH_THREADS`` overrides the number.
+    Returns the number in use.
     """
     global _THREADS_SET
     if _THREADS_SET is None:
@@ -88,7 +91,7 @@ def set_torch_threads_once(n: int | None = None) -> int:
 
         from .scheduler import cores
 
-        wanted = n or int(os.environ.get("KDVIZ_TORCH_THREADS", "0") or 0) or cores()
+        wanted = n or int(os.environ.get("KDVIZ_TORCH_THREADS", "0") or 0) or max(1, cores() - 1)
         torch.set_num_threads(max(1, wanted))
         _THREADS_SET = torch.get_num_threads()
     return _THREADS_SET
