@@ -41,7 +41,10 @@ with tab_train:
     if request is not None:
         training.start(request)
         st.rerun()
-    with st.expander("Students derived from a teacher (width and depth knobs, measured compression)"):
+    # a toggle, not an expander: an expander's content runs (and measures) on every rerun
+    if st.toggle(
+        "Students derived from a teacher (width and depth knobs, measured compression)", key="derive_on"
+    ):
         arch_picker.derived_table(
             arch_picker.arch_of(sel.teacher, "timm:mobilenetv3_large_100"), key="derive"
         )
