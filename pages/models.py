@@ -42,10 +42,12 @@ with tab_train:
     if request is not None and training.start_unless_held(request):
         st.rerun()
     training.show_refused()
-    with st.expander("Students derived from a teacher (width and depth knobs, measured compression)"):
-        chosen = cache.chosen_models(sel.teacher, None).get("teacher")
+    # a toggle, not an expander: an expander's content runs (and measures) on every rerun
+    if st.toggle(
+        "Students derived from a teacher (width and depth knobs, measured compression)", key="derive_on"
+    ):
         arch_picker.derived_table(
-            chosen[1].card.arch if chosen else "timm:mobilenetv3_large_100", key="derive"
+            arch_picker.arch_of(sel.teacher, "timm:mobilenetv3_large_100"), key="derive"
         )
 
 # ------------------------------------------------------------------ runs
@@ -150,9 +152,12 @@ with tab_export:
         "with its preprocessing and class names in the file's metadata; optionally an int8 copy with "
         "its accuracy and latency against float. The same as `python -m kdviz export`."
     )
-    loaded_models = cache.chosen_models(sel.teacher, sel.student)
-    if not loaded_models:
+    chosen_paths = {role: path for role, path in (("teacher", sel.teacher), ("student", sel.student)) if path}
+    if not chosen_paths:
         st.info("Choose a teacher or a student in the sidebar.")
     else:
-        role = st.radio("Export", list(loaded_models), horizontal=True, key="export_role")
-        export_panel.panel(loaded_models[role][1], safe_dataset(sel.source), key="models_export")
+        role = st.radio("Export", list(chosen_paths), horizontal=True, key="export_role")
+        try:
+            export_panel.panel(cache.model(chosen_paths[role]), safe_dataset(sel.source), key="models_export")
+        except CheckpointError:  # the first tab already says why
+            st.info(f"The {role} cannot be loaded (see the first tab).")

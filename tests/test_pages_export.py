@@ -93,6 +93,8 @@ def test_the_search_box_finds_timm_models_and_trains_one():
 
 def test_the_derived_students_table_measures_compression():
     at = open_page("pages/models.py")
+    assert not any("compression" in d.value.columns for d in at.dataframe)  # measured only when asked
+    at.toggle(key="derive_on").set_value(True).run()
     at.text_input(key="derive_teacher").set_value("torchvision:mobilenet_v2").run()
     assert_clean(at)
     table = next(d.value for d in at.dataframe if "compression" in d.value.columns)

@@ -75,6 +75,11 @@ def check_precision(precision: str) -> None:
 _THREADS_SET: int | None = None
 
 
+def default_torch_threads(cores: int) -> int:
+    """Torch threads for a server of ``cores`` cores: one core left to the pages from four up."""
+    return cores if cores < 4 else cores - 1
+
+
 def set_torch_threads_once(n: int | None = None) -> int:
     """Set torch's intra-op threads for the whole process, once (later calls keep the first value).
 
@@ -82,7 +87,9 @@ def set_torch_threads_once(n: int | None = None) -> int:
     with one pool, not a pool per session. The default leaves one core to the pages' own work
     (script threads drawing, the websocket, a training job's step): an OpenMP pool as wide as all
     the cores stalls at every layer when one of its threads loses its core (on two busy cores that
-    made calls 10-20x slower, see tests/conftest.py). ``KDVIZ_TORCH_THREADS`` overrides the number.
+    made calls 10-20x slower, see tests/conftest.py), but on a machine of two cores one thread
+    would halve every page's speed when nothing else runs, so there all cores are used
+    (:func:`default_torch_threads`). ``KDVIZ_TORCH_THREADS`` overrides the number.
     Returns the number in use.
     """
     global _THREADS_SET
@@ -91,7 +98,7 @@ def set_torch_threads_once(n: int | None = None) -> int:
 
         from .scheduler import cores
 
-        wanted = n or int(os.environ.get("KDVIZ_TORCH_THREADS", "0") or 0) or max(1, cores() - 1)
+        wanted = n or int(os.environ.get("KDVIZ_TORCH_THREADS", "0") or 0) or default_torch_threads(cores())
         torch.set_num_threads(max(1, wanted))
         _THREADS_SET = torch.get_num_threads()
     return _THREADS_SET

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from kdviz.models import list_models
+from kdviz.models import list_models, read_card
+from kdviz.models.checkpoints import CheckpointError
 from kdviz.models.derive import derived_students
 from kdviz.models.library import search
 from kdviz.models.pretrained import DOWNLOAD
@@ -65,6 +66,16 @@ def pretrained_choice(container, arch: str, *, key: str) -> str | None:
 @st.cache_data(show_spinner="Measuring the derived students…", max_entries=32)
 def _derived(teacher: str, ratio: float) -> list[dict]:
     return [s.as_dict() for s in derived_students(teacher, ratio=ratio)]
+
+
+def arch_of(path, default: str) -> str:
+    """The architecture on the card of the checkpoint at ``path``; ``default`` where there is none."""
+    if path is None:
+        return default
+    try:
+        return read_card(path).arch
+    except CheckpointError:
+        return default
 
 
 def derived_table(default_teacher: str, *, key: str) -> None:

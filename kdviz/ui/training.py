@@ -83,6 +83,11 @@ def start(request: TrainRequest) -> Job:
             )
             job.report(event.fraction, msg, history=list(event.history))
 
+        if request.pretrained:  # the library's download shows its bar on the server's terminal
+            where = (
+                "downloading them" if request.pretrained == "download" else f"reading {request.pretrained}"
+            )
+            job.report(0.0, f"pretrained weights: {where}…", role=request.role)
         run_dir, result = train_run(
             request,
             workspace=workspace,
