@@ -138,6 +138,19 @@ def test_lookahead_pulls_weights_to_their_average_and_copies_it_at_the_end():
     assert torch.allclose(net.weight, start + (1 - decay))
 
 
+def test_lookahead_leaves_a_run_too_short_to_average_alone():
+    """A run of at most ``every`` steps never updated the average: the end must not undo the run."""
+    net = torch.nn.Linear(3, 2)
+    look = Lookahead(net)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    trained = net.weight.detach().clone()
+    look.update(net, step=1, total_steps=1)  # one step per epoch, one epoch: a 1,024-image smoke run
+    assert torch.equal(net.weight, trained)
+    look.update(net, step=5, total_steps=5)
+    assert torch.equal(net.weight, trained)
+
+
 def test_ema_weights_differ_from_raw_weights(digits):
     torch.manual_seed(0)
     a = create_model("airnet_student_64x")

@@ -232,7 +232,13 @@ class Lookahead:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int, total_steps: int) -> None:
-        """Call after optimizer step ``step`` (1-based)."""
+        """Call after optimizer step ``step`` (1-based).
+
+        A run of ``every`` steps or fewer never updated the average: copying it into the model at the
+        end would undo the whole run (a one-epoch run on a small subset, say), so it is left alone.
+        """
+        if total_steps <= self.every:
+            return
         if step >= total_steps:
             decay = 1.0
         elif step % self.every == 0:
