@@ -12,7 +12,7 @@ map is the same whichever other images shared its call, and the per-image cache 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -77,18 +77,35 @@ def dedupe_token(request: ImageRequest) -> str:
     return digest.hexdigest()
 
 
+def _single(request: ImageRequest) -> tuple[tuple, dict]:
+    """The positional and keyword arguments of the request's image alone, for attribute() and the cache."""
+    loaded = request.loaded
+    args = (loaded.model, loaded.preprocess(request.image[None]), request.options)
+    kwargs = {
+        "mean": loaded.card.mean,
+        "std": loaded.card.std,
+        "labels": request.labels,
+        "fingerprint": loaded.fingerprint,
+    }
+    return args, kwargs
+
+
 def cached(request: ImageRequest) -> AttributionResult | None:
     """The request's result from the attribution cache, or None; calls no model."""
-    loaded = request.loaded
-    return cached_result(
-        loaded.model,
-        loaded.preprocess(request.image[None]),
-        request.options,
-        mean=loaded.card.mean,
-        std=loaded.card.std,
-        labels=request.labels,
-        fingerprint=loaded.fingerprint,
-    )
+    args, kwargs = _single(request)
+    return cached_result(*args, **kwargs)
+
+
+def attribute_alone(
+    request: ImageRequest,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AttributionResult:
+    """The request on its own, reporting per chunk of steps and stoppable between chunks (a large
+    image's IG, which is worth a bar and a stop button rather than a place in a batch)."""
+    args, kwargs = _single(request)
+    return attribute(*args, **kwargs, progress=progress, should_stop=should_stop)
 
 
 def attribute_one(request: ImageRequest) -> AttributionResult:

@@ -19,7 +19,6 @@ from kdviz.attribution import (
     METHODS,
     AttributionOptions,
     AttributionResult,
-    attribute,
     batching,
     render,
 )
@@ -173,17 +172,7 @@ def _with_progress(request: batching.ImageRequest) -> AttributionResult:
         def progress(done: int, total: int) -> None:
             report(done / max(total, 1), f"Integrated Gradients on a {size}×{size} image: {done}/{total}")
 
-        return attribute(
-            loaded.model,
-            loaded.preprocess(request.image[None]),
-            request.options,
-            mean=loaded.card.mean,
-            std=loaded.card.std,
-            labels=request.labels,
-            fingerprint=loaded.fingerprint,
-            progress=progress,
-            should_stop=stop.is_set,
-        )
+        return batching.attribute_alone(request, progress=progress, should_stop=stop.is_set)
 
     try:
         result = compute.run_with_progress(work, "the map", bar, kind="attribution")
