@@ -76,8 +76,8 @@ _THREADS_SET: int | None = None
 
 
 def default_torch_threads(cores: int) -> int:
-    """Torch threads for a server of ``cores`` cores: one core left to the pages from four up."""
-    return cores if cores < 4 else cores - 1
+    """Torch threads for a server of ``cores`` cores: one core is left to the pages."""
+    return max(1, cores - 1)
 
 
 def set_torch_threads_once(n: int | None = None) -> int:
@@ -87,9 +87,9 @@ def set_torch_threads_once(n: int | None = None) -> int:
     with one pool, not a pool per session. The default leaves one core to the pages' own work
     (script threads drawing, the websocket, a training job's step): an OpenMP pool as wide as all
     the cores stalls at every layer when one of its threads loses its core (on two busy cores that
-    made calls 10-20x slower, see tests/conftest.py), but on a machine of two cores one thread
-    would halve every page's speed when nothing else runs, so there all cores are used
-    (:func:`default_torch_threads`). ``KDVIZ_TORCH_THREADS`` overrides the number.
+    made calls 10-20x slower, see tests/conftest.py; measured in a real server on 2 cores, one
+    thread gave 1.0 s to an upload's maps against 1.3 s with two, and 27 s against 48 s with eight
+    sessions at once: ``benchmarks/bench_room.py``). ``KDVIZ_TORCH_THREADS`` overrides the number.
     Returns the number in use.
     """
     global _THREADS_SET
