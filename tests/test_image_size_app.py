@@ -1,8 +1,8 @@
 """A 96-px data set end to end: the CLI's contracts with ``--image-size`` and every page of the app.
 
-One module-wide workspace holds a teacher and a student trained (one short epoch) on the built-in
-shapes read at 96 px; the pages are opened with the sidebar set to that data set and size, and
-with another size, where the 96-px models are not offered and the sidebar says so.
+One module-wide workspace holds a teacher (registered) and a student (``timm:``) trained (one short
+epoch) on the built-in shapes read at 96 px; the pages are opened with the sidebar set to that data
+set and size, and with another size, where the 96-px models are not offered and the sidebar says so.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A teacher and a student at 96 px, and the shapes data set read at 96 px."""
+    """A teacher and a student at 96 px, and the shapes data set read at 96 px; the student is a
+    ``timm:`` model, so every page is also walked with a library architecture (issue 15's test)."""
     from kdviz.data import load_dataset
     from kdviz.training.loop import TrainConfig
     from kdviz.training.workflows import TrainRequest, train_run
@@ -46,7 +47,7 @@ def workspace(tmp_path_factory):
     try:
         data = load_dataset("shapes", image_size=96)
         cfg = dict(epochs=1, batch_size=32, train_limit=64, eval_limit=40)
-        for role, arch in (("teacher", "airnet_student_8x"), ("student", "airnet_student_64x")):
+        for role, arch in (("teacher", "airnet_student_8x"), ("student", "timm:mobilenetv3_small_050")):
             request = TrainRequest(
                 name=f"{role}96", arch=arch, dataset=data.source, role=role, config=TrainConfig(**cfg)
             )
@@ -142,6 +143,10 @@ def test_every_page_opens_and_works_at_96_px(home):
     at = open_app(96)
     assert Path(at.sidebar.selectbox(key="sidebar_teacher").value).name == "teacher96"
     assert Path(at.sidebar.selectbox(key="sidebar_student").value).name == "student96"
+    from kdviz.models.checkpoints import read_card
+
+    student = read_card(home / "student96")
+    assert student.arch == "timm:mobilenetv3_small_050" and student.image_size == 96
     shown = {m.label: m.value for m in at.metric}
     assert shown["Training images"] == "240" and shown["Test images"] == "80"
     for page in PAGES:
