@@ -11,17 +11,14 @@ Run alone: ``.venv/bin/python benchmarks/bench_data.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results
+from benchmarks.common import ROOT, fresh_process_json, machine, write_results
 
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 TIMED_LOAD = """
@@ -35,16 +32,7 @@ print(json.dumps({"s": time.perf_counter() - start, "train": len(data.train), "t
 
 def timed_load(source: str, cache: str) -> dict:
     """Seconds to load ``source`` in a fresh process whose ``KDVIZ_CACHE`` is ``cache``."""
-    env = {**os.environ, "KDVIZ_CACHE": cache, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", TIMED_LOAD, source],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return fresh_process_json(TIMED_LOAD, source, cache=cache)
 
 
 def cache_bytes(folder: str) -> int:

@@ -20,16 +20,13 @@ Run alone: ``.venv/bin/python benchmarks/bench_image_size.py [--quick] [--images
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, write_results
+from benchmarks.common import fresh_process_json, machine, write_results
 
 CASE = """
 import json, sys, time
@@ -65,16 +62,7 @@ print(json.dumps({
 
 
 def run_case(folder: Path, mode: str, cache: str) -> dict:
-    env = {**os.environ, "KDVIZ_CACHE": cache, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", CASE, str(folder), mode],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return fresh_process_json(CASE, str(folder), mode, cache=cache)
 
 
 def build_folder(root: Path, images: int) -> Path:

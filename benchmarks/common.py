@@ -6,9 +6,11 @@ Each ``bench_*.py`` writes ``benchmarks/results/<name>.json`` through :func:`wri
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,3 +100,14 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     return str(value).replace("|", "\\|")
+
+
+def fresh_process_json(code: str, *args: str, cache: str) -> dict[str, Any]:
+    """Run ``python -c code args`` in a fresh process whose ``KDVIZ_CACHE`` is ``cache``; the JSON
+    object on its last stdout line. A fresh process measures a cold start (imports, caches, memory)
+    that the benchmark's own warm process cannot."""
+    env = {**os.environ, "KDVIZ_CACHE": cache, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
