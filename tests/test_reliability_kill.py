@@ -129,7 +129,8 @@ def read_json(path: Path):
 EPOCHS = 5
 
 
-def train_args(name: str) -> list[str]:
+def train_args(name: str, *, seed: int = 5, epochs: int = EPOCHS) -> list[str]:
+    """A small digits training run as a command line (``--json``: its result on the last line)."""
     return kdviz(
         "train",
         "--data",
@@ -141,7 +142,7 @@ def train_args(name: str) -> list[str]:
         "--arch-kwargs",
         '{"width_mult": 0.25}',
         "--epochs",
-        str(EPOCHS),
+        str(epochs),
         "--batch-size",
         "32",
         "--train-limit",
@@ -149,7 +150,7 @@ def train_args(name: str) -> list[str]:
         "--eval-limit",
         "30",
         "--seed",
-        "5",
+        str(seed),
         "--name",
         name,
         "--json",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability_kill import train_args
 
 from kdviz.core import lock as lockmod
 from kdviz.core.lock import LOCK_FILE, Holder, LockHeld, WriterLock, live_holder, read_holder
@@ -245,33 +246,7 @@ def test_every_writing_command_refuses_a_held_folder_in_one_line(tmp_path, capsy
 
 
 def _train(name: str, seed: int, epochs: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kdviz",
-        "train",
-        "--data",
-        "digits",
-        "--role",
-        "student",
-        "--arch",
-        "mnv2_student_12x",
-        "--arch-kwargs",
-        '{"width_mult": 0.25}',
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "32",
-        "--train-limit",
-        "96",
-        "--eval-limit",
-        "30",
-        "--seed",
-        str(seed),
-        "--name",
-        name,
-        "--json",
-    ]
+    return train_args(name, seed=seed, epochs=epochs)
 
 
 def _env() -> dict:
