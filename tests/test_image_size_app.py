@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_helpers import assert_clean
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_cli import kdviz, one_json, one_line_error
@@ -132,11 +133,6 @@ def open_app(size: int) -> AppTest:
     at.sidebar.selectbox(key="sidebar_image_size").set_value(size).run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_every_page_opens_and_works_at_96_px(home):

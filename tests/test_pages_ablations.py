@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from kdviz.core.jobs import MANAGER
@@ -64,11 +65,6 @@ def page(home, monkeypatch, tmp_path):
     at.switch_page(PAGE).run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def tab(at: AppTest, label: str):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,6 @@ def open_benchmark() -> AppTest:
     at.switch_page("pages/benchmark.py").run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def short_latency(at: AppTest, runtimes=("eager", "onnxruntime"), batch: int = 8) -> AppTest:

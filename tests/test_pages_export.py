@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from kdviz.bench.deploy import read_metadata
@@ -31,11 +32,6 @@ def open_page(page: str) -> AppTest:
     at.switch_page(page).run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def downloads(at: AppTest) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from conftest import PRETRAINED, pretrained, require_shared
@@ -48,11 +49,6 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("kdviz.attribution.cache._DEFAULT_CACHE", None)
     return tmp_path / "cache"
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def open_page(page: str, query: dict | None = None) -> AppTest:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from kdviz.core.jobs import MANAGER
@@ -32,11 +33,6 @@ def open_app() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def metrics(at: AppTest) -> list[tuple[str, str]]:

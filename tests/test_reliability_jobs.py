@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apptest_helpers import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from kdviz.core.jobs import MANAGER, Job
@@ -37,11 +38,6 @@ def open_page(page: str) -> AppTest:
     at.switch_page(page).run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def start_training(at: AppTest, name: str, epochs: int) -> Job:
