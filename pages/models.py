@@ -38,7 +38,7 @@ with tab_train:
     if job is not None:
         training.show(job)
     busy = job is not None and job.running
-    request = train_form.form(sel.source, ws, busy=busy)
+    request = train_form.form(sel.source, ws, busy=busy, teacher=sel.teacher)
     if request is not None and training.start_unless_held(request):
         st.rerun()
     training.show_refused()

@@ -154,6 +154,117 @@ def test_timm_download_goes_through_the_hub_and_records_the_licence(monkeypatch,
     assert provenance["head"] == "replaced"
 
 
+def test_a_timm_file_in_torchvisions_old_layout_is_renamed_by_timms_own_filter(tmp_path):
+    """torchvision's densenet121 file names its layers ``norm.1`` where timm says ``norm1``; timm's
+    filter for that model renames them, and every backbone tensor comes from the file."""
+    import re
+
+    state = _imagenet_state("timm:densenet121")
+    old_layout = {
+        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked")
+    }
+    assert len(set(old_layout) - set(state)) > 100
+    file = tmp_path / "densenet121-old.safetensors"
+    save_file(old_layout, str(file))
+    model, provenance = pretrained_model("timm:densenet121", 10, str(file))
+    assert _backbone_equal(model, state)
+    assert classifier_head(model)[1].weight.shape[0] == 10 and provenance["head"] == "replaced"
+
+
+def test_a_page_sees_the_timm_download_in_bytes(monkeypatch, tmp_path):
+    """With a function for ``progress``, the hub's download reports to it through its tqdm class;
+    timm then reads the file the hub cached."""
+    import huggingface_hub
+    import timm.models._hub as hub
+
+    state = _imagenet_state(SMALL_TIMM)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    size = (tmp_path / "model.safetensors").stat().st_size
+
+    def fake_hub_download(repo_id=None, filename=None, tqdm_class=None, **kwargs):
+        if tqdm_class is not None:  # the hub's own downloader: one bar, updated per chunk
+            bar = tqdm_class(total=size)
+            for _ in range(4):
+                bar.update(size // 4)
+            bar.close()
+        return str(tmp_path / "model.safetensors")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hub_download)
+    monkeypatch.setattr(hub, "hf_hub_download", fake_hub_download)
+    seen = []
+    model, _ = pretrained_model(SMALL_TIMM, 10, progress=lambda done, total: seen.append((done, total)))
+    assert [d for d, _ in seen] == [size // 4 * i for i in range(1, 5)]
+    assert {t for _, t in seen} == {size}
+    assert _backbone_equal(model, state)
+
+
+def test_a_page_sees_the_torchvision_download_in_bytes_and_a_damaged_one_is_refused(monkeypatch, tmp_path):
+    import hashlib
+    import io
+
+    import torchvision.models as tvm
+
+    from kdviz.models import pretrained as pretrained_module
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    weights = tvm.get_model_weights("mobilenet_v3_small").DEFAULT
+    state = _imagenet_state(SMALL_TV)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    good = buffer.getvalue()
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(good))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    body = {"bytes": good[:-1] + bytes([good[-1] ^ 1])}  # one bit flipped: its hash no longer fits
+    monkeypatch.setattr(
+        pretrained_module.urllib.request, "urlopen", lambda url, timeout=None: Response(body["bytes"])
+    )
+    with pytest.raises(PretrainedError, match="damaged"):
+        pretrained_model(SMALL_TV, 10, progress=lambda done, total: None)
+    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    assert not cached.exists() and not list(cached.parent.iterdir())  # nothing half-written is left
+
+    # a file whose SHA-256 starts as its name says: what torchvision's loader then reads
+    expected = torch.hub.HASH_REGEX.search(cached.name).group(1)
+    monkeypatch.setattr(hashlib, "sha256", _sha_starting_with(expected))
+    body["bytes"] = good
+    seen = []
+    model, provenance = pretrained_model(
+        SMALL_TV, 10, progress=lambda done, total: seen.append((done, total))
+    )
+    assert cached.is_file() and seen[-1] == (len(good), len(good))
+    assert _backbone_equal(model, state) and provenance["source"] == "torchvision"
+
+
+def _sha_starting_with(prefix: str):
+    """A sha256 whose hex digest starts with ``prefix`` (the fake download cannot match the real
+    file's hash); the rest of hashlib is untouched."""
+    import hashlib
+
+    real = hashlib.sha256
+
+    class Fixed:
+        def __init__(self, *args):
+            self._inner = real(*args)
+
+        def update(self, data):
+            self._inner.update(data)
+
+        def hexdigest(self):
+            return prefix + self._inner.hexdigest()[len(prefix) :]
+
+    return Fixed
+
+
 def _offline(*args, **kwargs):
     raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 

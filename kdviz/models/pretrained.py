@@ -14,6 +14,11 @@ a machine that is online and pass by path instead.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,9 @@ from .registry import create_model, get_spec, pretrained_path
 #: what ``--pretrained`` takes for the library's own download (a path otherwise)
 DOWNLOAD = "download"
 
+#: told the bytes downloaded so far and the total (None where unknown)
+ByteProgress = Callable[[int, "int | None"], None]
+
 
 class PretrainedError(Exception):
     """Weights that cannot be had or do not fit; the message says what to do instead."""
@@ -37,13 +45,15 @@ def pretrained_model(
     source: str = DOWNLOAD,
     *,
     arch_kwargs: dict | None = None,
-    progress: bool = True,
+    progress: bool | ByteProgress = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """``arch`` with a fresh ``num_classes``-way head and the rest of its weights from ``source``.
 
     ``source`` is :data:`DOWNLOAD` (the library's weights; a registered kdviz architecture's
     file in the data root's ``pretrained/``) or the path of a weights file. Returns the model and
     its provenance for the card: ``source``, ``weights``, ``url``, ``file``, ``license``, ``head``.
+    ``progress``: True shows the library's own bar on the terminal; a function is told the bytes
+    downloaded so far and the total (None where the server does not say), for a page's bar.
     """
     kwargs = dict(arch_kwargs or {})
     if source != DOWNLOAD:
@@ -60,7 +70,7 @@ def pretrained_model(
     library, name = parts
     if library == "torchvision":
         return _torchvision(arch, name, num_classes, kwargs, progress)
-    return _timm(arch, name, num_classes, kwargs)
+    return _timm(arch, name, num_classes, kwargs, progress)
 
 
 def _from_file(arch: str, num_classes: int, file: Path, kwargs: dict) -> tuple[nn.Module, dict]:
@@ -72,13 +82,71 @@ def _from_file(arch: str, num_classes: int, file: Path, kwargs: dict) -> tuple[n
     except CheckpointError as exc:
         raise PretrainedError(str(exc)) from None
     model = create_model(arch, num_classes=num_classes, **kwargs)
-    head = load_backbone(model, state, source=str(file))
+    try:
+        head = load_backbone(model, state, source=str(file))
+    except PretrainedError:
+        remapped = _timm_remapped(arch, num_classes, state, kwargs)
+        if remapped is None:
+            raise
+        model, head = remapped
     provenance = {"source": "file", "file": str(file), "sha256": _sha256(file), "license": None, "head": head}
     return model, provenance
 
 
+def _timm_remapped(arch: str, num_classes: int, state: dict, kwargs: dict) -> tuple[nn.Module, str] | None:
+    """``timm:NAME`` from a file in another layout (a model's original release, torchvision's old
+    keys): timm's own filter for that model renames the tensors and drops a head made for other
+    classes. The tensors were read safely first; timm is handed the dict, never the file."""
+    parts = split_name(arch)
+    if parts is None or parts[0] != "timm":
+        return None
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(parts[1])
+    builder_log = logging.getLogger("timm.models._builder")
+    level = builder_log.level
+    builder_log.setLevel(logging.ERROR)  # its "unexpected keys" notes; the check below decides
+    try:
+        model = timm.create_model(
+            parts[1],
+            pretrained=True,
+            pretrained_cfg_overlay={"state_dict": dict(state), "source": ""},
+            num_classes=num_classes,
+            **kwargs,
+        )
+    except (RuntimeError, KeyError, ValueError, AssertionError):  # timm's filter could not fit it either
+        return None
+    finally:
+        builder_log.setLevel(level)
+    kept = cfg is not None and cfg.num_classes == num_classes
+    if not _backbone_from(model, state, with_head=kept):  # timm loads a changed head non-strictly
+        return None
+    return model, "kept" if kept else "replaced"
+
+
+def _backbone_from(model: nn.Module, state: dict[str, torch.Tensor], *, with_head: bool) -> bool:
+    """Whether every tensor of ``model`` (its head aside, unless kept) holds values found in
+    ``state``: a renamed or reshaped tensor keeps its size and sums, a tensor left at its random
+    initialisation does not."""
+
+    def fingerprint(t: torch.Tensor) -> tuple:
+        t = t.detach().double()
+        return t.numel(), round(float(t.sum()), 3), round(float(t.abs().sum()), 3)
+
+    given = {fingerprint(v) for v in state.values() if v.is_floating_point()}
+    found = classifier_head(model)
+    head = f"{found[0]}." if found and not with_head else None
+    own = [
+        v
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not (head and k.startswith(head))
+    ]
+    return bool(own) and all(fingerprint(v) in given for v in own)
+
+
 def _torchvision(
-    arch: str, name: str, num_classes: int, kwargs: dict, progress: bool
+    arch: str, name: str, num_classes: int, kwargs: dict, progress: bool | ByteProgress
 ) -> tuple[nn.Module, dict]:
     import torchvision.models as tvm
 
@@ -87,7 +155,9 @@ def _torchvision(
     except ValueError:
         raise PretrainedError(f"torchvision has no pretrained weights for {name}") from None
     try:
-        state = weights.get_state_dict(progress=progress, check_hash=True)
+        if callable(progress):  # torch's downloader has a terminal bar only: fill its cache first
+            _fetch_into_torch_cache(weights.url, progress)
+        state = weights.get_state_dict(progress=progress is True, check_hash=True)
     except Exception as exc:  # noqa: BLE001 - no network, a proxy, a cut download: the same advice
         raise PretrainedError(_offline_message(arch, weights.url, exc)) from None
     model = create_model(arch, num_classes=num_classes, **kwargs)
@@ -103,7 +173,9 @@ def _torchvision(
     }
 
 
-def _timm(arch: str, name: str, num_classes: int, kwargs: dict) -> tuple[nn.Module, dict]:
+def _timm(
+    arch: str, name: str, num_classes: int, kwargs: dict, progress: bool | ByteProgress
+) -> tuple[nn.Module, dict]:
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -113,6 +185,8 @@ def _timm(arch: str, name: str, num_classes: int, kwargs: dict) -> tuple[nn.Modu
     hub_url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
     url = hub_url if cfg.hf_hub_id else str(cfg.url)
     try:
+        if callable(progress) and cfg.hf_hub_id:  # the hub's download, into the cache timm reads
+            _fetch_from_hub(cfg.hf_hub_id, progress)
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the hub's errors are many; the advice is one
         raise PretrainedError(_offline_message(arch, url, exc)) from None
@@ -123,6 +197,53 @@ def _timm(arch: str, name: str, num_classes: int, kwargs: dict) -> tuple[nn.Modu
         "license": cfg.license,
         "head": "replaced" if num_classes != cfg.num_classes else "kept",
     }
+
+
+def _fetch_into_torch_cache(url: str, progress: ByteProgress) -> Path:
+    """``url`` into torch's checkpoint cache, where torchvision's own loader finds it; the hash
+    prefix in the file's name is checked the way torch checks it, and the file appears whole."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    target = folder / Path(urllib.parse.urlparse(url).path).name
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = torch.hub.HASH_REGEX.search(target.name)
+    digest = hashlib.sha256()
+    partial = folder / f".{target.name}.partial"
+    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        done = 0
+        for block in iter(lambda: response.read(1 << 20), b""):
+            out.write(block)
+            digest.update(block)
+            done += len(block)
+            progress(done, total)
+    if expected and not digest.hexdigest().startswith(expected.group(1)):
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"the download of {url} is damaged (its SHA-256 does not match the name)")
+    os.replace(partial, target)
+    return target
+
+
+def _fetch_from_hub(hub_id: str, progress: ByteProgress) -> None:
+    """The hub file timm will read (``model.safetensors``), downloaded into the hub's cache with
+    the hub's own downloader, which reports to ``progress`` through a tqdm class."""
+    from huggingface_hub import hf_hub_download
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True  # no terminal bar; the page draws its own
+            super().__init__(*args, **kwargs)
+            self._done = 0
+
+        def update(self, n=1):
+            self._done += n or 0
+            progress(self._done, self.total or None)
+            return super().update(n)
+
+    repo, _, revision = hub_id.partition("@")
+    hf_hub_download(repo, filename="model.safetensors", revision=revision or None, tqdm_class=Reporting)
 
 
 def _offline_message(arch: str, url: str | None, exc: BaseException) -> str:

@@ -28,6 +28,7 @@ from ..attribution.igcache import IGCacheError, IGMapStore
 from ..core.lock import WriterLock
 from ..data.base import Dataset
 from ..models.checkpoints import LoadedModel
+from ..models.pretrained import ByteProgress
 from . import ddp
 from .arms import DistillConfig
 from .batches import distill_batches, holdout_split, subset_dataset
@@ -63,6 +64,7 @@ def distill_run(
     ctx: DistContext | None = None,
     teacher_cache: str | Path | None = None,
     attention_block: int | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train one student of ``request``'s arm into ``run_dir`` (resumed if it holds a finished epoch).
 
@@ -86,7 +88,7 @@ def distill_run(
     data, store_index = holdout_split(data, cfg.holdout)
     cfg.world_size = ctx.world
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
-    model, pretrained = initial_model(request, data.num_classes)
+    model, pretrained = initial_model(request, data.num_classes, download_progress)
     model = model.to(device)
     teacher_name = request.teacher or cfg.teacher or str(teacher.path)
     card = card_for(
@@ -186,6 +188,7 @@ def distill_student(
     resume: bool = True,
     ctx: DistContext | None = None,
     lock_description: str | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> DistillOutcome:
     """Distil ``request``'s student from ``teacher`` into the workspace run of its name.
 
@@ -234,5 +237,6 @@ def distill_student(
             device=device,
             resume=resume,
             ctx=ctx,
+            download_progress=download_progress,
         )
     return DistillOutcome(run_dir, model, result, store)

@@ -14,7 +14,7 @@ from ..core.lock import WriterLock
 from ..data import Dataset, load_dataset, split_size
 from ..models import create_model
 from ..models.checkpoints import ModelCard, load_model, make_card, save_checkpoint
-from ..models.pretrained import pretrained_model
+from ..models.pretrained import ByteProgress, pretrained_model
 from .loop import TrainConfig, TrainEvent, TrainResult, train
 from .workspace import Workspace
 
@@ -171,15 +171,24 @@ class TrainRequest:
     pretrained: str | None = None
 
 
-def initial_model(request: TrainRequest, num_classes: int) -> tuple[torch.nn.Module, dict]:
+def initial_model(
+    request: TrainRequest, num_classes: int, download_progress: ByteProgress | None = None
+) -> tuple[torch.nn.Module, dict]:
     """The model a run starts from, and where its weights came from (empty: random initialisation).
 
     Pretrained weights keep everything but the classifier head, which is made for ``num_classes``
-    (:func:`kdviz.models.pretrained.pretrained_model`).
+    (:func:`kdviz.models.pretrained.pretrained_model`); a download reports its bytes to
+    ``download_progress`` where given (a page's bar), else the library draws its terminal bar.
     """
     if not request.pretrained:
         return create_model(request.arch, num_classes=num_classes, **request.arch_kwargs), {}
-    return pretrained_model(request.arch, num_classes, request.pretrained, arch_kwargs=request.arch_kwargs)
+    return pretrained_model(
+        request.arch,
+        num_classes,
+        request.pretrained,
+        arch_kwargs=request.arch_kwargs,
+        progress=download_progress or True,
+    )
 
 
 def card_for(
@@ -210,6 +219,7 @@ def train_run(
     device: str = "cpu",
     resume: bool = True,
     lock_description: str | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train ``request`` into the workspace folder of its name; an existing folder is resumed.
 
@@ -221,7 +231,8 @@ def train_run(
     workspace.check_free(request.name)  # a run another writer holds is refused before loading
     data = data or load_dataset(request.dataset)
     torch.manual_seed(request.config.seed)  # the initial weights are part of what the seed fixes
-    model, pretrained = initial_model(request, data.num_classes)  # a failed download leaves no folder
+    # a failed download leaves no folder
+    model, pretrained = initial_model(request, data.num_classes, download_progress)
     run_dir = workspace.create(request.name, exist_ok=resume)
     with WriterLock(run_dir, lock_description):
         card = card_for(request, data, model, pretrained)

@@ -68,6 +68,19 @@ def _derived(teacher: str, ratio: float) -> list[dict]:
     return [s.as_dict() for s in derived_students(teacher, ratio=ratio)]
 
 
+def derived_default(teacher_path, ratio: float = 4.0) -> tuple[str, dict] | None:
+    """The student derived from the checkpoint's library architecture nearest ``ratio``× (None
+    for a kdviz architecture, which has its own default student, or where no knob is known)."""
+    arch = arch_of(teacher_path, "")
+    if not arch or ":" not in arch:
+        return None
+    try:
+        rows = _derived(arch, ratio)
+    except (KeyError, ValueError):
+        return None
+    return (rows[0]["arch"], dict(rows[0]["arch_kwargs"])) if rows else None
+
+
 def arch_of(path, default: str) -> str:
     """The architecture on the card of the checkpoint at ``path``; ``default`` where there is none."""
     if path is None:

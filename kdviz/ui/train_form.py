@@ -7,20 +7,33 @@ the default one (every optimiser setting is a widget).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import streamlit as st
 
 from kdviz.core import machine
 from kdviz.data import source_size
 from kdviz.models import get_spec
+from kdviz.training.arms import ARMS, DistillConfig, arm_ingredients
+from kdviz.training.distillation import DistillRequest
 from kdviz.training.loop import TrainConfig
 from kdviz.training.workflows import FAST_TECHNIQUES, RECIPES, TrainRequest, default_recipe, defaults_for
 from kdviz.training.workspace import RunNameError, Workspace, now
 
 from . import arch_picker
 
+#: a student that learns from the labels alone: plain training, no teacher
+LABELS_ONLY = "the labels only"
 
-def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | None:
-    """Draw the form; the request when *Start training* was pressed and the name is valid, else None."""
+
+def form(
+    source: str, workspace: Workspace, *, busy: bool, teacher: Path | None = None
+) -> TrainRequest | None:
+    """Draw the form; the request when *Start training* was pressed and the name is valid, else None.
+
+    A student can learn from ``teacher`` (the sidebar's) by any arm of the ablation (KD, IG
+    overlays, attention transfer): the request is then a :class:`DistillRequest`."""
     px = source_size(source)
     st.caption(
         f"Images are read at {px}×{px} px (the sidebar's image size); the model's card records it, and "
@@ -38,8 +51,15 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
         key=f"train_recipe_{source}",
     )
     d_arch, d_kwargs, d_cfg = defaults_for(source, role, recipe)
+    arm = _learn_from(teacher) if role == "student" else LABELS_ONLY
+    arch_key = f"train_arch_{role}_{recipe}"
+    if arm != LABELS_ONLY and teacher is not None:
+        derived = arch_picker.derived_default(teacher)
+        if derived is not None:  # a library teacher: its own family's student near 4x by default
+            d_arch, d_kwargs = derived
+            arch_key += f"_of_{teacher.name}"
     c1, c2, c3 = st.columns(3)
-    arch = arch_picker.architecture(c1, d_arch, key=f"train_arch_{role}_{recipe}")
+    arch = arch_picker.architecture(c1, d_arch, key=arch_key)
     kwargs = {}
     if "width_mult" in get_spec(arch).signature():
         kwargs["width_mult"] = c2.select_slider(
@@ -59,21 +79,76 @@ def form(source: str, workspace: Workspace, *, busy: bool) -> TrainRequest | Non
     if recipe == "finetune" and pretrained is None:
         st.caption("The fine-tuning recipe is made for pretrained weights: choose where they come from.")
     cfg = _fast_settings(d_cfg, arch) if recipe == "fast" else _default_settings(d_cfg)
+    if arm != LABELS_ONLY:
+        cfg = _distill_settings(cfg, arm, teacher)
     if not st.button("Start training", type="primary", disabled=busy, key="train_start"):
         return None
     try:
-        return TrainRequest(
+        common: dict[str, Any] = dict(
             name=workspace.path(name).name,
             arch=arch,
             dataset=source,
-            arch_kwargs=kwargs,
+            arch_kwargs={**(d_kwargs if arch == d_arch else {}), **kwargs},
             role=role,
-            config=cfg,
             pretrained=pretrained,
         )
+        if isinstance(cfg, DistillConfig):
+            return DistillRequest(**common, config=cfg, teacher=str(teacher))
+        return TrainRequest(**common, config=cfg)
     except RunNameError as exc:
         st.error(str(exc))
         return None
+
+
+def _learn_from(teacher: Path | None) -> str:
+    """What a student learns from: the labels alone, or the sidebar's teacher by an arm."""
+    if teacher is None:
+        st.caption("Choose a teacher in the sidebar to distil this student from it (KD, IG overlays…).")
+        return LABELS_ONLY
+    options = [LABELS_ONLY, *(a for a in ARMS if a != "baseline")]
+    return st.radio(
+        f"Learn from (teacher `{teacher.name}`, the sidebar's)",
+        options,
+        horizontal=True,
+        format_func=lambda a: a if a == LABELS_ONLY else f"{a}: {ARMS[a].removeprefix('+ ')}",
+        key="train_learn_from",
+    )
+
+
+def _distill_settings(cfg: TrainConfig, arm: str, teacher: Path | None) -> DistillConfig:
+    """The arm's settings (the paper's by default) on top of the recipe's training settings. The
+    subset of training images becomes the distillation subset, so the teacher's IG cache covers
+    exactly the images the student sees."""
+    ingredients = arm_ingredients(arm)
+    base = DistillConfig(arm=arm)
+    values: dict = {}
+    with st.expander(f"Distillation settings ({arm})"):
+        a, b, c, d = st.columns(4)
+        if "kd" in ingredients:
+            values["temperature"] = a.number_input(
+                "Temperature T", 1.0, 20.0, base.temperature, key="distill_T"
+            )
+            values["alpha"] = b.number_input("α (KD weight)", 0.0, 1.0, base.alpha, key="distill_alpha")
+        if "ig" in ingredients:
+            values["ig_steps"] = int(
+                c.number_input("IG steps (teacher cache)", 2, 128, base.ig_steps, key="distill_steps")
+            )
+            values["overlay_p"] = d.number_input(
+                "Overlay probability p", 0.0, 1.0, base.overlay_p, key="distill_p"
+            )
+            values["overlay_lambda"] = a.number_input(
+                "Overlay strength λ", 0.0, 1.0, base.overlay_lambda, key="distill_lambda"
+            )
+        if "at" in ingredients:
+            values["at_beta"] = b.number_input("Attention β", 0.0, 10.0, base.at_beta, key="distill_beta")
+    if "ig" in ingredients:
+        st.caption(
+            "The teacher's IG maps of the training images are computed once before the first epoch "
+            "(a bar shows it) and kept for the next student of this teacher."
+        )
+    own = cfg.as_dict()
+    subset = own.pop("train_limit", None)
+    return DistillConfig(**own, **values, arm=arm, subset=subset, teacher=str(teacher or ""))
 
 
 def _common(c_epochs, cfg: TrainConfig) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ import time
 import streamlit as st
 
 from kdviz.core.jobs import Job
+from kdviz.training.distillation import DistillRequest, distill_student
 from kdviz.training.loop import TrainEvent
 from kdviz.training.workflows import TrainRequest, train_run
 
@@ -83,19 +84,33 @@ def start(request: TrainRequest) -> Job:
             )
             job.report(event.fraction, msg, history=list(event.history))
 
-        if request.pretrained:  # the library's download shows its bar on the server's terminal
+        if request.pretrained:
             where = (
                 "downloading them" if request.pretrained == "download" else f"reading {request.pretrained}"
             )
             job.report(0.0, f"pretrained weights: {where}…", role=request.role)
-        run_dir, result = train_run(
-            request,
-            workspace=workspace,
-            data=data,
-            callback=on_event,
-            should_stop=job.should_stop,
-            lock_description=f"the dashboard's Models page, training {request.name}",
-        )
+
+        def on_download(done: int, total: int | None) -> None:
+            size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            job.report(done / total if total else None, f"pretrained weights: downloading, {size}")
+
+        lock = f"the dashboard's Models page, training {request.name}"
+        if isinstance(request, DistillRequest):
+            outcome = _distil(job, request, data, workspace, on_event, on_download, lock)
+            if outcome.result is None:  # stopped while the teacher's IG maps were being made
+                job.report(message="stopped while the teacher's IG maps were made; they resume next time")
+                return outcome.run_dir
+            run_dir, result = outcome.run_dir, outcome.result
+        else:
+            run_dir, result = train_run(
+                request,
+                workspace=workspace,
+                data=data,
+                callback=on_event,
+                should_stop=job.should_stop,
+                lock_description=lock,
+                download_progress=on_download,
+            )
         epochs = len(result.history)
         job.report(
             message=f"{epochs} epoch{'s' if epochs != 1 else ''} in `{run_dir.name}`", run_dir=str(run_dir)
@@ -103,6 +118,29 @@ def start(request: TrainRequest) -> Job:
         return run_dir
 
     return session.start_job(JOB_KEY, f"train {request.name}", work, kind="train")
+
+
+def _distil(job: Job, request: DistillRequest, data, workspace, on_event, on_download, lock: str):
+    """A student distilled from its teacher, as the CLI's ``distill`` does; the teacher's IG maps
+    (IG arms) are made first, with their own progress."""
+    from kdviz.models import load_model
+
+    teacher = load_model(request.teacher or request.config.teacher, data=data)
+
+    def ig_progress(done: int, total: int, rate: float) -> None:
+        job.report(done / max(total, 1), f"the teacher's IG maps: {done:,}/{total:,} ({rate:.0f} images/s)")
+
+    return distill_student(
+        request,
+        teacher,
+        data,
+        workspace=workspace,
+        ig_progress=ig_progress,
+        callback=on_event,
+        should_stop=job.should_stop,
+        lock_description=lock,
+        download_progress=on_download,
+    )
 
 
 def time_left(elapsed: float, fraction: float, start: float = 0.0) -> str:
