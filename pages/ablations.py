@@ -102,8 +102,7 @@ with tab_preview:
             st.error(f"The teacher cannot be loaded: {exc}")
         else:
             indices = spread_indices(len(data.train), 6)
-            with st.spinner("The teacher's IG maps of these images (computed once, then cached)…"):
-                maps = ui.teacher_maps(teacher, data, indices, steps=16)
+            maps = ui.teacher_maps(teacher, data, indices, steps=16)  # computed once, then cached
             shown = ui.overlay_preview(data, indices, maps, OverlayConfig(p=p, lam=lam, mode=mode), draw)
             st.caption(
                 f"This draw overlays {shown} of {len(indices)} images (on average p × {len(indices)} = "

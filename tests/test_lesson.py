@@ -150,6 +150,30 @@ def test_more_steps_approach_captums_map_and_close_the_gap(digit, teacher, refer
     assert gaps[3] < max(gaps[:2]) / 5
 
 
+def test_convergence_reports_each_step_count_and_the_reference(digit, teacher, reference):
+    """The page's bar: one report per step count, counted in steps (the reference's 256 first when
+    it is computed here), ending at the total."""
+    _, x, target = digit
+    base = make_baseline(x, "zero", teacher.card.mean, teacher.card.std)
+    seen: list[tuple[int, int]] = []
+    lesson.convergence(
+        teacher.model,
+        x,
+        base,
+        target,
+        [2, 8],
+        "gausslegendre",
+        reference,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen == [(2, 10), (10, 10)]
+    seen.clear()
+    lesson.convergence(
+        teacher.model, x, base, target, [2], "gausslegendre", progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(lesson.REFERENCE_STEPS, lesson.REFERENCE_STEPS + 2), (lesson.REFERENCE_STEPS + 2,) * 2]
+
+
 def test_ig_needs_two_steps():
     with pytest.raises(ValueError, match="at least 2 steps"):
         lesson.rule_points(1)

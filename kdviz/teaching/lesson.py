@@ -8,7 +8,7 @@ Baselines come from :func:`kdviz.attribution.make_baseline`, as everywhere else 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,17 +203,29 @@ def convergence(
     steps: Sequence[int],
     rule: str = "gausslegendre",
     reference: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ConvergencePoint]:
     """How the map and its completeness gap settle as the step count grows.
 
     The reference is Captum's Gauss–Legendre map with ``REFERENCE_STEPS`` steps, whatever ``rule`` is
     being watched, so every rule is measured against the same best estimate of the integral.
+    ``progress(done, total)`` is told after the reference and after each step count (a large image
+    takes seconds for each): its total counts one unit per step computed.
     """
+    total = (0 if reference is not None else REFERENCE_STEPS) + sum(int(n) for n in steps)
+    done = 0
     ref = reference if reference is not None else captum_map(model, x, baseline, target)
+    if reference is None:
+        done = REFERENCE_STEPS
+        if progress is not None:
+            progress(done, total)
     out = []
     for n in steps:
         walk = running_sum(model, x, baseline, target, int(n), rule)
         out.append(ConvergencePoint(int(n), map_error(walk.map, ref), walk.completeness().gap))
+        done += int(n)
+        if progress is not None:
+            progress(done, total)
     return out
 
 

@@ -36,7 +36,7 @@ from kdviz.training.ig_overlay import MODES, OverlayConfig, overlay
 from kdviz.training.workflows import defaults_for
 from kdviz.training.workspace import RunNameError, check_name, now
 
-from . import job_panel, session
+from . import compute, job_panel, session
 
 if TYPE_CHECKING:
     import optuna
@@ -452,15 +452,21 @@ def teacher_maps(teacher: LoadedModel, data: Dataset, indices: np.ndarray, steps
     """The teacher's IG maps (true class, |·| summed over channels, as in the IG cache) of a few training
     images, through the attribution front door and its cache: seen once, never recomputed."""
     card = teacher.card
-    result = attribute(
-        teacher.model,
-        teacher.preprocess(data.train.images[indices]),
-        AttributionOptions(method="ig", steps=steps, target="true"),
-        mean=card.mean,
-        std=card.std,
-        labels=torch.as_tensor(data.train.labels[indices]),
-    )
-    return np.abs(result.maps).sum(1)
+
+    def work() -> np.ndarray:
+        result = attribute(
+            teacher.model,
+            teacher.preprocess(data.train.images[indices]),
+            AttributionOptions(method="ig", steps=steps, target="true"),
+            mean=card.mean,
+            std=card.std,
+            labels=torch.as_tensor(data.train.labels[indices]),
+        )
+        return np.abs(result.maps).sum(1)
+
+    # on the server's compute queue; sessions asking for the same maps meanwhile share one call
+    key = ("overlay-preview", teacher.fingerprint, data.source, tuple(int(i) for i in indices), steps)
+    return compute.run_shared(work, "the teacher's maps", key=key, kind="attribution")
 
 
 def overlay_preview(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import spread_indices
 from kdviz.teaching import lesson
 
-from . import benchmark, samples, urlstate
+from . import benchmark, compute, samples, urlstate
 from .image_source import Picked
 
 STEP_KEY = "lesson_step"
@@ -101,15 +104,53 @@ def walk(
     return lesson.running_sum(_loaded.model, x, _baseline(_loaded, x, baseline), target, steps, rule)
 
 
-@st.cache_data(show_spinner="Comparing step counts with Captum's 256-step map…", max_entries=32)
+#: the convergence charts computed in this server process (any session), newest last
+_CONVERGENCE: OrderedDict[tuple, tuple[np.ndarray, list[lesson.ConvergencePoint]]] = OrderedDict()
+_CONVERGENCE_LOCK = threading.Lock()
+
+
 def convergence(
-    _loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str
-):
-    """The reference map and how far each step count in ``CONVERGENCE_STEPS`` is from it."""
-    x = _loaded.preprocess(image)
-    base = _baseline(_loaded, x, baseline)
-    reference = lesson.captum_map(_loaded.model, x, base, target)
-    return reference, lesson.convergence(_loaded.model, x, base, target, CONVERGENCE_STEPS, rule, reference)
+    loaded: LoadedModel, fingerprint: str, image: np.ndarray, baseline: str, target: int, rule: str
+) -> tuple[np.ndarray, list[lesson.ConvergencePoint]]:
+    """The reference map and how far each step count in ``CONVERGENCE_STEPS`` is from it.
+
+    About 400 IG steps in all: on the server's compute queue (after the work of the sessions before
+    it), with a bar, and kept for every session of this server once computed."""
+    key = (fingerprint, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest(), baseline, target, rule)
+    with _CONVERGENCE_LOCK:
+        if key in _CONVERGENCE:
+            _CONVERGENCE.move_to_end(key)
+            return _CONVERGENCE[key]
+    what = "Comparing step counts with Captum's 256-step map"
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def work(report) -> tuple[np.ndarray, list[lesson.ConvergencePoint]]:
+        x = loaded.preprocess(image)
+        base = _baseline(loaded, x, baseline)
+        reference = lesson.captum_map(loaded.model, x, base, target)
+        total = lesson.REFERENCE_STEPS + sum(CONVERGENCE_STEPS)
+        report(lesson.REFERENCE_STEPS / total, f"{what}: the reference is done")
+        points = lesson.convergence(
+            loaded.model,
+            x,
+            base,
+            target,
+            CONVERGENCE_STEPS,
+            rule,
+            reference,
+            progress=lambda done, _: report(
+                (lesson.REFERENCE_STEPS + done) / total, f"{what}: {done} of {sum(CONVERGENCE_STEPS)} steps"
+            ),
+        )
+        return reference, points
+
+    found = compute.run_with_progress(work, "the convergence chart", bar, kind="lesson")
+    bar.empty()
+    with _CONVERGENCE_LOCK:
+        _CONVERGENCE[key] = found
+        while len(_CONVERGENCE) > 32:
+            _CONVERGENCE.popitem(last=False)
+    return found
 
 
 def speed(path: Path, loaded: LoadedModel, name: str) -> latency.Latency:
