@@ -327,6 +327,32 @@ def test_the_summary_is_small_has_no_weights_and_reads_like_the_study(parted):
         write_summary(load_study(folder).__class__(folder, tiny(seeds=[0]), view.state, view.runs), summary)
 
 
+def test_a_part_goes_on_on_another_machine_without_redoing_the_summarised_runs(parted, tmp_path):
+    """A part interrupted after some runs, resumed in a new session on a machine without the study
+    folder: only the runs the committed summary lacks are trained, and the part's record keeps
+    every run of both sessions."""
+    _, summary, _, _ = parted
+    committed = tmp_path / "results" / "tiny7"
+    shutil.copytree(summary, committed)
+    (committed / "runs" / "kd-s0.json").unlink()  # its session ended before kd-s0 finished
+    trained: list[str] = []
+
+    def report(event) -> None:
+        if event.stage == "run" and event.run not in trained:
+            trained.append(event.run)
+
+    elsewhere = tmp_path / "other-machine" / "study"
+    view = run_study(
+        elsewhere, tiny(), part=Selection(seeds=[0]), summary=committed, part_name="seed0", report=report
+    )
+    assert trained == ["kd-s0"]
+    assert sorted(p.name for p in (elsewhere / "runs").iterdir()) == ["kd-s0"]
+    assert view.state["status"] == "done"  # every run is here or in the committed summary
+    head = json.loads((committed / "study.json").read_text())
+    assert len(head["parts"]["seed0"]["runs"]) == 7 and head["parts"]["seed0"]["wall_seconds"] > 0
+    assert load_summary(committed).finished_runs == 14
+
+
 def test_summary_rows_carry_intervals_and_corrected_tests(parted):
     _, summary, _, _ = parted
     view = load_summary(summary)

@@ -405,6 +405,23 @@ def evaluate_run(
     return metrics
 
 
+def summarised_runs(summary: str | Path | None, config: StudyConfig) -> set[str]:
+    """The runs a committed summary of this same study already holds: a part interrupted in one
+    session goes on in the next, on any machine, without redoing the runs whose numbers are kept
+    (their weights stay where they were made). A summary of other settings holds none of ours."""
+    if summary is None:
+        return set()
+    from .summary import load_summary
+
+    try:
+        view = load_summary(summary)
+    except StudyError:
+        return set()
+    if view.config.as_dict() != config.as_dict():
+        return set()
+    return {r.name for r in view.runs if r.metrics is not None}
+
+
 def run_study(
     folder: str | Path,
     config: StudyConfig | None = None,
@@ -457,11 +474,15 @@ def _run_study(
         report(StudyEvent("reference", "teacher predictions, probe images, latency…", 0.0))
         teacher_pred = _reference(folder, config, state, teacher, data, device)
         runs = [e for e in state["runs"] if part.covers(e["arm"], int(e["seed"]))]
+        summarised = summarised_runs(summary, config)
         started = time.perf_counter()
         for i, entry in enumerate(runs):
             run_dir = folder / "runs" / entry["name"]
             if (run_dir / METRICS).is_file():
                 entry["status"] = "done"
+                continue
+            if entry["name"] in summarised:  # finished in an earlier session, maybe on another machine
+                entry["status"] = "summarised"
                 continue
             entry["status"] = "running"
             _write_state(folder, state)
@@ -550,7 +571,10 @@ def _run_study(
         state["status"], state["error"] = "failed", f"{type(exc).__name__}: {exc}"
         _write_state(folder, state)
         raise
-    complete = all((folder / "runs" / e["name"] / METRICS).is_file() for e in state["runs"])
+    summarised = summarised_runs(summary, config)
+    complete = all(
+        (folder / "runs" / e["name"] / METRICS).is_file() or e["name"] in summarised for e in state["runs"]
+    )
     state["status"] = "done" if complete else "partial"
     state.pop("error", None)
     _write_state(folder, state)

@@ -66,12 +66,14 @@ def write_summary(study: StudyView, out: str | Path, *, part: str = "") -> Path:
     parts = dict((head or {}).get("parts", {}))
     mine = [r.name for r in study.runs if r.metrics is not None and (r.metrics.get("part", "") == part)]
     if part or mine:
+        earlier = parts.get(part or "all", {})  # the same part begun in another session, maybe elsewhere
+        names = sorted(set(earlier.get("runs", [])) | set(mine))
+        here = machine.describe()
         parts[part or "all"] = {
-            "runs": mine,
-            "wall_seconds": sum(
-                float(r.metrics.get("wall_seconds", 0.0)) for r in study.runs if r.metrics and r.name in mine
-            ),
-            "machine": machine.describe(),
+            "runs": names,
+            "wall_seconds": sum(_wall_seconds(out, name) for name in names),
+            "machine": here,
+            "machines": _distinct([*earlier.get("machines", [earlier.get("machine", here)]), here]),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     summary = {
@@ -92,6 +94,22 @@ def write_summary(study: StudyView, out: str | Path, *, part: str = "") -> Path:
     atomic.write_text(out / "arms.csv", csv_table(rows))
     atomic.write_text(out / "arms.md", markdown_table(rows) + "\n")
     return out
+
+
+def _distinct(items: list) -> list:
+    out: list = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def _wall_seconds(out: Path, name: str) -> float:
+    try:
+        record = json.loads((out / "runs" / f"{name}.json").read_text())
+        return float(record["metrics"].get("wall_seconds", 0.0))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0.0
 
 
 def _read_head(out: Path) -> dict | None:

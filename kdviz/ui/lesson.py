@@ -116,7 +116,8 @@ def convergence(
 
     About 400 IG steps in all: on the server's compute queue (after the work of the sessions before
     it), with a bar, and kept for every session of this server once computed."""
-    key = (fingerprint, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest(), baseline, target, rule)
+    pixels = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+    key = (fingerprint, pixels, baseline, target, rule)
     with _CONVERGENCE_LOCK:
         if key in _CONVERGENCE:
             _CONVERGENCE.move_to_end(key)
