@@ -499,3 +499,17 @@ def test_the_sweep_from_summaries(parted, tmp_path):
     names = {t.name for t in fig.data}
     assert {"baseline", "kd+ig", "teacher"} <= names
     assert load_sweep(tmp_path / "none") is None
+
+
+def test_a_committed_summarys_run_files_are_not_ignored_by_git():
+    """The summaries are meant to be committed: a ``runs/`` rule for work folders must not hide
+    their run files (it once did, and a commit would have kept the tables without the runs)."""
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("docs/results/any-study/runs/baseline-s0.json", "docs/results/any-study/study.json"):
+        check = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert check.returncode == 1, f"{path} is ignored by .gitignore"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/studies/x/model.safetensors"], cwd=ROOT)
+    assert ignored.returncode == 0  # the work folder stays ignored
