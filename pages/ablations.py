@@ -55,7 +55,12 @@ with tab_study:
                 for s in studies
             },
         }
-        picked = st.selectbox("Study", list(labels), format_func=labels.get, key="abl_study")
+        options = list(labels)
+        started = ui.study_option(job)
+        if started in options and st.session_state.get("abl_study_followed") != started:
+            st.session_state["abl_study"] = started  # a study just started here is shown, once
+            st.session_state["abl_study_followed"] = started
+        picked = st.selectbox("Study", options, format_func=labels.get, key="abl_study")
         kind, _, path = picked.partition(":")
         try:
             ui.render_study(load_summary(path) if kind == "summary" else load_study(path), data)

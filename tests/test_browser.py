@@ -310,7 +310,15 @@ def compare_action(page, tmp_path: Path) -> None:
 
 
 def ablations_action(page, tmp_path: Path) -> None:
-    """A study as small as the form allows: one arm, one seed, one epoch, one batch of images."""
+    """A study as small as the form allows: one arm, one seed, one epoch, one batch of images. The
+    form's expander opens on its own only while there is nothing to show; with committed study
+    summaries (docs/results) it is closed, and a person opens it first."""
+    form = page.locator('[data-testid="stExpander"]').filter(has_text="Start a small study").first
+    label = page.locator('[data-testid="stWidgetLabel"]', has_text=re.compile(r"^\s*Arms\s*$"))
+    arms = page.locator('[data-testid="stMain"] [data-testid="stMultiSelect"]').filter(has=label)
+    if not (arms.count() and arms.first.is_visible()):
+        form.locator("summary").first.click()
+        arms.first.wait_for(state="visible", timeout=10_000)
     _keep_only(page, "Arms", "baseline")
     _set_number(page, "Seeds", 1)
     _set_number(page, "Epochs", 1)

@@ -70,7 +70,16 @@ def start_study(folder: Path, config: StudyConfig, data: Dataset) -> Job:
 
         return run_study(folder, config, data=data, report=report, should_stop=job.should_stop)
 
-    return session.start_job(JOB_KEY, f"study {folder.name}", work, kind="study")
+    job = session.start_job(JOB_KEY, f"study {folder.name}", work, kind="study")
+    job.report(folder=str(folder))
+    return job
+
+
+def study_option(job: Job | None) -> str | None:
+    """The studies list's entry of the study this session started last (shown first: a person who
+    just started one wants to watch it, not a committed summary)."""
+    folder = job.data.get("folder") if job is not None and job.kind == "study" else None
+    return f"study:{folder}" if folder else None
 
 
 def current_job() -> Job | None:
