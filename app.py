@@ -5,7 +5,7 @@ The entry point only sets up navigation and the shared sidebar; each page lives 
 
 import streamlit as st
 
-from kdviz.ui import sidebar
+from kdviz.ui import shell, sidebar
 
 st.set_page_config(page_title="kdviz: distillation made visible", page_icon="🔬", layout="wide")
 
@@ -27,5 +27,6 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+shell.enter_app()
 sidebar.render()
 page.run()

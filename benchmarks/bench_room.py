@@ -19,16 +19,21 @@ for that file. What is measured:
   bound: the growth after the first tenth of the requests), open file descriptors and threads
   before and after, and whether the server still answers (its health check and one more upload).
 
-Chromium runs on the same cores as the server, as it did when the issue was filed. Memory, file
-descriptors and threads are the server process's, read from ``/proc``.
+The sessions are websocket clients by default (``tools/ws_session.py``: the front end's protocol,
+uploads included, at almost no cost to the server's machine, as a room's browsers are on the
+students' laptops); ``--clients chromium`` uses headless Chromium tabs on the server's own cores
+instead, as when the issue was filed. Memory, file descriptors and threads are the server
+process's, read from ``/proc``.
 
-Run alone: ``.venv/bin/python benchmarks/bench_room.py [--quick] [--only crowd,soak]``; needs Debian's
-chromium (``apt-get install chromium``); without it the benchmark says so and writes nothing.
+Run alone: ``.venv/bin/python benchmarks/bench_room.py [--quick] [--only crowd,soak]``; results go
+to ``benchmarks/results/room_<clients>[_<scenarios>][_quick].json``. ``--clients chromium`` needs
+Debian's chromium (``apt-get install chromium``); without it the benchmark says so and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
@@ -36,13 +41,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 from benchmarks.common import machine, write_results
 from tools.live_app import (
@@ -54,6 +61,7 @@ from tools.live_app import (
     stop_server,
     wait_idle,
 )
+from tools.ws_session import WsSession
 
 SCENARIOS = ("alone", "crowd", "room", "training", "soak")
 #: Targets from the issue: the crowd's median over alone, training's over alone, the room's growth.
@@ -164,43 +172,188 @@ class Photos:
 # ------------------------------------------------------------------------------ the sessions
 @dataclass
 class Session:
-    """One browser session (its own context: cookies, Streamlit session) on the Attributions page."""
+    """One session on the Attributions page: its uploads' times and the errors it was shown."""
 
-    page: object
-    context: object
     name: str = ""
     started: float = 0.0
     times: list[float] = field(default_factory=list)
     errors: int = 0
     error_texts: list[str] = field(default_factory=list)
 
+    def send(self, path: Path) -> None:
+        raise NotImplementedError
+
     def upload(self, path: Path) -> None:
-        self.page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(path))  # type: ignore[attr-defined]
+        self.send(path)
         self.name, self.started = path.name, time.perf_counter()
+
+    def state(self) -> str | None:
+        """'done' once the page shows both maps of the last upload, 'error' on an error box."""
+        raise NotImplementedError
+
+    def error_text(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class BrowserSession(Session):
+    """A headless Chromium tab (its own context: cookies, Streamlit session)."""
+
+    page: object = None
+    context: object = None
+
+    def send(self, path: Path) -> None:
+        self.page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(path))  # type: ignore[attr-defined]
 
     def state(self) -> str | None:
         return self.page.evaluate(DONE_JS, self.name)  # type: ignore[attr-defined]
 
+    def error_text(self) -> str:
+        boxes = self.page.locator(  # type: ignore[attr-defined]
+            '[data-testid="stException"], [data-testid="stAlertContentError"]'
+        )
+        return boxes.first.inner_text()[:300] if boxes.count() else "?"
 
-def open_sessions(browser, url: str, n: int, timeout_s: float = 300) -> list[Session]:
-    """``n`` sessions on the Attributions page, its source set to uploads (through the URL), idle."""
-    sessions = []
-    for _ in range(n):
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
+
+@dataclass
+class SocketSession(Session):
+    """A websocket client speaking the front end's protocol (:mod:`tools.ws_session`)."""
+
+    ws: WsSession | None = None
+
+    def send(self, path: Path) -> None:
+        assert self.ws is not None
+        self.ws.upload(path)
+
+    def state(self) -> str | None:
+        assert self.ws is not None
+        run = self.ws.run
+        if run.errors:
+            return "error"
+        if not run.finished or f"{self.name}: " not in run.text:
+            return None
+        return "done" if run.text.count("map for class") >= 2 else None
+
+    def error_text(self) -> str:
+        assert self.ws is not None
+        return "\n".join(self.ws.run.errors)[:300] or ("connection closed" if self.ws.closed else "?")
+
+
+class Clients:
+    """Where the sessions come from: browser tabs or websocket clients."""
+
+    kind = ""
+
+    def open(self, url: str, n: int, timeout_s: float = 300) -> list[Session]:
+        """``n`` sessions on the Attributions page, its source set to uploads (through the URL), idle."""
+        raise NotImplementedError
+
+    def close(self, sessions: Sequence[Session]) -> None:
+        raise NotImplementedError
+
+    def start_training(self, url: str, epochs: int) -> Session:
+        """A session that starts a training run on the Models page (the page's default model for
+        the data, ``epochs`` epochs: it keeps running while another session uploads)."""
+        raise NotImplementedError
+
+    def stop_training(self, trainer: Session) -> bool:
+        """Stop the run; whether it was still running."""
+        raise NotImplementedError
+
+
+class BrowserClients(Clients):
+    """Headless Chromium tabs on the server's own cores (as when the issue was filed)."""
+
+    kind = "chromium"
+
+    def __init__(self, browser) -> None:
+        self.browser = browser
+
+    def _tab(self, url: str):
+        context = self.browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.set_default_timeout(120_000)
-        page.goto(f"{url}/attributions?source=upload")
-        sessions.append(Session(page, context))
-    deadline = time.monotonic() + timeout_s
-    for s in sessions:
-        wait_idle(s.page, max(5.0, deadline - time.monotonic()), settle_s=0.5)
-        s.page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
-    return sessions
+        page.goto(url)
+        return page, context
+
+    def open(self, url: str, n: int, timeout_s: float = 300) -> list[Session]:
+        sessions: list[BrowserSession] = []
+        for _ in range(n):
+            page, context = self._tab(f"{url}/attributions?source=upload")
+            sessions.append(BrowserSession(page=page, context=context))
+        deadline = time.monotonic() + timeout_s
+        for s in sessions:
+            wait_idle(s.page, max(5.0, deadline - time.monotonic()), settle_s=0.5)
+            s.page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")  # type: ignore[attr-defined]
+        return list(sessions)
+
+    def close(self, sessions: Sequence[Session]) -> None:
+        for s in sessions:
+            assert isinstance(s, BrowserSession)
+            s.context.close()  # type: ignore[attr-defined]
+
+    def start_training(self, url: str, epochs: int) -> Session:
+        page, context = self._tab(f"{url}/models")
+        wait_idle(page)
+        page.get_by_role("tab", name="Train").click()
+        wait_idle(page)
+        field_ = page.get_by_label("Epochs", exact=True)
+        field_.fill(str(epochs))
+        field_.press("Enter")
+        wait_idle(page)
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_role("button", name="Stop training").wait_for(state="visible")
+        return BrowserSession(page=page, context=context)
+
+    def stop_training(self, trainer: Session) -> bool:
+        assert isinstance(trainer, BrowserSession)
+        stop = trainer.page.get_by_role("button", name="Stop training")  # type: ignore[attr-defined]
+        still = stop.count() == 1
+        if still:
+            stop.click()
+        return still
 
 
-def close_sessions(sessions: Sequence[Session]) -> None:
-    for s in sessions:
-        s.context.close()  # type: ignore[attr-defined]
+class SocketClients(Clients):
+    """Websocket clients: a room's browsers run on the students' machines, not on the server's
+    cores, and these cost the server's machine almost nothing."""
+
+    kind = "websocket"
+
+    def open(self, url: str, n: int, timeout_s: float = 300) -> list[Session]:
+        sessions = [SocketSession(ws=WsSession(url, "attributions", "source=upload")) for _ in range(n)]
+        for s in sessions:
+            assert s.ws is not None
+            s.ws.wait_idle(timeout_s)
+        return list(sessions)
+
+    def close(self, sessions: Sequence[Session]) -> None:
+        for s in sessions:
+            assert isinstance(s, SocketSession) and s.ws is not None
+            s.ws.close()
+
+    def start_training(self, url: str, epochs: int) -> Session:
+        ws = WsSession(url, "models")
+        ws.wait_idle()
+        widgets = [
+            WidgetState(id=ws.widget_id("Epochs", "number_input"), double_value=float(epochs)),
+            WidgetState(id=ws.widget_id("Start training", "button"), trigger_value=True),
+        ]
+        ws.rerun(widgets)
+        if not ws.wait_for(lambda: "Stop training" in ws.run.widgets, 120):
+            raise RuntimeError(f"the training job did not start: {ws.run.errors or ws.run.text[-300:]}")
+        return SocketSession(ws=ws)
+
+    def stop_training(self, trainer: Session) -> bool:
+        assert isinstance(trainer, SocketSession) and trainer.ws is not None
+        ws = trainer.ws
+        ws.rerun([])
+        ws.wait_idle()
+        still = "Stop training" in ws.run.widgets
+        if still:
+            ws.rerun([WidgetState(id=ws.widget_id("Stop training", "button"), trigger_value=True)])
+            ws.wait_idle()
+        return still
 
 
 def serve(
@@ -233,10 +386,7 @@ def serve(
                 s.times.append(time.perf_counter() - s.started)
             else:
                 s.errors += 1
-                boxes = s.page.locator(  # type: ignore[attr-defined]
-                    '[data-testid="stException"], [data-testid="stAlertContentError"]'
-                )
-                s.error_texts.append(boxes.first.inner_text()[:300] if boxes.count() else "?")
+                s.error_texts.append(s.error_text())
             done += 1
             if issued < goal and (total is not None or len(s.times) + s.errors < per_session):
                 s.upload(photos.next())
@@ -261,12 +411,12 @@ def errors_of(sessions: Sequence[Session]) -> int:
 
 
 # ------------------------------------------------------------------------------- scenarios
-def alone(browser, url: str, photos: Photos, repeats: int) -> tuple[dict, float]:
-    (s,) = open_sessions(browser, url, 1)
+def alone(clients: Clients, url: str, photos: Photos, repeats: int) -> tuple[dict, float]:
+    (s,) = clients.open(url, 1)
     serve([s], photos, per_session=1)  # warm-up: the first upload loads torch's kernels and the models
     s.times.clear()
     serve([s], photos, per_session=repeats)
-    close_sessions([s])
+    clients.close([s])
     med = statistics.median(s.times) if s.times else float("nan")
     return {
         "scenario": "alone",
@@ -279,16 +429,18 @@ def alone(browser, url: str, photos: Photos, repeats: int) -> tuple[dict, float]
     }, med
 
 
-def at_once(browser, url: str, photos: Photos, proc: Proc, n: int, reference: float, name: str) -> dict:
+def at_once(
+    clients: Clients, url: str, photos: Photos, proc: Proc, n: int, reference: float, name: str
+) -> dict:
     """``n`` sessions upload at the same moment; each one upload."""
     before = proc.snapshot()
-    sessions = open_sessions(browser, url, n)
+    sessions = clients.open(url, n)
     opened = proc.snapshot()
     peak = [opened["rss MB"]]
     unfinished = serve(sessions, photos, per_session=1, on_sweep=lambda done: peak.append(proc.rss_mb()))
     after = proc.snapshot()
     times = times_of(sessions)
-    close_sessions(sessions)
+    clients.close(sessions)
     med = statistics.median(times) if times else float("nan")
     row = {
         "scenario": name,
@@ -314,34 +466,13 @@ def at_once(browser, url: str, photos: Photos, proc: Proc, n: int, reference: fl
     return row
 
 
-def start_training(browser, url: str, epochs: int) -> Session:
-    """A session that starts a training run on the Models page (the page's default model for the
-    digits, ``epochs`` epochs: it keeps running while the other session uploads)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(f"{url}/models")
-    wait_idle(page)
-    page.get_by_role("tab", name="Train").click()
-    wait_idle(page)
-    field_ = page.get_by_label("Epochs", exact=True)
-    field_.fill(str(epochs))
-    field_.press("Enter")
-    wait_idle(page)
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_role("button", name="Stop training").wait_for(state="visible")
-    return Session(page, context)
-
-
-def training(browser, url: str, photos: Photos, repeats: int, reference: float, epochs: int) -> dict:
-    trainer = start_training(browser, url, epochs)
+def training(clients: Clients, url: str, photos: Photos, repeats: int, reference: float, epochs: int) -> dict:
+    trainer = clients.start_training(url, epochs)
     time.sleep(3)  # the job is past its set-up and into its steps
-    (s,) = open_sessions(browser, url, 1)
+    (s,) = clients.open(url, 1)
     unfinished = serve([s], photos, per_session=repeats)
-    still = trainer.page.get_by_role("button", name="Stop training").count() == 1  # type: ignore[attr-defined]
-    if still:
-        trainer.page.get_by_role("button", name="Stop training").click()  # type: ignore[attr-defined]
-    close_sessions([s, trainer])
+    still = clients.stop_training(trainer)
+    clients.close([s, trainer])
     med = statistics.median(s.times) if s.times else float("nan")
     return {
         "scenario": "training",
@@ -359,8 +490,10 @@ def training(browser, url: str, photos: Photos, repeats: int, reference: float, 
     }
 
 
-def soak(browser, url: str, photos: Photos, proc: Proc, requests: int, n: int, reference: float) -> dict:
-    sessions = open_sessions(browser, url, n)
+def soak(
+    clients: Clients, url: str, photos: Photos, proc: Proc, requests: int, n: int, reference: float
+) -> dict:
+    sessions = clients.open(url, n)
     before = proc.snapshot()
     marks: dict[str, float] = {}
     peak = [before["rss MB"]]
@@ -375,19 +508,17 @@ def soak(browser, url: str, photos: Photos, proc: Proc, requests: int, n: int, r
     t0 = time.perf_counter()
     unfinished = serve(sessions, photos, total=requests, timeout_s=requests * 30, on_sweep=sweep)
     wall = time.perf_counter() - t0
-    for s in sessions:
-        wait_idle(s.page, settle_s=0.5)
     after = proc.snapshot()
     times = times_of(sessions)
-    close_sessions(sessions)
+    clients.close(sessions)
     time.sleep(5)  # the server notices the closed sessions
     closed = proc.snapshot()
     # the server still answers: its health check, and a new session's upload
     answers = healthy(url)
-    (last,) = open_sessions(browser, url, 1)
+    (last,) = clients.open(url, 1)
     serve([last], photos, per_session=1, timeout_s=120)
     answers = answers and len(last.times) == 1
-    close_sessions([last])
+    clients.close([last])
     tenth = marks.get("0.1", before["rss MB"])
     return {
         "scenario": "soak",
@@ -416,6 +547,21 @@ def soak(browser, url: str, photos: Photos, proc: Proc, requests: int, n: int, r
     }
 
 
+@contextlib.contextmanager
+def clients_of(kind: str) -> Iterator[Clients]:
+    if kind == "websocket":
+        yield SocketClients()
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield BrowserClients(browser)
+        finally:
+            browser.close()
+
+
 # ------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -429,6 +575,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-sessions", type=int, help="concurrent soak sessions (default 8; quick 4)")
     p.add_argument("--repeats", type=int, help="uploads of the lone session (default 5; quick 2)")
     p.add_argument("--data", default="digits", help="the server's default data set (KDVIZ_DEFAULT_DATA)")
+    p.add_argument(
+        "--clients",
+        choices=("websocket", "chromium"),
+        default="websocket",
+        help="websocket clients (default: a room's browsers are on other machines) or headless "
+        "Chromium tabs on the server's own cores",
+    )
     args = p.parse_args(argv)
     q = args.quick
     crowd_n = args.crowd or (3 if q else 8)
@@ -440,11 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
-    if not CHROMIUM.exists():
+    if args.clients == "chromium" and not CHROMIUM.exists():
         print(f"{CHROMIUM} not found: apt-get install chromium. Nothing measured.")
         return 0
-    from playwright.sync_api import sync_playwright
-
     from kdviz.core.machine import describe
 
     rows: list[dict] = []
@@ -466,32 +617,38 @@ def main(argv: list[str] | None = None) -> int:
         photos = Photos(folder / "uploads")
         calls = ComputeLog(folder / "compute.jsonl")
         try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-                try:
-                    since = time.time()
-                    row, reference = alone(browser, url, photos, repeats)
-                    rows.append({**row, **calls.summary(since, time.time())})
-                    print(rows[-1], flush=True)
-                    scenarios: dict[str, Callable[[], dict]] = {
-                        "crowd": lambda: at_once(browser, url, photos, proc, crowd_n, reference, "crowd"),
-                        "room": lambda: at_once(browser, url, photos, proc, room_n, reference, "room"),
-                        "training": lambda: training(browser, url, photos, repeats, reference, epochs=500),
-                        "soak": lambda: soak(browser, url, photos, proc, soak_n, soak_sessions, reference),
-                    }
-                    for name, measure in scenarios.items():
-                        if name in only:
-                            since = time.time()
-                            rows.append({**measure(), **calls.summary(since, time.time())})
-                            print(rows[-1], flush=True)
-                finally:
-                    browser.close()
+            with clients_of(args.clients) as clients:
+                since = time.time()
+                row, reference = alone(clients, url, photos, repeats)
+                rows.append({**row, **calls.summary(since, time.time())})
+                print(rows[-1], flush=True)
+                scenarios: dict[str, Callable[[], dict]] = {
+                    "crowd": lambda: at_once(clients, url, photos, proc, crowd_n, reference, "crowd"),
+                    "room": lambda: at_once(clients, url, photos, proc, room_n, reference, "room"),
+                    "training": lambda: training(clients, url, photos, repeats, reference, epochs=500),
+                    "soak": lambda: soak(clients, url, photos, proc, soak_n, soak_sessions, reference),
+                }
+                for name, measure in scenarios.items():
+                    if name in only:
+                        since = time.time()
+                        rows.append({**measure(), **calls.summary(since, time.time())})
+                        print(rows[-1], flush=True)
         finally:
             log = (folder / "streamlit.log").read_text(errors="replace")
             stop_server(server)
         tracebacks = log.count("Traceback")
-    extra = {**machine(), **describe(), "quick": q, "server tracebacks": tracebacks, "data": args.data}
-    write_results("room", rows, extra)
+    extra = {
+        **machine(),
+        **describe(),
+        "quick": q,
+        "clients": args.clients,
+        "server tracebacks": tracebacks,
+        "data": args.data,
+    }
+    picked = (
+        "" if set(only) >= set(SCENARIOS) - {"alone"} else "_" + "_".join(o for o in SCENARIOS if o in only)
+    )
+    write_results(f"room_{args.clients}{picked}" + ("_quick" if q else ""), rows, extra)
     print(f"server tracebacks in its log: {tracebacks}")
     return 0
 

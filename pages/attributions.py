@@ -42,8 +42,13 @@ image, true_label = picked.image, picked.label
 view = ui.controls(len(class_names), class_names)
 with st.spinner("Computing attributions…"):
     results = ui.attribute_models(
-        {role: loaded for role, (_path, loaded) in models.items()}, image, view.options, true_label
+        {role: loaded for role, (_path, loaded) in models.items()},
+        image,
+        view.options,
+        true_label,
+        adapt_to_load=True,
     )
+ui.busy_notice(results, view.options, key="attr")
 reduced = [render.reduce_channels(r.maps[0], view.sign) for r in results.values()]
 scale = render.shared_scale(reduced) if view.shared_scale else None
 st.caption(

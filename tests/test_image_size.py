@@ -262,7 +262,7 @@ def test_crisp_enlarges_small_images_only():
 
 
 def test_ig_passes_shrink_with_the_pixels():
-    assert internal_batch_for(32, 32) == 128
+    assert internal_batch_for(32, 32) == 64  # capped: bigger passes are slower per input on a CPU
     assert internal_batch_for(96, 96) == 14
     assert internal_batch_for(224, 224) == 2
 

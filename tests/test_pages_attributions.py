@@ -407,3 +407,41 @@ def test_compare_disagree(fresh_cache, digits, gallery_predictions):
         table = at.dataframe[0].value
         assert set(table["image"]) <= set(differ.tolist())
         assert (table["teacher"] != table["student"]).all()
+
+
+def test_a_busy_server_serves_lighter_maps_says_so_and_offers_the_full_steps(
+    fresh_cache, digits, monkeypatch
+):
+    """While others' maps wait in the queue, an upload's maps use fewer IG steps (the default only:
+    a number the person chose is kept); the page says so, and its button computes the full maps."""
+    from kdviz.attribution import BUSY_IG_STEPS, DEFAULT_IG_STEPS, AttributionOptions, under_load
+    from kdviz.core.scheduler import SCHEDULER
+    from kdviz.ui import compute
+
+    assert under_load(AttributionOptions()).steps == BUSY_IG_STEPS < DEFAULT_IG_STEPS
+    assert under_load(AttributionOptions(steps=40)).steps == 40
+    assert under_load(AttributionOptions(method="saliency")) == AttributionOptions(method="saliency")
+
+    monkeypatch.setattr(compute, "others_waiting", lambda kind: 3)  # three other people waiting
+    at = open_page("pages/attributions.py")
+    at.radio(key="attr_source").set_value("upload").run()
+    at.file_uploader(key="attr_upload").set_value(("mine.png", png("RGB", (48, 40)), "image/png")).run()
+    assert_clean(at)
+    assert set(panels(at)) == {"Teacher", "Student"}
+    busy = [i.value for i in at.info if "The server is busy" in i.value]
+    assert len(busy) == 1 and f"use {BUSY_IG_STEPS} IG steps instead of {DEFAULT_IG_STEPS}" in busy[0]
+
+    before = SCHEDULER.calls
+    at.button(key="attr_full_steps").click().run()
+    assert_clean(at)
+    assert not [i for i in at.info if "The server is busy" in i.value]
+    assert SCHEDULER.calls - before == 2  # both maps made again, at the full steps
+    assert set(panels(at)) == {"Teacher", "Student"}
+
+    at.run()  # still busy, but the full maps are cached now: they are shown, nothing is queued
+    assert not [i for i in at.info if "The server is busy" in i.value]
+    assert all("from the cache" in panel_markdown(col) for col in panels(at).values())
+
+    at.slider(key="attr_steps").set_value(40).run()  # a number the person chose is kept when busy
+    assert_clean(at)
+    assert not [i for i in at.info if "The server is busy" in i.value]

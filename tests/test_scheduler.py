@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from kdviz.core.jobs import JobManager
-from kdviz.core.scheduler import BACKGROUND, DEFAULT_ESTIMATE_S, INTERACTIVE, Cancelled, Scheduler
+from kdviz.core.scheduler import (
+    BACKGROUND,
+    BATCH_BUDGET_S,
+    DEFAULT_ESTIMATE_S,
+    INTERACTIVE,
+    Cancelled,
+    Scheduler,
+)
 
 
 class Recorder:
@@ -130,7 +137,60 @@ def test_each_waiting_request_reports_its_place_and_an_estimate():
     assert s.estimate("c", size=2) == pytest.approx(8.0)  # learnt: 4 s per image of that key
     d1 = s.submit(slow, 1, key="c", session="D")
     d2 = s.submit(slow, 2, key="c", session="E")
-    assert d1.place() == d2.place() == (0, pytest.approx(8.0))  # one call serves both
+    # 4 s an image is over the batch budget: one image a call, D's answer first, E's after it
+    assert d1.place() == (0, pytest.approx(4.0))
+    assert d2.place() == (1, pytest.approx(8.0))
+
+
+def test_a_batch_holds_what_fits_in_the_budget_of_measured_compute():
+    clock = Clock()
+    s = Scheduler(start=False, clock=clock)
+    sizes: list[int] = []
+
+    def timed(per_item: float):
+        def run(items):
+            sizes.append(len(items))
+            clock.now += per_item * len(items)
+            return items
+
+        return run
+
+    cheap, dear = timed(BATCH_BUDGET_S / 10.5), timed(BATCH_BUDGET_S / 2.5)
+    for key, run in (("cheap", cheap), ("dear", dear)):
+        s.submit(run, 0, key=key, session="warm-up")
+        s.serve_next()  # learns the key's seconds per image
+        sizes.clear()
+        for i in range(12):
+            s.submit(run, i, key=key, session=f"S{i}")
+        while s.serve_next():
+            pass
+        # cheap: ten fit in the budget; dear: two (never below one, never above max_batch)
+        assert sizes == ([10, 2] if key == "cheap" else [2] * 6), key
+
+
+def test_a_sessions_group_is_served_back_to_back_before_the_turn_passes():
+    """Teacher and student maps of one upload are one answer: the first person gets both before
+    the second person's teacher map, instead of everyone waiting for the last call."""
+    s, run = Scheduler(start=False), Recorder()
+    tickets = {}
+    for person in "ABC":
+        for role in ("teacher", "student"):
+            tickets[person, role] = s.submit(
+                run, f"{person}-{role}", key=role, session=person, group=(person, "upload"), max_batch=1
+            )
+    order = []
+    while served := s.serve_next():
+        order.append((served.sessions[0], served.key))
+    assert order == [(p, r) for p in "ABC" for r in ("teacher", "student")]
+    # without groups the turn passes after every call: all teachers first
+    s2, run2 = Scheduler(start=False), Recorder()
+    for person in "ABC":
+        for role in ("teacher", "student"):
+            s2.submit(run2, 0, key=role, session=person, max_batch=1)
+    order2 = []
+    while served := s2.serve_next():
+        order2.append((served.sessions[0], served.key))
+    assert order2[:3] == [("A", "teacher"), ("B", "teacher"), ("C", "teacher")]
 
 
 def test_same_work_asked_twice_is_done_once():

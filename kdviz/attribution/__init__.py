@@ -21,12 +21,13 @@ from .methods import (
     last_conv_layer,
     rule_correction,
 )
-from .options import DEFAULT_IG_STEPS, AttributionOptions
+from .options import BUSY_IG_STEPS, DEFAULT_IG_STEPS, AttributionOptions, under_load
 from .result import AttributionResult
 from .throughput import fastest_batch_size, throughput
 
 __all__ = [
     "BASELINES",
+    "BUSY_IG_STEPS",
     "DEFAULT_IG_STEPS",
     "DEFAULT_INTERNAL_BATCH",
     "IG_RULES",
@@ -54,4 +55,5 @@ __all__ = [
     "render",
     "rule_correction",
     "throughput",
+    "under_load",
 ]

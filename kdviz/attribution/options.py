@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .baselines import BASELINES
 from .methods import IG_RULES, METHOD_TABLE, METHODS
@@ -12,6 +12,10 @@ from .methods import IG_RULES, METHOD_TABLE, METHODS
 #: (benchmarks/bench_attribution.py, "attribution_default_steps"; the README gives the figures).
 #: The data-set IG cache keeps 32: its maps only steer an augmentation.
 DEFAULT_IG_STEPS = 72
+#: IG's steps while a server is busy (others' maps wait in its queue): the data-set IG cache's number.
+#: On a CPU a map costs per step, so a room of people at 72 steps waits several times as long as one
+#: person (benchmarks/bench_room.py); the page says so and offers the full steps.
+BUSY_IG_STEPS = 32
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,11 @@ class AttributionOptions:
     def key_fields(self) -> dict:
         """Only the fields the method uses, so an unrelated slider does not miss the cache."""
         return {"method": self.method, "target": self.target, **METHOD_TABLE[self.method].key_fields(self)}
+
+
+def under_load(options: AttributionOptions) -> AttributionOptions:
+    """The options a busy server serves instead: IG at :data:`BUSY_IG_STEPS` when the person left
+    the steps at their default (a number they chose is kept), everything else unchanged."""
+    if options.method == "ig" and options.steps == DEFAULT_IG_STEPS:
+        return replace(options, steps=BUSY_IG_STEPS)
+    return options

@@ -9,7 +9,11 @@ why. The :class:`Scheduler` instead runs all that work on **one** worker thread:
   served by one call of their batch function, whichever sessions they come from: Integrated
   Gradients costs per image and step, so eight images in one batch cost far less than eight calls;
 - the next batch goes to the session served least recently (round robin), and a batch takes one
-  request per session in turn, so one session's many requests cannot starve another's one;
+  request per session in turn, so one session's many requests cannot starve another's one; a
+  session's requests of one *group* (a page's teacher and student maps) are served back to back
+  before the turn passes, so that each person gets a whole answer early instead of everyone
+  getting theirs with the last call; and a batch holds only what fits in :data:`BATCH_BUDGET_S`
+  of measured compute, where batching saves little;
 - interactive requests go before background ones; and background *jobs* that run in their own
   threads (training, studies: :mod:`kdviz.core.jobs`) pass :meth:`Scheduler.yield_to_interactive`
   every step, which holds them while interactive work waits or runs (a step is short, so a page
@@ -41,6 +45,11 @@ DEFAULT_ESTIMATE_S = 1.0
 ESTIMATE_WEIGHT = 0.3
 #: The longest a background job waits at one step for interactive work: it still moves on a busy server.
 MAX_YIELD_S = 10.0
+#: A batch takes no more requests than fit in about this many seconds (from the key's measured cost).
+#: On a CPU, IG of eight images in one call costs about as much as eight calls (0.9-1.4x per image,
+#: benchmarks/bench_room.py), so a big batch only makes its first callers wait for everyone's maps;
+#: where a call is cheap (a GPU, a small model) the batch still fills to its ``max_batch``.
+BATCH_BUDGET_S = 1.0
 
 BatchFunction = Callable[[Sequence[Any]], Sequence[Any]]
 
@@ -102,6 +111,7 @@ class _Request:
     slot: str | None
     dedupe: Hashable | None
     submitted: float
+    group: Hashable | None = None
     tickets: list[Ticket] = field(default_factory=list)
     status: str = "waiting"
     result: Any = None
@@ -182,11 +192,14 @@ class Scheduler:
         kind: str = "work",
         slot: str | None = None,
         dedupe: Hashable | None = None,
+        group: Hashable | None = None,
     ) -> Ticket:
         """Queue ``item`` for ``run(items)`` with others of the same ``key`` (``run`` answers one
         result per item, in order). ``dedupe``: a request with the same key and token, waiting or
         running, is joined instead of queued again (two sessions asking for the same image).
-        ``slot``: the session's older request in this slot, still waiting, is cancelled."""
+        ``slot``: the session's older request in this slot, still waiting, is cancelled.
+        ``group``: the session's requests of one group are served one after the other before
+        another session's turn (the parts of one answer)."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -215,6 +228,7 @@ class Scheduler:
                 slot,
                 dedupe,
                 self._clock(),
+                group,
             )
             ticket = Ticket(self, req, session)
             req.tickets.append(ticket)
@@ -254,6 +268,20 @@ class Scheduler:
                     return ahead, seconds
                 ahead += 1
             return ahead, seconds  # not reached: a waiting request is in the plan
+
+    def others_waiting(self, session: str, kind: str) -> int:
+        """Other sessions with interactive work of ``kind`` waiting or running: how busy the
+        server is for this caller (a page serves lighter work when a room is waiting)."""
+        with self._cond:
+            return len(
+                {
+                    t.session
+                    for r in itertools.chain(self._pending, self._running)
+                    if r.kind == kind and r.priority == INTERACTIVE
+                    for t in r.live_tickets()
+                    if t.session != session
+                }
+            )
 
     def waiting(self) -> int:
         """Requests waiting (not yet running)."""
@@ -317,7 +345,7 @@ class Scheduler:
             self._running = batch
             self._running_since = self._clock()
             self._running_estimate = self._estimate_locked(batch[0].key, batch[0].kind, len(batch))
-            self._served_session(batch[0].session)
+            self._served_session(batch[0])
         t0 = self._clock()
         try:
             results = list(batch[0].run([r.item for r in batch]))
@@ -372,12 +400,21 @@ class Scheduler:
         if session not in self._order:
             self._order.append(session)
 
-    def _served_session(self, session: str) -> None:
-        if session in self._order:
-            self._order.remove(session)
-        self._order.append(session)
-        live = {r.session for r in self._pending} | {session}
+    def _served_session(self, lead: _Request) -> None:
+        self._order = self._rotated(self._order, lead, self._pending)
+        live = {r.session for r in self._pending} | {lead.session}
         self._order = [s for s in self._order if s in live]  # forget sessions with nothing left
+
+    @staticmethod
+    def _rotated(order: list[str], lead: _Request, pending: Sequence[_Request]) -> list[str]:
+        """The turn order after serving ``lead``: its session goes last, unless more of its
+        group still waits (then it keeps its turn)."""
+        more = lead.group is not None and any(
+            r.session == lead.session and r.group == lead.group and r is not lead for r in pending
+        )
+        if more and lead.session in order:
+            return order
+        return [s for s in order if s != lead.session] + [lead.session]
 
     def _next_batch_locked(self, pending: list[_Request], order: list[str]) -> list[_Request]:
         """The next call: the best priority's least recently served session, its oldest request's
@@ -392,6 +429,10 @@ class Scheduler:
         )
         same = [r for r in pending if r.key == first.key]
         limit = min(r.max_batch for r in same)
+        # measured (this key's cost, else its kind's): what fits in the budget, at least one
+        per = self._per_item.get(first.key, self._per_kind.get(first.kind))
+        if per is not None and per > 0:
+            limit = max(1, min(limit, int(BATCH_BUDGET_S / per)))
         by_session: dict[str, list[_Request]] = {}
         for r in sorted(same, key=lambda r: (r.priority, r.id)):
             by_session.setdefault(r.session, []).append(r)
@@ -411,9 +452,7 @@ class Scheduler:
             plan.append(batch)
             for r in batch:
                 pending.remove(r)
-            if batch[0].session in order:
-                order.remove(batch[0].session)
-            order.append(batch[0].session)
+            order = self._rotated(order, batch[0], pending)
         return plan
 
     def _estimate_locked(self, key: Hashable, kind: str, size: int) -> float:

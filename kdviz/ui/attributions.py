@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from kdviz.attribution import (
     AttributionResult,
     batching,
     render,
+    under_load,
 )
 from kdviz.data import Dataset
 from kdviz.models.checkpoints import LoadedModel
@@ -35,6 +37,12 @@ DELTA_WARNING = 0.05
 PROGRESS_FROM = 96
 #: The data-set gallery looks at most this many test images (spread over every class).
 GALLERY_POOL = 2000
+#: From this many other sessions with maps in the server's queue, a page that adapts to load asks
+#: for lighter maps (:func:`kdviz.attribution.under_load`).
+BUSY_FROM = 1
+#: The session-state flag of "compute these maps at the full steps", set by the busy notice's button.
+FULL_STEPS = "attr_full_steps"
+_groups = itertools.count(1)  # one group per call: its roles' maps are served back to back
 
 
 @dataclass
@@ -116,12 +124,30 @@ def attribute_models(
     label: int | None = None,
     *,
     slot: str = "attr",
+    adapt_to_load: bool = False,
 ) -> dict[str, AttributionResult]:
     """One uint8 image through each model, by role: a cached map at once, the others through the
-    server's compute queue (batched with other sessions' images for the same model), the page
-    showing its place and an estimate while it waits."""
+    server's compute queue (batched with other sessions' images for the same model, the roles'
+    maps served back to back), the page showing its place and an estimate while it waits.
+
+    ``adapt_to_load``: while :data:`BUSY_FROM` other sessions have maps in the queue, maps not
+    cached at the asked options are made with :func:`~kdviz.attribution.under_load`'s lighter ones
+    (each result's ``options`` says which); :func:`busy_notice` tells the person and offers the
+    full steps."""
     requests = {role: batching.ImageRequest(loaded, image, options, label) for role, loaded in models.items()}
     results = {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
+    full = st.session_state.pop(FULL_STEPS, False)
+    lighter = under_load(options)
+    if adapt_to_load and not full and lighter != options and len(results) < len(requests):
+        if compute.others_waiting("attribution") >= BUSY_FROM:
+            requests = {
+                role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
+                for role, req in requests.items()
+            }
+            results.update(
+                {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
+            )
+    group = ("maps", next(_groups))
     tickets = {
         role: compute.submit(
             batching.attribute_batch,
@@ -131,6 +157,7 @@ def attribute_models(
             max_batch=batching.max_batch(req),
             slot=f"{slot}_{role}",
             dedupe=batching.dedupe_token(req),
+            group=group,
         )
         for role, req in requests.items()
         if role not in results and not _large_ig(req)
@@ -141,6 +168,22 @@ def attribute_models(
     if tickets:
         results.update(compute.wait(tickets, "the maps"))
     return {role: results[role] for role in requests}
+
+
+def busy_notice(results: dict[str, AttributionResult], asked: AttributionOptions, key: str) -> None:
+    """Say when a busy server made lighter maps than asked, with a button for the full ones."""
+    used = {r.options.steps for r in results.values() if r.options.method == "ig"}
+    if asked.method != "ig" or not used or used == {asked.steps}:
+        return
+    steps = min(used)
+    st.info(
+        f"The server is busy (others' maps are in its queue), so these maps use {steps} IG steps "
+        f"instead of {asked.steps}: they come several times sooner, and the completeness check "
+        "below each map says how exact they are."
+    )
+    if st.button(f"Compute them at {asked.steps} steps", key=f"{key}_full_steps"):
+        st.session_state[FULL_STEPS] = True
+        st.rerun()
 
 
 def _large_ig(request: batching.ImageRequest) -> bool:

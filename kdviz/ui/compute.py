@@ -90,6 +90,11 @@ def submit(run: Callable, item: Any, *, key: Hashable, **kw: Any) -> Ticket:
     return scheduler().submit(run, item, key=key, session=session_id(), priority=INTERACTIVE, **kw)
 
 
+def others_waiting(kind: str) -> int:
+    """Other sessions whose ``kind`` of work the server is doing or holds in its queue."""
+    return scheduler().others_waiting(session_id(), kind)
+
+
 def message(ahead: int, seconds: float, what: str) -> str:
     """The line a waiting page shows."""
     eta = f"about {seconds:.0f} s" if seconds >= 1.5 else "a moment"
