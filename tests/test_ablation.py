@@ -285,3 +285,16 @@ def test_presets_and_overrides():
     shrunk = configure("cpu", smoke_images=128, epochs=2)
     assert shrunk.seeds == [0, 1] and shrunk.train["epochs"] == 2 and shrunk.train["subset"] == 128
     assert shrunk.teacher_train["train_limit"] == 128 and smoke(cpu).teacher_train["train_limit"] == 256
+
+
+def test_a_bfloat16_study_is_refused_before_any_set_up_on_a_cpu_without_it(tmp_path, monkeypatch):
+    """The committed study runs in bfloat16; on a CPU that would only emulate it the part must
+    stop at once, not after the teacher's 33-minute IG cache (as it did on an AVX2-only EPYC)."""
+    from kdviz.core import machine
+
+    monkeypatch.setattr(machine, "native_bfloat16", lambda: False)
+    events = []
+    with pytest.raises(machine.PrecisionError, match="no native bfloat16"):
+        run_study(tmp_path / "bf16", tiny(train={"precision": "bfloat16"}), report=events.append)
+    assert events == []  # nothing was prepared: no data, no teacher, no IG cache
+    assert not (tmp_path / "bf16" / "runs").exists()

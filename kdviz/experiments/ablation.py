@@ -43,6 +43,7 @@ from ..attribution.igcache import IGMapStore
 from ..core import atomic, settings
 from ..core.integrity import read_checked_npy, write_checked_npy
 from ..core.lock import WriterLock
+from ..core.machine import check_precision
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
@@ -459,6 +460,10 @@ def _run_study(
     folder, config, state = open_or_create(folder, config)
     part = part or Selection()
     part.check(config)
+    # before the hours of set-up (the teacher's IG cache): a bfloat16 study on a CPU without native
+    # bfloat16 would otherwise build it and only then be refused by the first run's training loop
+    for train_fields in (config.train, config.teacher_train or {}):
+        check_precision(str(train_fields.get("precision", "float32")))
     report = report or (lambda e: None)
     stop = should_stop or (lambda: False)
     state["status"] = "running"
