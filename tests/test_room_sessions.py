@@ -64,9 +64,9 @@ def test_a_room_opening_one_link_at_once_all_get_the_page_with_its_models(fresh_
             named.write_bytes(photo.read_bytes())
             s.upload(named)
         for i, s in enumerate(sessions):
-            assert s.wait_for(
-                lambda s=s, i=i: s.run.finished and f"photo-{i}.png: " in s.run.text, 180
-            ), s.run.text[-500:]
+            assert s.wait_for(lambda s=s, i=i: s.run.finished and f"photo-{i}.png: " in s.run.text, 180), (
+                s.run.text[-500:]
+            )
             assert s.run.text.count("map for class") == 2, s.run.text[-500:]
             assert not s.run.errors
     finally:
