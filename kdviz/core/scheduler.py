@@ -6,8 +6,9 @@ thread pool: the cores are oversubscribed, every session waits for all of them, 
 why. The :class:`Scheduler` instead runs all that work on **one** worker thread:
 
 - requests with the same **batch key** (a model's fingerprint, the method and its options) are
-  served by one call of their batch function, whichever sessions they come from: Integrated
-  Gradients costs per image and step, so eight images in one batch cost far less than eight calls;
+  served by one call of their batch function, whichever sessions they come from: one call pays a
+  model's per-call overhead once (on a GPU, eight images in one batch cost far less than eight
+  calls; on a CPU, Integrated Gradients costs about the same per image either way);
 - the next batch goes to the session served least recently (round robin), and a batch takes one
   request per session in turn, so one session's many requests cannot starve another's one; a
   session's requests of one *group* (a page's teacher and student maps) are served back to back

@@ -135,18 +135,16 @@ def attribute_models(
     (each result's ``options`` says which); :func:`busy_notice` tells the person and offers the
     full steps."""
     requests = {role: batching.ImageRequest(loaded, image, options, label) for role, loaded in models.items()}
-    results = {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
-    full = st.session_state.pop(FULL_STEPS, False)
+    results = _cached(requests)
+    full = adapt_to_load and st.session_state.pop(FULL_STEPS, False)
     lighter = under_load(options)
     if adapt_to_load and not full and lighter != options and len(results) < len(requests):
-        if compute.others_waiting("attribution") >= BUSY_FROM:
+        if compute.others_waiting("attribution") >= BUSY_FROM:  # maps already made stay as they are
             requests = {
                 role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
                 for role, req in requests.items()
             }
-            results.update(
-                {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
-            )
+            results = _cached(requests)
     group = ("maps", next(_groups))
     tickets = {
         role: compute.submit(
@@ -168,6 +166,10 @@ def attribute_models(
     if tickets:
         results.update(compute.wait(tickets, "the maps"))
     return {role: results[role] for role in requests}
+
+
+def _cached(requests: dict[str, batching.ImageRequest]) -> dict[str, AttributionResult]:
+    return {role: hit for role, req in requests.items() if (hit := batching.cached(req)) is not None}
 
 
 def busy_notice(results: dict[str, AttributionResult], asked: AttributionOptions, key: str) -> None:
