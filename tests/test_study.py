@@ -347,10 +347,34 @@ def test_a_part_goes_on_on_another_machine_without_redoing_the_summarised_runs(p
     )
     assert trained == ["kd-s0"]
     assert sorted(p.name for p in (elsewhere / "runs").iterdir()) == ["kd-s0"]
+    assert not (elsewhere / "igcache").exists()  # no run left to do needs the teacher's IG maps
     assert view.state["status"] == "done"  # every run is here or in the committed summary
     head = json.loads((committed / "study.json").read_text())
     assert len(head["parts"]["seed0"]["runs"]) == 7 and head["parts"]["seed0"]["wall_seconds"] > 0
     assert load_summary(committed).finished_runs == 14
+
+
+def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path):
+    """The IG cache is the longest set-up of a part (33 minutes and more on 2 cores): a part whose
+    runs still to do include some without IG trains those first, and builds the cache only before
+    the first run that reads it."""
+    _, summary, _, _ = parted
+    committed = tmp_path / "results" / "tiny7"
+    shutil.copytree(summary, committed)
+    for name in ("ig-s0", "at-s0"):  # ig comes before at in the study's order; both unfinished
+        (committed / "runs" / f"{name}.json").unlink()
+    elsewhere = tmp_path / "other-machine" / "study"
+    cache_when_started: dict[str, bool] = {}
+
+    def report(event) -> None:
+        if event.stage == "run":
+            cache_when_started.setdefault(event.run, (elsewhere / "igcache").exists())
+
+    run_study(
+        elsewhere, tiny(), part=Selection(seeds=[0]), summary=committed, part_name="seed0", report=report
+    )
+    assert cache_when_started == {"at-s0": False, "ig-s0": True}
+    assert list(cache_when_started) == ["at-s0", "ig-s0"]
 
 
 def test_summary_rows_carry_intervals_and_corrected_tests(parted):

@@ -274,8 +274,13 @@ def prepare_inputs(
     report: Callable[[StudyEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: str = "cpu",
+    with_ig_cache: bool | None = None,
 ) -> tuple[LoadedModel, Dataset, Dataset, IGMapStore | None] | None:
-    """Teacher, full data, training data (the subset) and IG cache of a study or a search (None: stopped)."""
+    """Teacher, full data, training data (the subset) and IG cache of a study or a search (None: stopped).
+
+    The IG cache is built when ``with_ig_cache`` (None: when an arm of the study uses IG); a caller
+    that may not need it passes False and asks :func:`study_ig_cache` later.
+    """
     report = report or (lambda e: None)
     data = data or load_dataset(config.dataset)
 
@@ -299,22 +304,39 @@ def prepare_inputs(
     shared = config.run_config(config.arms[0], config.seeds[0])
     train_data = subset_dataset(data, shared.subset, shared.subset_seed)
     store = None
-    if any(DistillConfig(arm=a).uses_ig for a in config.arms):
-
-        def ig_progress(done: int, total: int, rate: float) -> None:
-            report(StudyEvent("igcache", f"teacher IG maps: {done}/{total} ({rate:.0f} images/s)", 0.0))
-
-        store = ensure_ig_cache(
-            teacher,
-            train_data,
-            folder / "igcache",
-            steps=shared.ig_steps,
-            progress=ig_progress,
-            should_stop=should_stop,
-        )
-        if not store.complete:
+    if with_ig_cache is None:
+        with_ig_cache = any(DistillConfig(arm=a).uses_ig for a in config.arms)
+    if with_ig_cache:
+        store = study_ig_cache(folder, config, teacher, train_data, report=report, should_stop=should_stop)
+        if store is None:
             return None
     return teacher, data, train_data, store
+
+
+def study_ig_cache(
+    folder: Path,
+    config: StudyConfig,
+    teacher: LoadedModel,
+    train_data: Dataset,
+    *,
+    report: Callable[[StudyEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> IGMapStore | None:
+    """The teacher's IG maps of the study's training images, built or resumed (None: stopped first)."""
+    report = report or (lambda e: None)
+
+    def ig_progress(done: int, total: int, rate: float) -> None:
+        report(StudyEvent("igcache", f"teacher IG maps: {done}/{total} ({rate:.0f} images/s)", 0.0))
+
+    store = ensure_ig_cache(
+        teacher,
+        train_data,
+        folder / "igcache",
+        steps=config.run_config(config.arms[0], config.seeds[0]).ig_steps,
+        progress=ig_progress,
+        should_stop=should_stop,
+    )
+    return store if store.complete else None
 
 
 def _reference(
@@ -469,17 +491,19 @@ def _run_study(
     state["status"] = "running"
     _write_state(folder, state)
     try:
-        prepared = prepare_inputs(folder, config, data=data, report=report, should_stop=stop, device=device)
+        summarised = summarised_runs(summary, config)
+        runs = _part_runs(folder, state, part, summarised)
+        # the IG cache (the teacher's IG maps of every training image: the longest set-up) is built
+        # only when a run still to do needs it, and those runs go last: the others finish first
+        prepared = prepare_inputs(
+            folder, config, data=data, report=report, should_stop=stop, device=device, with_ig_cache=False
+        )
         if prepared is None:
             return _stopped(folder, state, report)
         teacher, data, train_data, store = prepared
         state["subset_size"] = len(train_data.train)
-        if store is not None:
-            state["ig_cache"] = str(store.folder)
         report(StudyEvent("reference", "teacher predictions, probe images, latency…", 0.0))
         teacher_pred = _reference(folder, config, state, teacher, data, device)
-        runs = [e for e in state["runs"] if part.covers(e["arm"], int(e["seed"]))]
-        summarised = summarised_runs(summary, config)
         started = time.perf_counter()
         for i, entry in enumerate(runs):
             run_dir = folder / "runs" / entry["name"]
@@ -505,6 +529,12 @@ def _run_study(
                 )
 
             cfg = config.run_config(entry["arm"], entry["seed"])
+            if cfg.uses_ig and store is None:
+                store = study_ig_cache(folder, config, teacher, train_data, report=report, should_stop=stop)
+                if store is None:
+                    entry["status"] = "pending"
+                    return _stopped(folder, state, report)
+                state["ig_cache"] = str(store.folder)
             cfg.teacher = str(teacher.path)
             cfg.ig_cache = str(store.folder) if (store is not None and cfg.uses_ig) else ""
             view_dir = teacher_cache_dir(folder, cfg.seed, cfg.uses_ig)
@@ -589,6 +619,20 @@ def _run_study(
         write_summary(load_study(folder), summary, part=part_name)
     report(StudyEvent("done", "study finished" if complete else "this part finished", 1.0))
     return load_study(folder)
+
+
+def _part_runs(folder: Path, state: dict, part: Selection, summarised: set[str]) -> list[dict]:
+    """The part's runs in the order they run: finished ones first (they are only marked), then those
+    that need no IG cache, then those that do; within each, the study's order (so an arm that
+    reads a teacher view follows the arm that writes it)."""
+    runs = [e for e in state["runs"] if part.covers(e["arm"], int(e["seed"]))]
+
+    def rank(entry: dict) -> int:
+        if (folder / "runs" / entry["name"] / METRICS).is_file() or entry["name"] in summarised:
+            return 0
+        return 2 if DistillConfig(arm=entry["arm"]).uses_ig else 1
+
+    return sorted(runs, key=rank)
 
 
 def teacher_cache_dir(folder: Path, seed: int, ig_view: bool) -> Path:
