@@ -342,9 +342,14 @@ def test_a_part_goes_on_on_another_machine_without_redoing_the_summarised_runs(p
             trained.append(event.run)
 
     elsewhere = tmp_path / "other-machine" / "study"
+    before = json.loads((committed / "study.json").read_text())
     view = run_study(
         elsewhere, tiny(), part=Selection(seeds=[0]), summary=committed, part_name="seed0", report=report
     )
+    after = json.loads((committed / "study.json").read_text())
+    here = json.loads((elsewhere / "study.json").read_text())
+    assert here["student"]["latency_ms"] != before["student"]["latency_ms"]  # measured again there
+    assert after["student"] == before["student"] and after["created"] == before["created"]  # kept
     assert trained == ["kd-s0"]
     assert sorted(p.name for p in (elsewhere / "runs").iterdir()) == ["kd-s0"]
     assert not (elsewhere / "igcache").exists()  # no run left to do needs the teacher's IG maps

@@ -345,7 +345,8 @@ def _reference(
     """Teacher predictions, probe images and model costs: computed once per study, then read."""
     pred_file = folder / "teacher_predictions.npy"
     cached = read_checked_npy(pred_file)  # a damaged file is deleted here, and recomputed below
-    if cached is not None and cached.shape == (len(data.test),):
+    judged = min(config.test_limit, len(data.test)) if config.test_limit else len(data.test)
+    if cached is not None and cached.shape == (judged,):
         return cached
     preds = _test_predictions(teacher, data, config, device)
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)

@@ -76,12 +76,17 @@ def write_summary(study: StudyView, out: str | Path, *, part: str = "") -> Path:
             "machines": _distinct([*earlier.get("machines", [earlier.get("machine", here)]), here]),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+    # the study's reference (teacher and student costs, latency included) is the one measured where
+    # the summary began: a part run later on another machine would otherwise replace every row's
+    # latency with its own machine's
+    reference = {k: study.state[k] for k in STATE_KEYS if k in study.state}
+    reference.update({k: head[k] for k in STATE_KEYS if head is not None and k in head})
     summary = {
         "kind": KIND,
         "format": 1,
         "name": study.name,
         "config": study.config.as_dict(),
-        **{k: study.state[k] for k in STATE_KEYS if k in study.state},
+        **reference,
         "runs": [{"name": r.name, "arm": r.arm, "seed": r.seed} for r in study.runs],
         "parts": parts,
         "study_folder": str(study.folder) if not study.summary else (head or {}).get("study_folder", ""),
