@@ -345,8 +345,7 @@ def _reference(
     """Teacher predictions, probe images and model costs: computed once per study, then read."""
     pred_file = folder / "teacher_predictions.npy"
     cached = read_checked_npy(pred_file)  # a damaged file is deleted here, and recomputed below
-    judged = min(config.test_limit, len(data.test)) if config.test_limit else len(data.test)
-    if cached is not None and cached.shape == (judged,):
+    if cached is not None and cached.shape == spread_indices(len(data.test), config.test_limit).shape:
         return cached
     preds = _test_predictions(teacher, data, config, device)
     student = create_model(config.student, num_classes=data.num_classes, **config.student_kwargs)
@@ -493,7 +492,7 @@ def _run_study(
     _write_state(folder, state)
     try:
         summarised = summarised_runs(summary, config)
-        runs = _part_runs(folder, state, part, summarised)
+        runs = _part_runs(state, part)
         # the IG cache (the teacher's IG maps of every training image: the longest set-up) is built
         # only when a run still to do needs it, and those runs go last: the others finish first
         prepared = prepare_inputs(
@@ -622,18 +621,11 @@ def _run_study(
     return load_study(folder)
 
 
-def _part_runs(folder: Path, state: dict, part: Selection, summarised: set[str]) -> list[dict]:
-    """The part's runs in the order they run: finished ones first (they are only marked), then those
-    that need no IG cache, then those that do; within each, the study's order (so an arm that
-    reads a teacher view follows the arm that writes it)."""
+def _part_runs(state: dict, part: Selection) -> list[dict]:
+    """The part's runs in the order they run: those that need no IG cache first, then those that do;
+    within each, the study's order (so an arm that reads a teacher view follows the one that writes it)."""
     runs = [e for e in state["runs"] if part.covers(e["arm"], int(e["seed"]))]
-
-    def rank(entry: dict) -> int:
-        if (folder / "runs" / entry["name"] / METRICS).is_file() or entry["name"] in summarised:
-            return 0
-        return 2 if DistillConfig(arm=entry["arm"]).uses_ig else 1
-
-    return sorted(runs, key=rank)
+    return sorted(runs, key=lambda e: DistillConfig(arm=e["arm"]).uses_ig)
 
 
 def teacher_cache_dir(folder: Path, seed: int, ig_view: bool) -> Path:
