@@ -166,6 +166,35 @@ def test_two_breakers_of_one_stale_lock_leave_one_holder(tmp_path):
             lock.release()
 
 
+def test_a_lock_just_linked_by_another_thread_is_not_taken_for_stale(tmp_path, monkeypatch):
+    """The window between a thread's link and its entry in the held table: another thread that reads
+    the fresh lock then (our pid, a token not held yet) must be refused, not break it (CI caught two
+    holders when eight threads raced for one stale lock)."""
+    folder = tmp_path / "run"
+    linked, real_link = threading.Event(), lockmod._link_new
+
+    def slow_link(path, text):
+        taken = real_link(path, text)
+        if taken and threading.current_thread().name == "first":
+            linked.set()
+            time.sleep(0.3)  # the other thread looks at the lock file now
+        return taken
+
+    monkeypatch.setattr(lockmod, "_link_new", slow_link)
+    taken: list[WriterLock] = []
+    first = threading.Thread(target=lambda: taken.append(WriterLock(folder, "first").acquire()), name="first")
+    first.start()
+    assert linked.wait(10)
+    try:
+        with pytest.raises(LockHeld, match="first"):
+            WriterLock(folder, "second").acquire()
+    finally:
+        first.join()
+        for lock in taken:
+            lock.release()
+    assert taken and not (folder / LOCK_FILE).exists()
+
+
 def test_a_lock_still_held_at_a_normal_exit_is_released(tmp_path):
     code = (
         "import sys; from kdviz.core.lock import WriterLock; WriterLock(sys.argv[1]).acquire(); sys.exit(3)"

@@ -122,12 +122,15 @@ def default_description() -> str:
 
 # locks this process holds: folder -> (holder, depth); a thread may take its own lock again
 _held: dict[Path, tuple[Holder, int]] = {}
+# tokens of locks a thread here is linking into place: between the link and its entry in ``_held``
+# another thread must not read the fresh lock as one of ours that nobody holds, and break it
+_taking: set[str] = set()
 _held_guard = threading.Lock()
 
 
 def _held_here(holder: Holder) -> bool:
     with _held_guard:
-        return any(h.token == holder.token for h, _ in _held.values())
+        return holder.token in _taking or any(h.token == holder.token for h, _ in _held.values())
 
 
 def read_holder(folder: str | os.PathLike) -> Holder | None:
@@ -196,6 +199,15 @@ class WriterLock:
             thread=me,
         )
         text = json.dumps(asdict(holder), indent=2) + "\n"
+        with _held_guard:
+            _taking.add(holder.token)
+        try:
+            return self._take(holder, text)
+        finally:
+            with _held_guard:
+                _taking.discard(holder.token)
+
+    def _take(self, holder: Holder, text: str) -> WriterLock:
         for _ in range(5):  # each round either takes the lock, refuses, or breaks a stale one
             try:
                 taken = _link_new(self.path, text)
