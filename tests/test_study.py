@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
+from kdviz.core.machine import cpu_name
 from kdviz.data import load_dataset
 from kdviz.experiments import plan as planning
 from kdviz.experiments import stats
@@ -308,6 +309,7 @@ def test_a_study_of_seven_arms_in_parts(parted):
         assert by[f"kd-s{seed}"]["teacher_epochs_from_cache"] == 0
     assert by["at-s1"]["part"] == "at1" and by["kd-s1"]["part"] == "core1" and by["kd-s0"]["part"] == "seed0"
     assert all(m["wall_seconds"] > 0 for m in by.values())
+    assert all(m["machine"].startswith(cpu_name()) and m["finished"][:4].isdigit() for m in by.values())
 
 
 def test_the_summary_is_small_has_no_weights_and_reads_like_the_study(parted):

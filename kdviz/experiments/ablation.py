@@ -27,6 +27,7 @@ last finished chunk.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from ..attribution.igcache import IGMapStore
 from ..core import atomic, settings
 from ..core.integrity import read_checked_npy, write_checked_npy
 from ..core.lock import WriterLock
-from ..core.machine import check_precision
+from ..core.machine import check_precision, cpu_name
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
@@ -582,6 +583,10 @@ def _run_study(
                     "resumed_from_epoch": result.resumed_from,
                     "teacher_epochs_from_cache": min(cached_epochs, cfg.epochs) if cfg.uses_teacher else 0,
                     "part": part_name,
+                    # parts of one study run on machines of one name and different speeds: a run's
+                    # wall time is read against the machine and the day it was measured on
+                    "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 },
             )
             entry["status"] = "done"
