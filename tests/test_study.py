@@ -15,8 +15,8 @@ from scipy import stats as sps
 
 from kdviz.core.machine import cpu_name
 from kdviz.data import load_dataset
+from kdviz.experiments import ablation, stats
 from kdviz.experiments import plan as planning
-from kdviz.experiments import stats
 from kdviz.experiments.ablation import Selection, StudyError, csv_table, load_study, run_study, summarise
 from kdviz.experiments.summary import list_summaries, load_summary, weights_of, write_summary
 from kdviz.experiments.sweep import LATENCY_KEYS, figure, load_sweep, pareto_front, sweep_rows, write_sweep
@@ -361,7 +361,7 @@ def test_a_part_goes_on_on_another_machine_without_redoing_the_summarised_runs(p
     assert load_summary(committed).finished_runs == 14
 
 
-def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path):
+def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path, monkeypatch):
     """The IG cache is the longest set-up of a part (33 minutes and more on 2 cores): a part whose
     runs still to do include some without IG trains those first, and builds the cache only before
     the first run that reads it."""
@@ -377,11 +377,28 @@ def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path):
         if event.stage == "run":
             cache_when_started.setdefault(event.run, (elsewhere / "igcache").exists())
 
+    # the cache takes "an hour" of a fake clock: the run that waits for it must not count that hour
+    # as its own wall time (kd+ig+at-s0 once recorded 96 minutes, 51 of them the cache's)
+    clock, real_cache = [0.0], ablation.study_ig_cache
+
+    def slow_cache(*args, **kwargs):
+        clock[0] += 3600.0
+        return real_cache(*args, **kwargs)
+
+    monkeypatch.setattr(ablation, "study_ig_cache", slow_cache)
+    real_clock = ablation.time.perf_counter
+    monkeypatch.setattr(ablation.time, "perf_counter", lambda: real_clock() + clock[0])
     run_study(
         elsewhere, tiny(), part=Selection(seeds=[0]), summary=committed, part_name="seed0", report=report
     )
     assert cache_when_started == {"at-s0": False, "ig-s0": True}
     assert list(cache_when_started) == ["at-s0", "ig-s0"]
+    record = json.loads((committed / "runs" / "ig-s0.json").read_text())["metrics"]
+    assert record["ig_cache_seconds"] >= 3600 and record["wall_seconds"] < 3600
+    at = json.loads((committed / "runs" / "at-s0.json").read_text())["metrics"]
+    assert at["ig_cache_seconds"] == 0.0
+    part = json.loads((committed / "study.json").read_text())["parts"]["seed0"]
+    assert part["wall_seconds"] >= 3600  # the part's time still includes the cache
 
 
 def test_summary_rows_carry_intervals_and_corrected_tests(parted):

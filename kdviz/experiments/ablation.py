@@ -516,7 +516,6 @@ def _run_study(
                 continue
             entry["status"] = "running"
             _write_state(folder, state)
-            run_started = time.perf_counter()
 
             def on_event(e: TrainEvent, i: int = i, name: str = entry["name"]) -> None:
                 report(
@@ -530,12 +529,18 @@ def _run_study(
                 )
 
             cfg = config.run_config(entry["arm"], entry["seed"])
+            ig_cache_seconds = 0.0
             if cfg.uses_ig and store is None:
+                cache_started = time.perf_counter()
                 store = study_ig_cache(folder, config, teacher, train_data, report=report, should_stop=stop)
                 if store is None:
                     entry["status"] = "pending"
                     return _stopped(folder, state, report)
                 state["ig_cache"] = str(store.folder)
+                ig_cache_seconds = time.perf_counter() - cache_started
+            # the run's own clock starts after the cache: the cache serves every IG run of the
+            # study and is counted once, in the record of the run that waited for it
+            run_started = time.perf_counter()
             cfg.teacher = str(teacher.path)
             cfg.ig_cache = str(store.folder) if (store is not None and cfg.uses_ig) else ""
             view_dir = teacher_cache_dir(folder, cfg.seed, cfg.uses_ig)
@@ -580,6 +585,7 @@ def _run_study(
                 device,
                 extra={
                     "wall_seconds": time.perf_counter() - run_started,
+                    "ig_cache_seconds": ig_cache_seconds,
                     "resumed_from_epoch": result.resumed_from,
                     "teacher_epochs_from_cache": min(cached_epochs, cfg.epochs) if cfg.uses_teacher else 0,
                     "part": part_name,
