@@ -129,6 +129,7 @@ class ComputeLog:
             "images per call": round(images / len(calls), 2) if calls else 0,
             "most sessions in a call": max((c["sessions"] for c in calls), default=0),
             "compute s": round(sum(c["seconds"] for c in calls), 1),
+            "lighter calls": sum(bool(c.get("lighter")) for c in calls),  # chosen as the call started
         }
 
 

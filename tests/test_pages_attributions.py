@@ -445,3 +445,46 @@ def test_a_busy_server_serves_lighter_maps_says_so_and_offers_the_full_steps(
     at.slider(key="attr_steps").set_value(40).run()  # a number the person chose is kept when busy
     assert_clean(at)
     assert not [i for i in at.info if "The server is busy" in i.value]
+
+
+def test_maps_asked_for_when_the_queue_looked_empty_are_lighter_if_others_wait_when_they_start(
+    fresh_cache, digits, monkeypatch
+):
+    """People who upload at the same moment all find the queue empty when their pages ask; the
+    server decides as it starts each map, so these maps still come at the busy steps, and say so."""
+    import time
+
+    from kdviz.attribution import BUSY_IG_STEPS, DEFAULT_IG_STEPS
+    from kdviz.core.scheduler import SCHEDULER
+    from kdviz.ui import compute
+
+    monkeypatch.setattr(compute, "others_waiting", lambda kind: 0)  # the page sees nobody
+    at = open_page("pages/attributions.py")
+    at.radio(key="attr_source").set_value("upload").run()
+    assert_clean(at)
+
+    def hold(items):  # another person's map, running until this page's maps are queued behind it
+        deadline = time.monotonic() + 30
+        while SCHEDULER.others_waiting("third", "attribution") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return items
+
+    others = [SCHEDULER.submit(hold, 0, key="someone's map", session="someone", kind="attribution")]
+    others += [  # a third person's two maps, waiting
+        SCHEDULER.submit(lambda items: items, i, key=("third", i), session="third", kind="attribution")
+        for i in (1, 2)
+    ]
+    at.file_uploader(key="attr_upload").set_value(("mine.png", png("RGB", (40, 48)), "image/png")).run()
+    assert_clean(at)
+    assert [t.result(30) for t in others] == [0, 1, 2]
+    assert set(panels(at)) == {"Teacher", "Student"}
+    busy = [i.value for i in at.info if "The server is busy" in i.value]
+    assert len(busy) == 1 and f"use {BUSY_IG_STEPS} IG steps instead of {DEFAULT_IG_STEPS}" in busy[0]
+    mine = [s for s in SCHEDULER.served if s.sessions == ["test session id"]]
+    assert [s.lighter for s in mine[-2:]] == [True, True]
+
+    calls = SCHEDULER.calls
+    at.slider(key="attr_strength").set_value(0.3).run()  # the queue is empty now: a rerun keeps
+    assert_clean(at)  # the lighter maps (the button asks for the full ones) and queues nothing
+    assert SCHEDULER.calls == calls
+    assert [i for i in at.info if "The server is busy" in i.value]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,3 +74,11 @@ def test_a_room_opening_one_link_at_once_all_get_the_page_with_its_models(fresh_
         for s in sessions:
             s.close()
     assert "Traceback" not in (folder / "streamlit.log").read_text(errors="replace")
+
+
+def test_the_server_started_from_the_project_skips_streamlits_collection_after_every_run():
+    """A full collection after each of a room's script runs held Python's lock for 0.1-0.3 s and
+    stalled everyone's maps (README, "Serving a room"); Streamlit reads this file from the folder
+    the server starts in."""
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False

@@ -19,6 +19,7 @@ from kdviz.core.scheduler import (
     DEFAULT_ESTIMATE_S,
     INTERACTIVE,
     Cancelled,
+    Lighter,
     Scheduler,
 )
 
@@ -407,3 +408,60 @@ def test_every_model_call_can_be_logged_for_the_benchmarks(tmp_path):
     s.serve_next()
     (line,) = [json.loads(t) for t in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert (line["kind"], line["size"], line["sessions"]) == ("attribution", 2, 2)
+
+
+def test_the_lighter_form_is_served_when_others_wait_as_the_call_starts():
+    """Two people who ask at the same moment both found the queue empty: the server, deciding as
+    each call starts, serves the first the lighter form (the other waits) and the last one as asked."""
+    s, run = Scheduler(start=False), Recorder()
+    a = s.submit(run, 1, key="full", session="A", kind="maps", max_batch=1, lighter=Lighter("light", 10))
+    b = s.submit(run, 2, key="full", session="B", kind="maps", max_batch=1, lighter=Lighter("light", 20))
+    first = s.serve_next()
+    assert first.lighter and first.key == "light" and a.result(0) == 20
+    last = s.serve_next()  # nobody else waits any more
+    assert not last.lighter and last.key == "full" and b.result(0) == 4
+    assert run.calls == [[10], [2]]
+
+
+def test_the_lighter_form_needs_enough_other_sessions_of_its_kind():
+    """The session's own waiting work, background work, and another kind's do not count; a
+    ``from_waiting`` of two needs two other sessions."""
+    s, run = Scheduler(start=False), Recorder()
+    mine = s.submit(run, 1, key="full", session="A", kind="maps", max_batch=1, lighter=Lighter("light", 10))
+    s.submit(run, 5, key="full", session="A", kind="maps", max_batch=1)  # A's own second map
+    s.submit(run, 6, key="other", session="B", kind="latency")  # another kind
+    s.submit(run, 7, key="train", session="C", kind="maps", priority=BACKGROUND)
+    served = s.serve_next()
+    assert not served.lighter and mine.result(0) == 2
+
+    two = s.submit(
+        run, 1, key="k", session="A", kind="maps", max_batch=1, lighter=Lighter("l", 10, from_waiting=2)
+    )
+    s.submit(run, 2, key="m", session="B", kind="maps")
+    while s.serve_next() is not None and not two.done():
+        pass
+    assert two.result(0) == 2  # only B waited: fewer than two others
+
+
+def test_a_caller_who_joins_without_a_lighter_form_gets_the_work_as_asked():
+    s, run = Scheduler(start=False), Recorder()
+    a = s.submit(run, 1, key="full", session="A", kind="maps", dedupe="img", lighter=Lighter("light", 10))
+    b = s.submit(run, 1, key="full", session="B", kind="maps", dedupe="img")  # the same image, as asked
+    s.submit(run, 3, key="other", session="C", kind="maps")
+    served = s.serve_next()
+    assert not served.lighter and a.result(0) == b.result(0) == 2
+
+
+def test_the_lighter_forms_cost_is_learned_under_its_own_key():
+    clock = Clock()
+
+    def slow(items):
+        clock.now += 0.1 * len(items)
+        return items
+
+    s = Scheduler(start=False, clock=clock)
+    s.submit(slow, 1, key="full", session="A", kind="maps", max_batch=1, lighter=Lighter("light", 1))
+    waiting = s.submit(slow, 2, key="full", session="B", kind="maps", max_batch=1)
+    s.serve_next()
+    assert s._per_item == {"light": pytest.approx(0.1)}  # nothing learned about the full form
+    assert not waiting.done()

@@ -21,6 +21,10 @@ why. The :class:`Scheduler` instead runs all that work on **one** worker thread:
   waits at most about one step for the cores);
 - a waiting request reports its place (model calls before its own) and an estimate, from the
   measured seconds per image of its batch key;
+- a request may carry a :class:`Lighter` form of its work (IG at fewer steps, say): the worker
+  serves that form when, at the moment it starts the call, other sessions' work of the same kind
+  waits. The choice is made then and not when the request is queued, because people who press
+  at the same moment all find the queue empty when they look;
 - a request whose session is gone (the ``alive`` check says so) is dropped before it costs anything,
   and a session's newer request in the same *slot* replaces its older one still waiting.
 
@@ -49,10 +53,23 @@ MAX_YIELD_S = 10.0
 #: A batch takes no more requests than fit in about this many seconds (from the key's measured cost).
 #: On a CPU, IG of eight images in one call costs about as much as eight calls (0.9-1.4x per image,
 #: benchmarks/bench_room.py), so a big batch only makes its first callers wait for everyone's maps;
-#: where a call is cheap (a GPU, a small model) the batch still fills to its ``max_batch``.
-BATCH_BUDGET_S = 1.0
+#: where a call is cheap (a GPU, a small model) the batch still fills to its ``max_batch``. At 1 s,
+#: eight people uploading at once waited 3.0x one person alone; at 0.4 s, 2.4-2.6x (a 32-step map
+#: of the digits models costs 0.25-0.35 s there, so calls hold one image each).
+BATCH_BUDGET_S = 0.4
 
 BatchFunction = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Lighter:
+    """The lighter form of a request's work, served while others wait: its own batch ``key`` (so
+    its cost is learned apart) and ``item`` for the same batch function."""
+
+    key: Hashable
+    item: Any
+    #: Other sessions with work of the request's kind waiting, from which the lighter form is served.
+    from_waiting: int = 1
 
 
 class Cancelled(Exception):
@@ -113,6 +130,7 @@ class _Request:
     dedupe: Hashable | None
     submitted: float
     group: Hashable | None = None
+    lighter: Lighter | None = None
     tickets: list[Ticket] = field(default_factory=list)
     status: str = "waiting"
     result: Any = None
@@ -135,6 +153,7 @@ class Served:
     seconds: float
     waited: float = 0.0  # seconds the oldest request of the call had waited in the queue
     when: float = field(default_factory=time.time)
+    lighter: bool = False  # the requests' lighter forms were served (others were waiting)
 
 
 class Scheduler:
@@ -194,13 +213,15 @@ class Scheduler:
         slot: str | None = None,
         dedupe: Hashable | None = None,
         group: Hashable | None = None,
+        lighter: Lighter | None = None,
     ) -> Ticket:
         """Queue ``item`` for ``run(items)`` with others of the same ``key`` (``run`` answers one
         result per item, in order). ``dedupe``: a request with the same key and token, waiting or
         running, is joined instead of queued again (two sessions asking for the same image).
         ``slot``: the session's older request in this slot, still waiting, is cancelled.
         ``group``: the session's requests of one group are served one after the other before
-        another session's turn (the parts of one answer)."""
+        another session's turn (the parts of one answer). ``lighter``: what to serve instead when
+        others' work of this kind waits as the call starts (every request of the call must have one)."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -213,6 +234,8 @@ class Scheduler:
             if dedupe is not None:
                 for req in itertools.chain(self._running, self._pending):
                     if req.key == key and req.dedupe == dedupe and req.status in ("waiting", "running"):
+                        if lighter is None:  # the joiner wants the work as asked
+                            req.lighter = None
                         ticket = Ticket(self, req, session)
                         req.tickets.append(ticket)
                         self._remember(session)
@@ -230,6 +253,7 @@ class Scheduler:
                 dedupe,
                 self._clock(),
                 group,
+                lighter,
             )
             ticket = Ticket(self, req, session)
             req.tickets.append(ticket)
@@ -343,13 +367,16 @@ class Scheduler:
             for req in batch:
                 self._pending.remove(req)
                 req.status = "running"
+            light = self._lighten_locked(batch)
+            key = batch[0].lighter.key if light and batch[0].lighter else batch[0].key
+            items = [r.lighter.item if light and r.lighter else r.item for r in batch]
             self._running = batch
             self._running_since = self._clock()
-            self._running_estimate = self._estimate_locked(batch[0].key, batch[0].kind, len(batch))
+            self._running_estimate = self._estimate_locked(key, batch[0].kind, len(batch))
             self._served_session(batch[0])
         t0 = self._clock()
         try:
-            results = list(batch[0].run([r.item for r in batch]))
+            results = list(batch[0].run(items))
             if len(results) != len(batch):
                 raise RuntimeError(
                     f"a batch function answered {len(results)} results for {len(batch)} requests"
@@ -365,10 +392,10 @@ class Scheduler:
                 req.finished.set()
             self._running = []
             if error is None:
-                self._learn_locked(batch[0].key, batch[0].kind, seconds / len(batch))
+                self._learn_locked(key, batch[0].kind, seconds / len(batch))
             waited = t0 - min(r.submitted for r in batch)
             sessions = [r.session for r in batch]
-            served = Served(batch[0].key, batch[0].kind, sessions, len(batch), seconds, waited)
+            served = Served(key, batch[0].kind, sessions, len(batch), seconds, waited, lighter=light)
             self.calls += 1
             self.served.append(served)
             del self.served[: -self._history]
@@ -396,6 +423,21 @@ class Scheduler:
     # ------------------------------------------------------------------------------ internals
     def _busy_locked(self) -> bool:
         return any(r.priority == INTERACTIVE for r in itertools.chain(self._pending, self._running))
+
+    def _lighten_locked(self, batch: list[_Request]) -> bool:
+        """Whether the call about to start serves its requests' lighter forms: every one has one, and
+        enough other sessions' interactive work of its kind is waiting right now."""
+        if not all(r.lighter is not None for r in batch):
+            return False
+        mine = {t.session for r in batch for t in r.live_tickets()}
+        others = {
+            t.session
+            for r in self._pending
+            if r.kind == batch[0].kind and r.priority == INTERACTIVE
+            for t in r.live_tickets()
+            if t.session not in mine
+        }
+        return len(others) >= max(r.lighter.from_waiting for r in batch if r.lighter is not None)
 
     def _remember(self, session: str) -> None:
         if session not in self._order:

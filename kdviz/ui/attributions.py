@@ -24,6 +24,7 @@ from kdviz.attribution import (
     render,
     under_load,
 )
+from kdviz.core.scheduler import Lighter
 from kdviz.data import Dataset
 from kdviz.models.checkpoints import LoadedModel
 from kdviz.models.evaluate import predict, spread_indices
@@ -130,21 +131,25 @@ def attribute_models(
     server's compute queue (batched with other sessions' images for the same model, the roles'
     maps served back to back), the page showing its place and an estimate while it waits.
 
-    ``adapt_to_load``: while :data:`BUSY_FROM` other sessions have maps in the queue, maps not
-    cached at the asked options are made with :func:`~kdviz.attribution.under_load`'s lighter ones
-    (each result's ``options`` says which); :func:`busy_notice` tells the person and offers the
-    full steps."""
+    ``adapt_to_load``: maps not cached at the asked options are made with
+    :func:`~kdviz.attribution.under_load`'s lighter ones while :data:`BUSY_FROM` other sessions
+    have maps in the queue, as seen now or when the server starts the map (each result's
+    ``options`` says which); lighter maps already made are shown again rather than silently
+    replaced; :func:`busy_notice` tells the person and offers the full steps."""
     requests = {role: batching.ImageRequest(loaded, image, options, label) for role, loaded in models.items()}
     results = _cached(requests)
     full = adapt_to_load and st.session_state.pop(FULL_STEPS, False)
     lighter = under_load(options)
-    if adapt_to_load and not full and lighter != options and len(results) < len(requests):
-        if compute.others_waiting("attribution") >= BUSY_FROM:  # maps already made stay as they are
-            requests = {
-                role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
-                for role, req in requests.items()
-            }
-            results = _cached(requests)
+    adapt = adapt_to_load and not full and lighter != options
+    if adapt and len(results) < len(requests):
+        light = {  # maps already made at the asked options stay as they are
+            role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
+            for role, req in requests.items()
+        }
+        made = _cached(light)
+        # lighter maps made in a busy moment stay until the person asks for the full ones
+        if len(made) == len(light) or compute.others_waiting("attribution") >= BUSY_FROM:
+            requests, results, adapt = light, made, False
     group = ("maps", next(_groups))
     tickets = {
         role: compute.submit(
@@ -156,6 +161,7 @@ def attribute_models(
             slot=f"{slot}_{role}",
             dedupe=batching.dedupe_token(req),
             group=group,
+            lighter=_lighter(req, lighter) if adapt else None,
         )
         for role, req in requests.items()
         if role not in results and not _large_ig(req)
@@ -166,6 +172,12 @@ def attribute_models(
     if tickets:
         results.update(compute.wait(tickets, "the maps"))
     return {role: results[role] for role in requests}
+
+
+def _lighter(request: batching.ImageRequest, options: AttributionOptions) -> Lighter:
+    """The request at the lighter options, for the server to serve if others wait when it starts."""
+    light = batching.ImageRequest(request.loaded, request.image, options, request.label)
+    return Lighter(batching.batch_key(light), light, from_waiting=BUSY_FROM)
 
 
 def _cached(requests: dict[str, batching.ImageRequest]) -> dict[str, AttributionResult]:

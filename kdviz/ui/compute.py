@@ -46,6 +46,7 @@ def _logger(path: Path) -> Callable[[Served], None]:
             "sessions": len(set(served.sessions)),
             "seconds": round(served.seconds, 4),
             "waited": round(served.waited, 4),
+            "lighter": served.lighter,
         }
         # An append-only log, not a state file: each line goes out in one O_APPEND write, so a
         # reader sees whole lines (kdviz.core.atomic's replace-the-file would rewrite it every call).
