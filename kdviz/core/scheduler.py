@@ -298,15 +298,7 @@ class Scheduler:
         """Other sessions with interactive work of ``kind`` waiting or running: how busy the
         server is for this caller (a page serves lighter work when a room is waiting)."""
         with self._cond:
-            return len(
-                {
-                    t.session
-                    for r in itertools.chain(self._pending, self._running)
-                    if r.kind == kind and r.priority == INTERACTIVE
-                    for t in r.live_tickets()
-                    if t.session != session
-                }
-            )
+            return len(self._others_locked(kind, {session}))
 
     def waiting(self) -> int:
         """Requests waiting (not yet running)."""
@@ -430,14 +422,18 @@ class Scheduler:
         if not all(r.lighter is not None for r in batch):
             return False
         mine = {t.session for r in batch for t in r.live_tickets()}
-        others = {
-            t.session
-            for r in self._pending
-            if r.kind == batch[0].kind and r.priority == INTERACTIVE
-            for t in r.live_tickets()
-            if t.session not in mine
-        }
+        others = self._others_locked(batch[0].kind, mine)  # the batch is out of the queue by now
         return len(others) >= max(r.lighter.from_waiting for r in batch if r.lighter is not None)
+
+    def _others_locked(self, kind: str, exclude: set[str]) -> set[str]:
+        """Sessions not in ``exclude`` with interactive work of ``kind`` waiting or running."""
+        return {
+            t.session
+            for r in itertools.chain(self._pending, self._running)
+            if r.kind == kind and r.priority == INTERACTIVE
+            for t in r.live_tickets()
+            if t.session not in exclude
+        }
 
     def _remember(self, session: str) -> None:
         if session not in self._order:

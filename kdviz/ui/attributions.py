@@ -140,12 +140,12 @@ def attribute_models(
     results = _cached(requests)
     full = adapt_to_load and st.session_state.pop(FULL_STEPS, False)
     lighter = under_load(options)
-    adapt = adapt_to_load and not full and lighter != options
-    if adapt and len(results) < len(requests):
-        light = {  # maps already made at the asked options stay as they are
-            role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
-            for role, req in requests.items()
-        }
+    adapt = adapt_to_load and not full and lighter != options and len(results) < len(requests)
+    light = {  # maps already made at the asked options stay as they are
+        role: req if role in results else batching.ImageRequest(req.loaded, image, lighter, label)
+        for role, req in requests.items()
+    }
+    if adapt:
         made = _cached(light)
         # lighter maps made in a busy moment stay until the person asks for the full ones
         if len(made) == len(light) or compute.others_waiting("attribution") >= BUSY_FROM:
@@ -161,7 +161,7 @@ def attribute_models(
             slot=f"{slot}_{role}",
             dedupe=batching.dedupe_token(req),
             group=group,
-            lighter=_lighter(req, lighter) if adapt else None,
+            lighter=Lighter(batching.batch_key(light[role]), light[role], BUSY_FROM) if adapt else None,
         )
         for role, req in requests.items()
         if role not in results and not _large_ig(req)
@@ -172,12 +172,6 @@ def attribute_models(
     if tickets:
         results.update(compute.wait(tickets, "the maps"))
     return {role: results[role] for role in requests}
-
-
-def _lighter(request: batching.ImageRequest, options: AttributionOptions) -> Lighter:
-    """The request at the lighter options, for the server to serve if others wait when it starts."""
-    light = batching.ImageRequest(request.loaded, request.image, options, request.label)
-    return Lighter(batching.batch_key(light), light, from_waiting=BUSY_FROM)
 
 
 def _cached(requests: dict[str, batching.ImageRequest]) -> dict[str, AttributionResult]:
