@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from kdviz.attribution import attribute
-from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGMapStore, precompute
+from kdviz.attribution.igcache import INDEX, MAPS, IGCacheError, IGMapStore, adopt, precompute
 from kdviz.data import load_dataset
 from kdviz.data.loader import normalize
 from kdviz.models.checkpoints import load_model
@@ -176,6 +176,26 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(reference, teacher, dig
     progress.clear()
     assert run_precompute(teacher, digits, tmp_path, progress=lambda *a: progress.append(a)).complete
     assert progress == []
+
+
+def test_a_finished_cache_is_adopted_whole_and_an_unfinished_one_refused(
+    reference, teacher, digits, tmp_path
+):
+    out, _, maps = reference
+    mine = tmp_path / "mine"
+    # an adoption cut short after its maps and before its index: the next one finishes it
+    mine.mkdir()
+    (mine / MAPS).write_bytes(b"half")
+    adopted = adopt(out, mine)
+    assert adopted.complete and adopted.spec == IGMapStore(out).spec
+    np.testing.assert_array_equal(np.asarray(adopted.maps, dtype=np.float32), maps)
+    assert (mine / MAPS).samefile(out / MAPS) and not list(mine.glob(".*"))  # linked; no lock, no leftovers
+
+    unfinished = tmp_path / "unfinished"
+    run_precompute(teacher, digits, unfinished, should_stop=lambda: True)
+    with pytest.raises(IGCacheError, match="not finished"):
+        adopt(unfinished, tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_other_options_in_the_same_folder_are_refused(reference, teacher, digits, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
+from kdviz.attribution.igcache import MAPS, IGMapStore
 from kdviz.core.machine import cpu_name
 from kdviz.data import load_dataset
 from kdviz.experiments import ablation, stats
@@ -362,7 +363,7 @@ def test_a_part_goes_on_on_another_machine_without_redoing_the_summarised_runs(p
 
 
 def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path, monkeypatch):
-    """The IG cache is the longest set-up of a part (33 minutes and more on 2 cores): a part whose
+    """The IG cache is the longest set-up of a part (33 to 55 minutes on 2 cores): a part whose
     runs still to do include some without IG trains those first, and builds the cache only before
     the first run that reads it."""
     _, summary, _, _ = parted
@@ -399,6 +400,31 @@ def test_runs_that_need_no_ig_cache_run_before_it_is_built(parted, tmp_path, mon
     assert at["ig_cache_seconds"] == 0.0
     part = json.loads((committed / "study.json").read_text())["parts"]["seed0"]
     assert part["wall_seconds"] >= 3600  # the part's time still includes the cache
+
+
+def test_a_study_shares_the_finished_ig_cache_of_a_study_beside_it(tmp_path):
+    """The sweep's five studies and the main one need the same teacher maps (the better part of an
+    hour each on 2 cores): a study whose neighbour finished them links them in instead of computing
+    them, and one that needs other maps (other IG options) still computes its own."""
+    config = tiny(arms=["ig"], seeds=[0])
+    first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "other"
+    run_study(first, config)
+    events: list = []
+    view = run_study(second, config, report=events.append)
+    said = [e.message for e in events if e.stage == "igcache"]
+    assert said == ["teacher IG maps: 64 shared with another study"]
+    mine, theirs = IGMapStore(second / "igcache"), IGMapStore(first / "igcache")
+    assert mine.complete and np.array_equal(np.asarray(mine.maps), np.asarray(theirs.maps))
+    assert (second / "igcache" / MAPS).samefile(first / "igcache" / MAPS)  # linked: no second copy
+    assert view.runs[0].metrics["test_accuracy"] == load_study(first).runs[0].metrics["test_accuracy"]
+
+    events.clear()
+    run_study(
+        other, tiny(arms=["ig"], seeds=[0], train={**config.train, "ig_steps": 3}), report=events.append
+    )
+    assert any("images/s" in e.message for e in events if e.stage == "igcache")  # computed here
+    assert IGMapStore(other / "igcache").spec.steps == 3
+    assert not (other / "igcache" / MAPS).samefile(first / "igcache" / MAPS)
 
 
 def test_summary_rows_carry_intervals_and_corrected_tests(parted):

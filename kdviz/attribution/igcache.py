@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -168,6 +169,29 @@ class IGMapStore:
         out = np.empty((len(idx), self.spec.height, self.spec.width), dtype=np.float32)
         out[order] = self.maps[idx[order]]
         return torch.from_numpy(out)
+
+
+def adopt(source: str | Path, folder: str | Path) -> IGMapStore:
+    """Give ``folder`` the finished cache ``source`` instead of computing the same maps again.
+
+    Studies that share a teacher and training images (the compression sweep's, the main study's)
+    need the same maps; on 2 cores they take the better part of an hour. Files are hard-linked where
+    both folders lie on one file system (no second copy on disk, and either folder may be deleted
+    alone), copied elsewhere. Each file lands whole, the index last: an adoption cut short leaves a
+    folder without an index, which the next adoption (or :func:`precompute`) takes up.
+    """
+    source, folder = Path(source), Path(folder)
+    if not IGMapStore(source).complete:
+        raise IGCacheError(f"{source} is not finished; only a finished cache can be shared")
+    with WriterLock(folder, f"sharing the IG cache of {source}"):
+        for f in [*_done_files(source), *_sum_files(source), source / MAPS, source / INDEX]:
+            with atomic.atomic_path(folder / f.name) as tmp:
+                tmp.unlink()
+                try:
+                    os.link(f, tmp)
+                except OSError:  # another file system, or links not allowed: a copy
+                    shutil.copyfile(f, tmp)
+    return IGMapStore(folder)
 
 
 def _load_or(path: Path, default: np.ndarray) -> np.ndarray:

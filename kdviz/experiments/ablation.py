@@ -40,7 +40,7 @@ import torch
 
 from ..attribution import AttributionOptions
 from ..attribution.comparison import compare
-from ..attribution.igcache import IGMapStore
+from ..attribution.igcache import INDEX, IGMapStore
 from ..core import atomic, settings
 from ..core.integrity import read_checked_npy, write_checked_npy
 from ..core.lock import WriterLock
@@ -323,21 +323,41 @@ def study_ig_cache(
     report: Callable[[StudyEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> IGMapStore | None:
-    """The teacher's IG maps of the study's training images, built or resumed (None: stopped first)."""
+    """The teacher's IG maps of the study's training images, built or resumed (None: stopped first).
+
+    Another study beside this one (the sweep's studies and the main one share a teacher and images),
+    or a ``distill`` run's cache, may have made the same maps: a finished one is shared, not redone.
+    """
     report = report or (lambda e: None)
 
+    computed: list[int] = []
+
     def ig_progress(done: int, total: int, rate: float) -> None:
+        computed.append(done)
         report(StudyEvent("igcache", f"teacher IG maps: {done}/{total} ({rate:.0f} images/s)", 0.0))
 
+    cache = folder / "igcache"
+    new = not (cache / INDEX).is_file()
     store = ensure_ig_cache(
         teacher,
         train_data,
-        folder / "igcache",
+        cache,
         steps=config.run_config(config.arms[0], config.seeds[0]).ig_steps,
         progress=ig_progress,
         should_stop=should_stop,
+        share=_other_ig_caches(folder),
     )
+    if new and store.complete and not computed:
+        report(StudyEvent("igcache", f"teacher IG maps: {len(store)} shared with another study", 0.0))
     return store if store.complete else None
+
+
+def _other_ig_caches(folder: Path) -> list[Path]:
+    """IG cache folders that may hold a study's maps already: its sibling studies', then the
+    per-teacher caches of ``distill`` runs (``KDVIZ_CACHE/igcache``)."""
+    siblings = sorted(p / "igcache" for p in folder.parent.glob("*") if p.is_dir() and p != folder)
+    runs = settings.cache_dir() / "igcache"
+    return siblings + (sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else [])
 
 
 def _reference(

@@ -11,7 +11,8 @@ resumes when started again (same machine); a part done elsewhere is read from it
 Expected minutes come from measured seconds per 50,000-image epoch (:data:`EPOCH_SECONDS`,
 ``benchmarks/bench_study_plan.py``), times the study's 14 epochs, plus each run's evaluation and
 each session's set-up (data, teacher reference, and for IG arms the teacher's IG cache of all
-50,000 training images, made once per machine).
+50,000 training images). The cache is made once per machine: every later study there, the sweep's
+included, shares the finished one (:func:`.ablation.study_ig_cache`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ EPOCH_SECONDS: dict[str, dict[str, float]] = {
 }
 EVAL_MINUTES = 1.0  # a run's final test accuracy on 10,000 images, probe IG maps, per-epoch checks
 SETUP_MINUTES = 3.0  # loading CIFAR-10 (decoded cache), teacher predictions and latency
-IG_CACHE_MINUTES = 33.0  # the teacher's IG maps of 50,000 images at 16 steps (once per machine; 25 img/s)
+#: the teacher's IG maps of 50,000 images at 16 steps, once per machine: 25 img/s (33 min) on
+#: 2026-12-02, 14-16 img/s (about 55 min) on 2026-12-03, both 2-core Xeons with the study at nice 10
+IG_CACHE_MINUTES = 55.0
 
 
 @dataclass
@@ -155,4 +158,9 @@ def plan_table() -> str:
             f"| `{p.name}` | {p.study} | {p.student} | {', '.join(p.arms)} | "
             f"{', '.join(map(str, p.seeds))} | {p.expected_minutes():.0f} | {p.note} |"
         )
+    lines += [
+        "",
+        f"A part with IG arms counts {IG_CACHE_MINUTES:.0f} minutes for the teacher's IG cache; where "
+        "another study on this machine finished it, the part shares it and takes that much less.",
+    ]
     return "\n".join(lines)

@@ -6,12 +6,12 @@ resumed when not, and refused when it was made by another teacher or for other i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, precompute
+from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, adopt, precompute
 from ..core import settings
 from ..data.base import Dataset
 from ..data.loader import denormalize, normalize
@@ -101,16 +101,25 @@ def ensure_ig_cache(
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     ctx: DistContext | None = None,
+    share: Iterable[Path] = (),
 ) -> IGMapStore:
     """The teacher's IG cache of ``data``'s training split in ``folder``: reused when finished, else
     made or resumed.
 
     A cache made by another teacher, or for other images, is refused with a message, never used.
     Under torchrun (``ctx``) the ranks share the work, each taking every ``world``-th image.
+    ``share``: other cache folders; where ``folder`` has none yet and one of them is a finished cache
+    of the same maps (teacher, images, IG options), ``folder`` takes its files instead of computing.
     """
     ctx = ctx or DistContext()
     folder = Path(folder)
     rule, baseline = "gausslegendre", "zero"
+    if share and not (folder / INDEX).is_file():
+        if ctx.rank == 0:
+            twin = finished_twin(teacher, data, share, steps=steps, rule=rule, baseline=baseline)
+            if twin is not None:
+                adopt(twin, folder)
+        ctx.barrier()
     if (folder / INDEX).is_file():
         store = IGMapStore(folder)
         if (
@@ -150,6 +159,36 @@ def ensure_ig_cache(
         world=ctx.world,
         barrier=ctx.barrier,
     )
+
+
+def finished_twin(
+    teacher: LoadedModel,
+    data: Dataset,
+    folders: Iterable[Path],
+    *,
+    steps: int,
+    rule: str = "gausslegendre",
+    baseline: str = "zero",
+) -> Path | None:
+    """The first of ``folders`` holding a finished, whole IG cache of ``teacher`` on ``data``'s
+    training images with these IG options; None where none does (unreadable folders are passed by)."""
+    for candidate in folders:
+        if not (Path(candidate) / INDEX).is_file():
+            continue
+        try:
+            store = IGMapStore(candidate)
+        except (IGCacheError, OSError, ValueError, TypeError):
+            continue
+        spec = store.spec
+        same = (
+            spec.teacher == teacher.fingerprint
+            and (spec.dataset, spec.split, spec.n) == (data.source, "train", len(data.train))
+            and (spec.height, spec.width) == (data.image_size, data.image_size)
+            and (spec.steps, spec.rule, spec.baseline, spec.target) == (steps, rule, baseline, "true")
+        )
+        if same and store.complete:
+            return Path(candidate)
+    return None
 
 
 def default_ig_cache(teacher: LoadedModel, data: Dataset, cfg: DistillConfig) -> Path:
