@@ -465,3 +465,29 @@ def test_the_lighter_forms_cost_is_learned_under_its_own_key():
     s.serve_next()
     assert s._per_item == {"light": pytest.approx(0.1)}  # nothing learned about the full form
     assert not waiting.done()
+
+
+def test_the_wait_a_page_shows_counts_the_form_each_call_will_serve():
+    """Three people's maps, each with a lighter form: the first two calls will find others waiting
+    (lighter), the last nobody (as asked). The estimate adds the costs of those forms."""
+    clock = Clock()
+
+    def light_call(items):  # the lighter form takes 1 s a map of the fake clock
+        clock.now += 1.0 * len(items)
+        return items
+
+    s = Scheduler(start=False, clock=clock)
+    s._per_item.update({"full": 3.0, "light": 1.0})  # what serving both forms taught it
+    tickets = [
+        s.submit(
+            light_call, i, key="full", session=who, kind="maps", max_batch=1, lighter=Lighter("light", i)
+        )
+        for i, who in enumerate("ABC")
+    ]
+    assert [t.place() for t in tickets] == [
+        (0, pytest.approx(1.0)),
+        (1, pytest.approx(2.0)),
+        (2, pytest.approx(5.0)),  # C's own call is served as asked: nobody waits behind it
+    ]
+    s.serve_next()  # A's, lighter: B and C waited
+    assert tickets[1].place() == (0, pytest.approx(1.0)) and tickets[2].place() == (1, pytest.approx(4.0))

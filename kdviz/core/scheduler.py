@@ -38,7 +38,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,8 +287,11 @@ class Scheduler:
             if req.status != "waiting" or ticket.cancelled:
                 return 0, 0.0
             ahead, seconds = (1 if self._running else 0), remaining
-            for batch in self._plan_locked():
-                seconds += self._estimate_locked(batch[0].key, batch[0].kind, len(batch))
+            plan = self._plan_locked()
+            for i, batch in enumerate(plan):
+                # as this call starts, the queue holds the calls planned after it
+                later = [r for b in plan[i + 1 :] for r in b]
+                seconds += self._estimate_locked(self._served_key(batch, later), batch[0].kind, len(batch))
                 if req in batch:
                     return ahead, seconds
                 ahead += 1
@@ -417,23 +420,28 @@ class Scheduler:
         return any(r.priority == INTERACTIVE for r in itertools.chain(self._pending, self._running))
 
     def _lighten_locked(self, batch: list[_Request]) -> bool:
-        """Whether the call about to start serves its requests' lighter forms: every one has one, and
-        enough other sessions' interactive work of its kind is waiting right now."""
+        """Whether the call about to start serves its requests' lighter forms (the batch is out of
+        the queue by now: what waits and runs is everyone else's)."""
+        return self._lighter(batch, itertools.chain(self._pending, self._running))
+
+    @staticmethod
+    def _lighter(batch: list[_Request], queued: Iterable[_Request]) -> bool:
+        """Every request of ``batch`` has a lighter form, and enough other sessions' interactive
+        work of its kind is in ``queued``."""
         if not all(r.lighter is not None for r in batch):
             return False
         mine = {t.session for r in batch for t in r.live_tickets()}
-        others = self._others_locked(batch[0].kind, mine)  # the batch is out of the queue by now
+        others = _sessions_with(batch[0].kind, queued, exclude=mine)
         return len(others) >= max(r.lighter.from_waiting for r in batch if r.lighter is not None)
+
+    def _served_key(self, batch: list[_Request], queued: Iterable[_Request]) -> Hashable:
+        """The key whose cost ``batch`` will take, were ``queued`` waiting as it starts."""
+        light = batch[0].lighter
+        return light.key if light is not None and self._lighter(batch, queued) else batch[0].key
 
     def _others_locked(self, kind: str, exclude: set[str]) -> set[str]:
         """Sessions not in ``exclude`` with interactive work of ``kind`` waiting or running."""
-        return {
-            t.session
-            for r in itertools.chain(self._pending, self._running)
-            if r.kind == kind and r.priority == INTERACTIVE
-            for t in r.live_tickets()
-            if t.session not in exclude
-        }
+        return _sessions_with(kind, itertools.chain(self._pending, self._running), exclude)
 
     def _remember(self, session: str) -> None:
         if session not in self._order:
@@ -538,6 +546,17 @@ class Scheduler:
             self._pending.remove(req)
         req.status, req.reason = "dropped", reason
         req.finished.set()
+
+
+def _sessions_with(kind: str, requests: Iterable[_Request], exclude: set[str]) -> set[str]:
+    """Sessions not in ``exclude`` holding a live ticket on interactive work of ``kind``."""
+    return {
+        t.session
+        for r in requests
+        if r.kind == kind and r.priority == INTERACTIVE
+        for t in r.live_tickets()
+        if t.session not in exclude
+    }
 
 
 def cores() -> int:
