@@ -74,6 +74,15 @@ class IGCacheSpec:
     dtype: str = "float16"
     kdviz_version: str = __version__
 
+    def differences(self, other: IGCacheSpec | dict) -> dict[str, tuple]:
+        """Fields (but the teacher's display name and the version) where ``other`` holds other maps."""
+        theirs = asdict(other) if isinstance(other, IGCacheSpec) else other
+        return {
+            k: (theirs.get(k), v)
+            for k, v in asdict(self).items()
+            if k not in ("teacher_name", "kdviz_version") and theirs.get(k) != v
+        }
+
 
 def _done_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("done-*-of-*.npy"))
@@ -247,12 +256,7 @@ def precompute(
             held.enter_context(WriterLock(out, lock_description))
             atomic.remove_leftovers(out)  # before the barrier: no rank is writing yet
             if (out / INDEX).is_file():
-                old = json.loads((out / INDEX).read_text())
-                mismatch = {
-                    k: (old.get(k), v)
-                    for k, v in asdict(spec).items()
-                    if k not in ("teacher_name", "kdviz_version") and old.get(k) != v
-                }
+                mismatch = spec.differences(json.loads((out / INDEX).read_text()))
                 if mismatch:
                     differences = ", ".join(f"{k}: {a} ≠ {b}" for k, (a, b) in mismatch.items())
                     raise IGCacheError(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..attribution.igcache import INDEX, IGCacheError, IGMapStore, adopt, precompute
+from ..attribution.igcache import INDEX, IGCacheError, IGCacheSpec, IGMapStore, adopt, precompute
 from ..core import settings
 from ..data.base import Dataset
 from ..data.loader import denormalize, normalize
@@ -179,14 +179,11 @@ def finished_twin(
             store = IGMapStore(candidate)
         except (IGCacheError, OSError, ValueError, TypeError):
             continue
-        spec = store.spec
-        same = (
-            spec.teacher == teacher.fingerprint
-            and (spec.dataset, spec.split, spec.n) == (data.source, "train", len(data.train))
-            and (spec.height, spec.width) == (data.image_size, data.image_size)
-            and (spec.steps, spec.rule, spec.baseline, spec.target) == (steps, rule, baseline, "true")
+        size = data.image_size
+        wanted = IGCacheSpec(
+            teacher.fingerprint, "", data.source, "train", len(data.train), size, size, steps, rule, baseline
         )
-        if same and store.complete:
+        if not wanted.differences(store.spec) and store.complete:
             return Path(candidate)
     return None
 
