@@ -59,6 +59,18 @@ def figure(results: Path = RESULTS) -> Path:
     return out
 
 
+def _overrides(pairs: list[str]) -> dict:
+    """``["optimizer=muon", "lookahead=false"]`` → ``{"optimizer": "muon", "lookahead": False}``."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word: a string field's value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="airnet_cifar")
@@ -69,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         "--off", default="", help=f"techniques to switch off, comma-separated: {', '.join(FAST_TECHNIQUES)}"
     )
     p.add_argument("--train-limit", type=int, default=None, help="train on a fixed subset of N images")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other TrainConfig field, the value read as JSON (optimizer=muon, lookahead=false)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", required=True, help="names the results file and the run folder")
     p.add_argument("--workspace", default=str(ROOT / "runs" / "bench"), help="where the run folder goes")
@@ -87,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         off=off,
         train_limit=args.train_limit,
         seed=args.seed,
+        **_overrides(args.set),
     )
     data = load_dataset(f"cifar10:{CIFAR10}")
     request = TrainRequest(name=f"fast-{args.label}", arch=args.arch, dataset=data.source, config=cfg)
@@ -122,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch,
         "precision": args.precision,
         "off": list(off),
+        "set": _overrides(args.set),
         "epochs": args.epochs,
         "train_limit": args.train_limit,
         "seed": args.seed,

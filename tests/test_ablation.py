@@ -25,6 +25,7 @@ from kdviz.experiments.ablation import (
     list_studies,
     load_study,
     markdown_table,
+    open_or_create,
     run_name,
     run_study,
     summarise,
@@ -161,6 +162,21 @@ def test_studies_are_listed_and_bad_ones_refused(study, tmp_path):
         tiny(arms=["kd", "xy"])
     with pytest.raises(ValueError, match="unknown training setting"):
         tiny(train={"learning_rate": 0.1})
+
+
+def test_a_study_stored_before_a_setting_existed_opens_as_the_same_study(tmp_path):
+    """kdviz gains a training setting (its default: what it did before); a study folder written by
+    the older version, whose settings lack it, is the study asked for today, not "other settings"."""
+    folder = tmp_path / "study"
+    _, config, _ = open_or_create(folder, tiny())
+    state = json.loads((folder / STUDY).read_text())
+    for newer in ("muon_lr", "muon_momentum", "holdout"):
+        del state["config"]["train"][newer]
+    (folder / STUDY).write_text(json.dumps(state))
+    _, reopened, _ = open_or_create(folder, tiny())
+    assert reopened.as_dict() == config.as_dict() and reopened.train["muon_lr"] == 0.24
+    with pytest.raises(StudyError, match="other settings"):
+        open_or_create(folder, tiny(train={"muon_lr": 0.1}))  # a setting away from its default still counts
 
 
 def test_a_stopped_study_resumes_without_redoing_finished_runs(tmp_path):

@@ -12,6 +12,7 @@ from kdviz.models import create_model, get_spec, list_models, model_stats
 from kdviz.models.airnet import AirNet
 from kdviz.models.evaluate import predict, tta_logits
 from kdviz.training.loop import Lookahead, TrainConfig, lr_at, make_optimizer, train
+from kdviz.training.optimizers import FilterMuon, normalised_filters
 from kdviz.training.workflows import FAST_TECHNIQUES, fast_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,6 +108,10 @@ def test_triangle_schedule():
     assert lr_at(total, total, 0, base, "triangle") == pytest.approx(0.07 * base)
     with pytest.raises(ValueError, match="schedule"):
         lr_at(0, 10, 0, 1.0, "steps")
+
+
+def test_linear_schedule_falls_from_the_rate_to_zero():
+    assert [lr_at(s, 4, 0, 2.0, "linear") for s in range(5)] == [2.0, 1.5, 1.0, 0.5, 0.0]
 
 
 def test_bias_learning_rate_scale_and_its_decay():
@@ -239,7 +244,7 @@ def test_bfloat16_run_trains_and_its_card_says_so(digits, tmp_path):
 # ------------------------------------------------------------------------------------- the loop
 
 
-def _run(digits, run_dir, stop_after_steps: int | None = None):
+def _run(digits, run_dir, stop_after_steps: int | None = None, **overrides):
     torch.manual_seed(11)
     net = create_model("airnet_student_64x")
     steps = {"n": 0}
@@ -248,22 +253,24 @@ def _run(digits, run_dir, stop_after_steps: int | None = None):
         steps["n"] += 1
         return stop_after_steps is not None and steps["n"] >= stop_after_steps
 
-    result = train(net, digits, fast_config(3, **TINY), run_dir=run_dir, should_stop=should_stop)
+    cfg = fast_config(3, **TINY, **overrides)
+    result = train(net, digits, cfg, run_dir=run_dir, should_stop=should_stop)
     return net, result
 
 
-def test_fast_recipe_resume_is_bitwise_the_uninterrupted_run(digits, tmp_path):
-    full, result_full = _run(digits, tmp_path / "full")
-    _, stopped = _run(digits, tmp_path / "cut", stop_after_steps=6)  # stops in epoch 2
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_fast_recipe_resume_is_bitwise_the_uninterrupted_run(digits, tmp_path, optimizer):
+    full, result_full = _run(digits, tmp_path / "full", optimizer=optimizer)
+    _, stopped = _run(digits, tmp_path / "cut", stop_after_steps=6, optimizer=optimizer)  # stops in epoch 2
     assert stopped.stopped and len(stopped.history) == 1
-    resumed, result_resumed = _run(digits, tmp_path / "cut")
+    resumed, result_resumed = _run(digits, tmp_path / "cut", optimizer=optimizer)
     assert result_resumed.resumed_from == 1 and len(result_resumed.history) == 3
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), (
         "the resumed fast-recipe run differs from the uninterrupted one"
     )
     assert result_full.history[-1].test_acc == result_resumed.history[-1].test_acc
-    again, _ = _run(digits, tmp_path / "again")  # and the same seed gives the same weights
+    again, _ = _run(digits, tmp_path / "again", optimizer=optimizer)  # the same seed, the same weights
     assert all(torch.equal(a[k], again.state_dict()[k]) for k in a)
 
 
@@ -315,3 +322,56 @@ def test_only_norm_parameters_get_the_bias_learning_rate():
     bn_params = {id(p) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert {id(p) for p in norms["params"]} == bn_params
     assert any(p is net.whiten.bias for p in weights["params"])  # the stem's bias: base rate, decayed
+
+
+# ------------------------------------------------------------------------------------------ Muon
+
+
+def test_muon_takes_the_filters_a_norm_layer_follows_and_sgd_the_rest():
+    net = create_model("airnet_student_64x")
+    convs = [m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {id(p) for p in normalised_filters(net)} == {id(c.weight) for c in convs} and len(convs) == 6
+    cfg = fast_config(2, optimizer="muon")
+    opt = make_optimizer(net, cfg)
+    assert isinstance(opt, FilterMuon)
+    weights, norms, filters = opt.param_groups
+    assert filters["muon"] and not weights["muon"] and not norms["muon"]
+    assert filters["lr_scale"] * cfg.lr == pytest.approx(cfg.muon_lr)
+    assert any(p is net.whiten.weight for p in weights["params"])  # the stem: no norm layer after it
+    assert any(p is net.head.weight for p in weights["params"])
+    owned = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(owned) == sorted(id(p) for p in net.parameters())  # each parameter in one group
+
+
+def test_a_muon_step_renormalises_the_filters_and_orthogonalises_the_update():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(5.0)
+    u, _, v = torch.linalg.svd(torch.randn(8, 36), full_matrices=False)
+    spread = torch.logspace(0, -1.3, 8)  # singular values from 1 down to 0.05
+    conv.weight.grad = (u @ torch.diag(spread) @ v).view_as(conv.weight).clone()
+    renormed = conv.weight.detach() * (8**0.5) / conv.weight.detach().norm()
+    opt = FilterMuon([{"params": [conv.weight], "muon": True}], lr=0.1)
+    opt.step()
+    update = (renormed - conv.weight.detach()).reshape(8, -1) / 0.1
+    sv = torch.linalg.svdvals(update)
+    assert sv.min() > 0.5 and sv.max() < 1.5, sv  # every direction moves alike, however small its gradient
+    assert renormed.norm() == pytest.approx(8**0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="1-D"):
+        FilterMuon([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}], lr=0.1)
+
+
+def test_the_sgd_groups_of_filter_muon_step_as_torch_sgd_does():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = FilterMuon([{"params": list(a.parameters()), "weight_decay": 0.01}], lr=0.2, momentum=0.85)
+    torch_sgd = torch.optim.SGD(b.parameters(), lr=0.2, momentum=0.85, nesterov=True, weight_decay=0.01)
+    for _ in range(3):
+        x = torch.randn(7, 5)
+        for net, opt in ((a, ours), (b, torch_sgd)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

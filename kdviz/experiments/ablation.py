@@ -113,6 +113,10 @@ class StudyConfig:
                 "a study needs a teacher: a checkpoint (teacher) or an architecture to train (teacher_arch)"
             )
         self.run_config("baseline", self.seeds[0])  # checks the shared training settings now, not mid-study
+        # every setting spelled out, a later one at its default: a study stored before a setting
+        # existed ran as its default does, so it compares equal to the same study asked for today
+        defaults = {k: v for k, v in asdict(DistillConfig()).items() if k not in ("arm", "seed")}
+        self.train = json.loads(json.dumps({**defaults, **self.train}))
 
     def run_config(self, arm: str, seed: int) -> DistillConfig:
         known = {f.name for f in fields(DistillConfig)}

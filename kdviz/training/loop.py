@@ -33,6 +33,7 @@ from ..models.checkpoints import RESUME, ModelCard, save_checkpoint
 from ..models.evaluate import predict, spread_indices
 from ..models.library import classifier_head
 from ..models.speedups import channels_last
+from .optimizers import NORMS, FilterMuon, normalised_filters
 
 HISTORY = "history.json"
 
@@ -41,9 +42,11 @@ HISTORY = "history.json"
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) or "adamw"
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov), "adamw", or "muon" (Muon filters, SGD the rest)
     lr: float = 0.05
     momentum: float = 0.9
+    muon_lr: float = 0.24  # optimizer "muon": the filters' learning rate (the schedule scales it too)
+    muon_momentum: float = 0.6
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     label_smoothing: float = 0.0
@@ -54,7 +57,7 @@ class TrainConfig:
     eval_limit: int | None = None  # evaluate on N test images spread over the split (all by default)
     recipe: str = "default"  # the named recipe this configuration came from ("default" or "fast")
     # --- the fast recipe's techniques (kdviz.recipes.fast_config turns them all on; each can be off)
-    schedule: str = "cosine"  # "cosine" (warm-up, cosine to zero) or "triangle" (0.2 → 1 → 0.07, linear)
+    schedule: str = "cosine"  # "cosine" (warm-up, cosine to 0), "triangle" (0.2 → 1 → 0.07), "linear" (1 → 0)
     bias_lr_scale: float = 1.0  # learning-rate multiplier of 1-D parameters (norm biases), see make_optimizer
     lookahead: bool = False  # every 5 steps pull the weights to their moving average (airbench's look-ahead)
     whiten: bool = False  # set a whitening stem from training patches, freeze its filters
@@ -137,14 +140,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     practice. With ``bias_lr_scale > 1`` (the fast recipe, after airbench) the second group is the
     normalisation layers' parameters alone, at a learning rate that many times higher and a decay
     that many times lower (so a step shrinks them as much as the weights); every other parameter,
-    biases included, is decayed.
+    biases included, is decayed. With ``optimizer="muon"`` a third group holds the filters of
+    convolutions followed by a norm layer, under Muon at ``muon_lr`` (see
+    :class:`~kdviz.training.optimizers.FilterMuon`).
     """
+    if cfg.optimizer not in ("sgd", "adamw", "muon"):
+        raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'muon', not {cfg.optimizer!r}")
     scale = cfg.bias_lr_scale
+    filters = normalised_filters(model) if cfg.optimizer == "muon" else []
     if scale == 1:
         special = [p for p in model.parameters() if p.ndim <= 1]
     else:
-        special = [p for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)]
-    ids = {id(p) for p in special}
+        special = [p for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)]
+    ids = {id(p) for p in special + filters}
     decay = [p for p in model.parameters() if id(p) not in ids]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
@@ -154,13 +162,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             "lr_scale": scale,
         },
     ]
+    if filters:
+        groups.append({"params": filters, "muon": True, "lr_scale": cfg.muon_lr / cfg.lr})
     if cfg.backbone_lr_scale != 1:
         groups = _split_head(model, groups, cfg.backbone_lr_scale)
+    if cfg.optimizer == "muon":
+        return FilterMuon(groups, lr=cfg.lr, momentum=cfg.momentum, muon_momentum=cfg.muon_momentum)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def _split_head(model: nn.Module, groups: list[dict], backbone_scale: float) -> list[dict]:
@@ -179,22 +189,22 @@ def _split_head(model: nn.Module, groups: list[dict], backbone_scale: float) -> 
     return split
 
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
-
-
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
     """The learning rate at ``step``, a function of the step alone (so a resume needs no state).
 
     ``cosine``: linear warm-up to ``base_lr``, then cosine decay to zero. ``triangle`` (airbench):
-    from 0.2·lr up to lr over the first 23 % of the steps, then linearly down to 0.07·lr.
+    from 0.2·lr up to lr over the first 23 % of the steps, then linearly down to 0.07·lr. ``linear``
+    (airbench's Muon record): from lr straight down to zero.
     """
+    if schedule == "linear":
+        return base_lr * (1.0 - step / max(1, total_steps))
     if schedule == "triangle":
         peak = int(total_steps * 0.23)
         if step < peak:
             return base_lr * (0.2 + 0.8 * step / max(1, peak))
         return base_lr * (1.0 - 0.93 * (step - peak) / max(1, total_steps - peak))
     if schedule != "cosine":
-        raise ValueError(f"schedule must be 'cosine' or 'triangle', not {schedule!r}")
+        raise ValueError(f"schedule must be 'cosine', 'triangle' or 'linear', not {schedule!r}")
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
