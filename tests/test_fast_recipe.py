@@ -118,7 +118,7 @@ def test_bias_learning_rate_scale_and_its_decay():
     net = create_model("airnet_student_64x")
     cfg = fast_config(2)
     opt = make_optimizer(net, cfg)
-    weights, biases = opt.param_groups
+    weights, biases, _filters = opt.param_groups
     assert weights["lr_scale"] == 1.0 and biases["lr_scale"] == 64.0
     assert biases["weight_decay"] == pytest.approx(cfg.weight_decay / 64)
     plain = make_optimizer(net, TrainConfig())
@@ -318,7 +318,7 @@ def test_iterate_batches_passes_the_epoch_to_the_alternating_flip(digits):
 
 def test_only_norm_parameters_get_the_bias_learning_rate():
     net = create_model("airnet_student_64x")
-    weights, norms = make_optimizer(net, fast_config(2)).param_groups
+    weights, norms, _filters = make_optimizer(net, fast_config(2)).param_groups
     bn_params = {id(p) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert {id(p) for p in norms["params"]} == bn_params
     assert any(p is net.whiten.bias for p in weights["params"])  # the stem's bias: base rate, decayed

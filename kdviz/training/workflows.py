@@ -33,6 +33,7 @@ FAST_TECHNIQUES: dict[str, dict] = {
     "translate": {"crop_padding": 0},
     "bias_lr": {"bias_lr_scale": 1.0},
     "triangle": {"schedule": "cosine"},
+    "muon": {"optimizer": "sgd"},
 }
 
 
@@ -46,16 +47,17 @@ def fast_config(
 ) -> TrainConfig:
     """The fast CPU recipe (after airbench94): a ~94 %-in-10-epochs schedule for the airnet family.
 
-    Nesterov SGD at batch 1024 with a triangular learning rate, label smoothing 0.2, a whitened
-    and frozen stem (its bias trained 3 epochs), look-ahead weight averaging, batch-norm biases at
-    64× the learning rate, reflect-padded 2-px translations with alternating flips, and test-time
-    augmentation measured at the end. ``off`` names techniques (of :data:`FAST_TECHNIQUES`) to
-    switch off; ``overrides`` sets any other field.
+    Muon for the convolution filters and Nesterov SGD for the rest (airbench94_muon's split; see
+    :mod:`kdviz.training.optimizers`) at batch 1024 with a triangular learning rate, label
+    smoothing 0.2, a whitened and frozen stem (its bias trained 3 epochs), look-ahead weight
+    averaging, batch-norm biases at 64× the learning rate, reflect-padded 2-px translations with
+    alternating flips, and test-time augmentation measured at the end. ``off`` names techniques
+    (of :data:`FAST_TECHNIQUES`) to switch off; ``overrides`` sets any other field.
     """
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
-        optimizer="sgd",
+        optimizer="muon",
         lr=FAST_LR_PER_EXAMPLE * batch_size,
         momentum=0.85,
         weight_decay=FAST_WEIGHT_DECAY,
