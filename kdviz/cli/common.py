@@ -257,11 +257,11 @@ def recipe_config(cfg, args: argparse.Namespace):
 
 def add_schedule_settings(s: argparse.ArgumentParser) -> None:
     """The optimiser and schedule options that `train` and the distilling commands share."""
+    from ..training.loop import OPTIMIZERS
+
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
-    s.add_argument(
-        "--optimizer", choices=["sgd", "adamw", "muon"], help="muon: Muon for the filters, SGD for the rest"
-    )
+    s.add_argument("--optimizer", choices=OPTIMIZERS, help="muon: Muon for the filters, SGD for the rest")
     s.add_argument("--lr", type=float)
     s.add_argument("--weight-decay", type=float)
     s.add_argument("--warmup-epochs", type=float)

@@ -36,6 +36,8 @@ from ..models.speedups import channels_last
 from .optimizers import NORMS, FilterMuon, normalised_filters
 
 HISTORY = "history.json"
+#: what ``TrainConfig.optimizer`` may name (``muon``: Muon for the filters, SGD for the rest)
+OPTIMIZERS = ("sgd", "adamw", "muon")
 
 
 @dataclass
@@ -144,8 +146,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     convolutions followed by a norm layer, under Muon at ``muon_lr`` (see
     :class:`~kdviz.training.optimizers.FilterMuon`).
     """
-    if cfg.optimizer not in ("sgd", "adamw", "muon"):
-        raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'muon', not {cfg.optimizer!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {cfg.optimizer!r}")
     scale = cfg.bias_lr_scale
     filters = normalised_filters(model) if cfg.optimizer == "muon" else []
     if scale == 1:
