@@ -157,6 +157,28 @@ def test_train_a_tiny_model_through_the_widgets():
     assert any(len(c.proto.spec) for c in at.get("plotly_chart"))
 
 
+def test_the_default_recipe_form_trains_with_muon_at_the_filters_rate_asked_for():
+    at = open_models()
+    at.radio(key="train_role").set_value("student").run()
+    at.selectbox(key="train_arch_student_default").set_value("mnv2_student_12x").run()
+    at.select_slider(key="train_width_student").set_value(0.25).run()
+    assert at.selectbox(key="train_optimizer").options == ["sgd", "adamw", "muon"]
+    assert not [n for n in at.number_input if n.key == "train_muon_lr"], "Muon's rate shown for SGD"
+    at.selectbox(key="train_optimizer").set_value("muon").run()
+    at.number_input(key="train_muon_lr").set_value(0.05).run()
+    at.text_input(key="train_name_student_mnv2_student_12x").set_value("muon-student").run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.number_input(key="train_limit").set_value(64).run()
+    at.button(key="train_start").click().run()
+    assert_clean(at)
+    wait_for_jobs()
+    at.run()
+    assert_clean(at)
+    card = json.loads((Path(os.environ["KDVIZ_HOME"]) / "muon-student" / "card.json").read_text())
+    assert card["train_config"]["optimizer"] == "muon"
+    assert card["train_config"]["muon_lr"] == pytest.approx(0.05)
+
+
 def _make_run(name: str) -> Path:
     from kdviz.data import load_dataset
     from kdviz.training.loop import TrainConfig

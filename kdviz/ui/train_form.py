@@ -17,7 +17,7 @@ from kdviz.data import source_size
 from kdviz.models import get_spec
 from kdviz.training.arms import ARMS, DistillConfig, arm_ingredients
 from kdviz.training.distillation import DistillRequest
-from kdviz.training.loop import TrainConfig
+from kdviz.training.loop import OPTIMIZERS, TrainConfig
 from kdviz.training.workflows import FAST_TECHNIQUES, RECIPES, TrainRequest, default_recipe, defaults_for
 from kdviz.training.workspace import RunNameError, Workspace, now
 
@@ -211,15 +211,25 @@ def _default_settings(cfg: TrainConfig) -> TrainConfig:
     c4, c5, c6, c7 = st.columns(4)
     epochs, seed, limit = _common(c4, cfg)
     batch = c5.number_input("Batch size", 8, 1024, cfg.batch_size, step=8, key="train_batch")
-    optimizer = c6.selectbox("Optimizer", ["sgd", "adamw"], key="train_optimizer")
+    optimizer = c6.selectbox(
+        "Optimizer",
+        OPTIMIZERS,
+        key="train_optimizer",
+        help="muon: Muon for the filters followed by a norm layer, Nesterov SGD for the rest.",
+    )
     lr = c7.number_input(
         "Learning rate",
         1e-5,
         1.0,
-        cfg.lr if optimizer == "sgd" else 1e-3,
+        1e-3 if optimizer == "adamw" else cfg.lr,
         format="%.4f",
         key=f"train_lr_{optimizer}",
     )
+    muon_lr = cfg.muon_lr
+    if optimizer == "muon":
+        muon_lr = c7.number_input(
+            "Filters' learning rate (Muon)", 1e-4, 2.0, cfg.muon_lr, format="%.4f", key="train_muon_lr"
+        )
     with st.expander("More settings"):
         c8, c9, c10 = st.columns(3)
         weight_decay = c8.number_input(
@@ -241,6 +251,7 @@ def _default_settings(cfg: TrainConfig) -> TrainConfig:
         batch_size=int(batch),
         optimizer=optimizer,
         lr=float(lr),
+        muon_lr=float(muon_lr),
         weight_decay=float(weight_decay),
         warmup_epochs=float(warmup),
         label_smoothing=float(smoothing),
