@@ -6,6 +6,9 @@ Markdown file with every table and the machine they came from. Timings on a mach
 using are not worth quoting: run it on a quiet one (``nice`` does not make it quiet).
 
 ``.venv/bin/python benchmarks/run_all.py [--quick] [--only latency --only pages] [--report-only]``
+
+The benchmarks of :data:`RUN_ALONE` (an hour of training, or arguments of their own) are left out of
+the whole pass; ``--only`` runs them.
 """
 
 from __future__ import annotations
@@ -31,8 +34,14 @@ BUSY_LOAD_PER_CORE = 1.5
 MACHINE_KEYS = ["cpu", "cores", "torch threads", "torch", "onnxruntime", "python", "platform"]
 
 
-def benchmarks() -> list[Path]:
-    found = sorted(HERE.glob("bench_*.py"))
+#: Benchmarks that train for up to an hour or need their own arguments: they run alone, or when
+#: ``--only`` names them, never in the whole pass.
+RUN_ALONE = {"fast_recipe", "end_to_end_96"}
+
+
+def benchmarks(*, every: bool = False) -> list[Path]:
+    """The benchmarks in report order; ``every`` includes those of :data:`RUN_ALONE`."""
+    found = [p for p in HERE.glob("bench_*.py") if every or p.stem.removeprefix("bench_") not in RUN_ALONE]
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(found, key=lambda p: (rank.get(p.stem.removeprefix("bench_"), len(ORDER)), p.stem))
 
@@ -106,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", help="run only bench_NAME.py (repeatable)")
     p.add_argument("--report-only", action="store_true", help="rebuild results/README.md from the JSON files")
     args = p.parse_args(argv)
-    scripts = [] if args.report_only else benchmarks()
+    scripts = [] if args.report_only else benchmarks(every=bool(args.only))
     if args.only:
         unknown = set(args.only) - {s.stem.removeprefix("bench_") for s in scripts}
         if unknown:
