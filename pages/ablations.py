@@ -47,7 +47,7 @@ with tab_study:
     else:
         labels = {
             **{
-                f"summary:{s.folder}": f"{s.name} · committed summary · {s.finished_runs}/{len(s.runs)} runs"
+                f"summary:{s.folder}": f"{s.name} · committed summary · {s.status} · {s.finished_runs} runs"
                 for s in summaries
             },
             **{

@@ -30,13 +30,21 @@ ACCURACY = {
 }
 
 
-def fixture_summary(out: Path) -> Path:
-    """A study summary as three finished seeds of five arms would leave it (its study folder is gone)."""
+def fixture_summary(
+    out: Path, accuracy: dict[str, list[float | None]] = ACCURACY, name: str = "fixture-study"
+) -> Path:
+    """A study summary as finished seeds of some arms would leave it (its study folder is gone);
+    ``None``: a run of the configuration not finished."""
+    arms = list(accuracy)
     config = StudyConfig(dataset="cifar10", teacher="assets/cifar10_teacher", student="airnet_student_4x",
-                         arms=ARMS, seeds=[0, 1, 2])  # fmt: skip
+                         arms=arms, seeds=list(range(max(map(len, accuracy.values())))))  # fmt: skip
     runs = []
-    for arm in ARMS:
-        for seed, acc in enumerate(ACCURACY[arm]):
+    for arm in arms:
+        for seed, acc in enumerate(accuracy[arm]):
+            name_ = f"{arm.replace('+', '-')}-s{seed}"
+            if acc is None:
+                runs.append(RunView(name_, arm, seed, out / "gone" / name_, "pending", None, []))
+                continue
             history = [
                 EpochRecord(e, 1.0 / e, 0.5 + 0.1 * e, 1.0, acc - 0.01 * (3 - e), 0.1, 60.0, 800.0)
                 for e in (1, 2, 3)
@@ -50,12 +58,30 @@ def fixture_summary(out: Path) -> Path:
                 "attribution": {"spearman": 0.5, "cosine": 0.6, "top_k_iou": 0.3, "ssim": 0.4},
                 "wall_seconds": 900.0,
             }
-            name = f"{arm.replace('+', '-')}-s{seed}"
-            runs.append(RunView(name, arm, seed, out / "gone" / name, "done", metrics, history))
+            runs.append(RunView(name_, arm, seed, out / "gone" / name_, "done", metrics, history))
     state = {"teacher": {"arch": "airnet_cifar", "test_accuracy": 0.9055, "latency_ms": 2.0},
              "student": {"arch": "airnet_student_4x", "latency_ms": 0.5}, "compression": 4.2}  # fmt: skip
     view = StudyView(out / "gone", config, state, runs)
-    return write_summary(view, out / "fixture-study", part="core")
+    return write_summary(view, out / name, part="core")
+
+
+def test_a_summary_is_done_when_the_runs_its_parts_plan_are(tmp_path):
+    """The main study's configuration allows seeds 3-4 of the attention arms, which its parts do not
+    run: with the planned runs finished it reads as done, and says how many it allows."""
+    from kdviz.ui.ablations import runs_line
+
+    acc = {"baseline": [0.88, 0.881, 0.879, 0.882, 0.88], "at": [0.884, 0.883, 0.885, None, None]}
+    main = load_summary(fixture_summary(tmp_path, acc, name="cifar10-study"))
+    assert main.status == "done" and len(main.state["planned_runs"]) == 8 and len(main.runs) == 10
+    assert runs_line(main) == "8 of the 8 planned runs finished (its configuration allows 10)"
+    # a study of no plan counts every run of its configuration
+    other = load_summary(fixture_summary(tmp_path, acc, name="my-study"))
+    assert other.status == "partial" and runs_line(other) == "8 of 10 runs finished"
+    # a planned run missing: partial
+    acc["baseline"][4] = None
+    short = load_summary(fixture_summary(tmp_path / "b", acc, name="cifar10-study"))
+    assert short.status == "partial"
+    assert runs_line(short) == "7 of the 8 planned runs finished (its configuration allows 10)"
 
 
 @pytest.fixture

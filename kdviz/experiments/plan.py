@@ -140,6 +140,15 @@ def plan() -> list[Part]:
     return parts
 
 
+def planned_runs(study_name: str) -> set[tuple[str, int]]:
+    """The (arm, seed) pairs the plan's parts run in ``study_name`` (empty for a study of no plan).
+
+    A study's configuration may allow more (the main study's seeds 3-4 of the attention arms): a
+    summary is complete when the planned runs are done.
+    """
+    return {(a, s) for p in plan() if p.study == study_name for a in p.arms for s in p.seeds}
+
+
 def part(name: str) -> Part:
     found = {p.name: p for p in plan()}
     if name not in found:

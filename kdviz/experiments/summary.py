@@ -27,6 +27,7 @@ from ..core import atomic, machine, settings
 from ..core.version import __version__
 from ..training.loop import EpochRecord
 from .ablation import RunView, StudyConfig, StudyError, StudyView, csv_table, markdown_table, summarise
+from .plan import planned_runs
 
 SUMMARY = "study.json"
 KIND = "kdviz-study-summary"
@@ -156,9 +157,12 @@ def load_summary(folder: str | Path) -> StudyView:
             )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise StudyError(f"{folder} holds an unreadable summary ({exc})") from None
+    planned = planned_runs(folder.name)
+    counted = [r for r in runs if (r.arm, r.seed) in planned] or runs  # a study of no plan: all its runs
     state = {k: head[k] for k in STATE_KEYS if k in head}
     state.update(
-        status="done" if runs and all(r.metrics for r in runs) else "partial",
+        status="done" if counted and all(r.metrics for r in counted) else "partial",
+        planned_runs=[r.name for r in counted],
         parts=head.get("parts", {}),
         study_folder=head.get("study_folder", ""),
         updated=head.get("updated", ""),

@@ -240,7 +240,8 @@ def accuracy_bars(
             error_y=dict(type="data", array=[half(r) for r in done], visible=True),
             marker_color=[ARM_COLOURS.get(r["arm"], "#1f77b4") for r in done],
             text=[f"{100 * r['accuracy']:.2f} %" for r in done],
-            textposition="outside",
+            textposition="inside",
+            insidetextanchor="start",  # at the bar's foot, clear of the interval and the seeds' points
             name="mean (95 % CI)",
             hovertemplate="%{x}: %{y:.2f} % ± %{error_y.array:.2f} (95 % CI)<extra></extra>",
         )
@@ -316,6 +317,20 @@ def curves(histories: dict) -> go.Figure:
     return fig
 
 
+def runs_line(view: StudyView) -> str:
+    """How many runs finished, of those the study's parts plan where that is fewer than it allows."""
+    planned = set(view.state.get("planned_runs") or [r.name for r in view.runs])
+    if len(planned) == len(view.runs):
+        return f"{view.finished_runs} of {len(view.runs)} runs finished"
+    done = sum(r.metrics is not None for r in view.runs if r.name in planned)
+    extra = view.finished_runs - done
+    return (
+        f"{done} of the {len(planned)} planned runs finished"
+        + (f" and {extra} more" if extra else "")
+        + f" (its configuration allows {len(view.runs)})"
+    )
+
+
 def render_study(view: StudyView, data: Dataset | None) -> None:
     """Everything about one study or committed summary: status, table, bars, curves, and the maps per
     arm where the students' weights are on this machine."""
@@ -324,7 +339,7 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
     state, cfg = view.state, view.config
     teacher = state.get("teacher", {})
     st.markdown(
-        f"**{view.name}**: {view.status}, {view.finished_runs} of {len(view.runs)} runs finished · "
+        f"**{view.name}**: {view.status}, {runs_line(view)} · "
         f"data `{cfg.dataset}`"
         + (f" ({state['subset_size']:,} training images)" if state.get("subset_size") else "")
         + (
