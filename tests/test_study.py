@@ -14,13 +14,22 @@ import torch
 from scipy import stats as sps
 
 from kdviz.attribution.igcache import MAPS, IGMapStore
+from kdviz.bench import latency
 from kdviz.core.machine import cpu_name
 from kdviz.data import load_dataset
 from kdviz.experiments import ablation, stats
 from kdviz.experiments import plan as planning
 from kdviz.experiments.ablation import Selection, StudyError, csv_table, load_study, run_study, summarise
 from kdviz.experiments.summary import list_summaries, load_summary, weights_of, write_summary
-from kdviz.experiments.sweep import LATENCY_KEYS, figure, load_sweep, pareto_front, sweep_rows, write_sweep
+from kdviz.experiments.sweep import (
+    LATENCY_KEYS,
+    figure,
+    load_sweep,
+    measure_costs,
+    pareto_front,
+    sweep_rows,
+    write_sweep,
+)
 from kdviz.models import create_model
 from kdviz.models.checkpoints import LoadedModel, ModelCard, load_model
 from kdviz.training import (
@@ -538,6 +547,28 @@ def test_pareto_front_by_hand():
     assert pareto_front([(1.0, 0.8), (1.0, 0.8)]) == [True, True]  # ties beat nobody
 
 
+def test_the_sweep_times_its_models_in_turns(monkeypatch):
+    """Teacher and students share every timing round (a drifting load falls on all of them), and
+    each row carries its own model's parameters and a median per runtime and batch."""
+    rounds = []
+    real = latency.sample_interleaved
+
+    def recording(fns, **kw):
+        rounds.append(sorted(fns))
+        return real(fns, **kw)
+
+    monkeypatch.setattr(latency, "sample_interleaved", recording)
+    archs = ["airnet_student_32x", "airnet_student_64x"]
+    rows = measure_costs(archs, seconds=0.05, threads=1)
+    assert rounds == [sorted(archs)] * 4  # eager and ONNX, batch 1 and 64: all models in each
+    for arch in archs:
+        row = rows[arch]
+        assert row["params"] == sum(p.numel() for p in create_model(arch).parameters())
+        assert all(row[k] > 0 for k in LATENCY_KEYS)
+        assert row["eager b64 ms"] > row["eager b1 ms"] and row["onnx b64 ms"] > row["onnx b1 ms"]
+    assert rows["airnet_student_32x"]["macs"] > rows["airnet_student_64x"]["macs"]
+
+
 def test_the_sweep_from_summaries(parted, tmp_path):
     folder, summary, _, _ = parted
     results = tmp_path / "results"
@@ -546,9 +577,15 @@ def test_the_sweep_from_summaries(parted, tmp_path):
     head["config"]["student"] = "airnet_student_16x"  # the fixture study stands in for the 16× student
     (results / "sweep-16x" / "study.json").write_text(json.dumps(head))
 
-    def fake(arch):
-        n = sum(p.numel() for p in create_model(arch).parameters())
-        return {"arch": arch, "params": n, "macs": n * 10, **{k: n / 1e5 for k in LATENCY_KEYS}}
+    asked = []
+
+    def fake(archs):
+        asked.append(list(archs))
+        rows = {}
+        for arch in archs:
+            n = sum(p.numel() for p in create_model(arch).parameters())
+            rows[arch] = {"arch": arch, "params": n, "macs": n * 10, **{k: n / 1e5 for k in LATENCY_KEYS}}
+        return rows
 
     rows = sweep_rows(
         results, measure=fake, students={"16x": "airnet_student_16x", "64x": "airnet_student_64x"}
@@ -560,6 +597,7 @@ def test_the_sweep_from_summaries(parted, tmp_path):
         ("64x", "baseline"),
         ("64x", "kd+ig"),
     ]
+    assert asked == [["airnet_cifar", "airnet_student_16x", "airnet_student_64x"]]  # one call: timed in turns
     view = load_summary(results / "sweep-16x")
     base = [r.metrics["test_accuracy"] for r in view.runs if r.arm == "baseline"]
     assert rows[1]["accuracy"] == pytest.approx(np.mean(base)) and rows[1]["seeds"] == 2

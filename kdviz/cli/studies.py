@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core import settings
@@ -166,12 +167,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise CLIError(f"unknown student(s) {', '.join(bad)}; the sweep has {', '.join(STUDENTS)}")
         students = {k: v for k, v in STUDENTS.items() if k in wanted}
 
-    def measure(arch: str) -> dict:
+    def measure(archs: Sequence[str]) -> dict[str, dict]:
         from ..experiments.sweep import measure_costs
 
         if not args.json:
-            print(f"measuring {arch}…", file=sys.stderr)
-        return measure_costs(arch, seconds=args.seconds, threads=args.threads)
+            print(f"measuring {', '.join(archs)} in turns…", file=sys.stderr)
+        return measure_costs(archs, seconds=args.seconds, threads=args.threads)
 
     rows = sweep_rows(args.results, measure=measure, students=students)
     path = write_sweep(rows, args.out) if not args.no_write else None
@@ -319,7 +320,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--results", help="where the study summaries are (default docs/results)")
     sw.add_argument("--out", help="where sweep.json goes (default docs/results/sweep)")
     sw.add_argument("--students", help="comma-separated ratios (default all: 4x,2x,8x,16x,32x,64x)")
-    sw.add_argument("--seconds", type=float, default=2.0, help="time spent per latency measurement")
+    sw.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="each model's seconds per runtime and batch (the models are timed in turns)",
+    )
     sw.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     sw.add_argument("--no-write", action="store_true", help="print only")
     sw.add_argument("--json", action="store_true")

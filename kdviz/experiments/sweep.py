@@ -3,21 +3,22 @@
 Each student's accuracy comes from its study's committed summary (``sweep-<ratio>``, and the main
 study for the 4× student: :mod:`.plan`), per arm (baseline and KD + IG) as mean and sd over the
 seeds done; its cost is measured here: parameters, MACs, and median latency at batch 1 and 64 in
-eager PyTorch and in ONNX Runtime (:mod:`kdviz.bench`). :func:`write_sweep` stores the rows with the
-machine in ``<results>/sweep/sweep.json`` (and CSV); :func:`figure` draws accuracy against latency
-and against compression, both arms, each arm's Pareto front marked (no point is both faster, or
-smaller, and more accurate).
+eager PyTorch and in ONNX Runtime (:mod:`kdviz.bench`), all models timed in turns.
+:func:`write_sweep` stores the rows with the machine in ``<results>/sweep/sweep.json`` (and CSV);
+:func:`figure` draws accuracy against latency and against compression, both arms, each arm's Pareto
+front marked (no point is both faster, or smaller, and more accurate).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core import atomic, machine
 from ..models import create_model, model_stats
@@ -36,22 +37,45 @@ STUDENTS = {"4x": "airnet_student_4x", **SWEEP_STUDENTS}
 LATENCY_KEYS = ("eager b1 ms", "eager b64 ms", "onnx b1 ms", "onnx b64 ms")
 
 
-def measure_costs(arch: str, *, seconds: float = 2.0, threads: int | None = None) -> dict:
-    """Parameters, MACs and median latency (batch 1 and 64, eager and ONNX Runtime) of ``arch``."""
+def measure_costs(
+    archs: Sequence[str], *, seconds: float = 2.0, threads: int | None = None
+) -> dict[str, dict]:
+    """Parameters, MACs and median latency (batch 1 and 64, eager and ONNX Runtime) of each arch.
+
+    The models are timed in turns (:func:`kdviz.bench.latency.sample_interleaved`): a shared machine's
+    load drifts by tens of per cent within a minute, and measured one after another the teacher and a
+    student would meet different loads, so their speed-up would swing with it. ``seconds`` is each
+    model's share of the budget of one runtime and batch."""
+    import numpy as np
+    import torch
+
     from ..bench import export, latency
 
-    model = create_model(arch, num_classes=10).eval()
-    stats = model_stats(model, 32)
-    kw: dict[str, Any] = dict(warmup=3, repeats=50, max_seconds=seconds)
-    row = {"arch": arch, "params": stats.params, "macs": stats.macs}
-    sess = export.session(export.to_onnx(model), threads=threads)
-    export.check_equal(model, sess)
+    models = {a: create_model(a, num_classes=10).eval() for a in archs}
+    rows: dict[str, dict] = {}
+    sessions = {}
+    for arch, model in models.items():
+        stats = model_stats(model, 32)
+        rows[arch] = {"arch": arch, "params": stats.params, "macs": stats.macs}
+        # no spin-waiting: several sessions take turns on the same cores (see export.session)
+        sessions[arch] = export.session(export.to_onnx(model), threads=threads, spin=False)
+        export.check_equal(model, sessions[arch])
+    budget = seconds * len(archs)
     for batch in (1, 64):
-        row[f"eager b{batch} ms"] = latency.eager(model, arch, batch=batch, threads=threads, **kw).median_ms
-        row[f"onnx b{batch} ms"] = latency.onnxruntime(
-            sess, arch, batch=batch, threads=threads, **kw
-        ).median_ms
-    return row
+        x = torch.randn(batch, 3, 32, 32)
+        feed = x.numpy()
+        with latency.torch_threads(threads), torch.inference_mode():
+            eager = latency.sample_interleaved(
+                {a: functools.partial(m, x) for a, m in models.items()}, max_seconds=budget
+            )
+        onnx = latency.sample_interleaved(
+            {a: functools.partial(s.run, None, {s.get_inputs()[0].name: feed}) for a, s in sessions.items()},
+            max_seconds=budget,
+        )
+        for arch in archs:
+            rows[arch][f"eager b{batch} ms"] = float(np.median(eager[arch]))
+            rows[arch][f"onnx b{batch} ms"] = float(np.median(onnx[arch]))
+    return rows
 
 
 def accuracy_of(arch: str, ratio: str, root: Path) -> dict[str, dict]:
@@ -74,16 +98,19 @@ def accuracy_of(arch: str, ratio: str, root: Path) -> dict[str, dict]:
 def sweep_rows(
     root: str | Path | None = None,
     *,
-    measure: Callable[[str], dict] = measure_costs,
+    measure: Callable[[Sequence[str]], dict[str, dict]] = measure_costs,
     students: dict[str, str] | None = None,
 ) -> list[dict]:
-    """One row per student and arm (plus the teacher), cost measured now, accuracy from the summaries."""
+    """One row per student and arm (plus the teacher), cost measured now (all models in one
+    ``measure`` call, so they can be timed in turns), accuracy from the summaries."""
     root = Path(root) if root is not None else results_root()
-    teacher = measure(TEACHER_ARCH)
+    students = students or STUDENTS
+    costs = measure([TEACHER_ARCH, *students.values()])
+    teacher = costs[TEACHER_ARCH]
     teacher_acc = _teacher_accuracy(root)
     rows = [{"student": "teacher", "arm": "teacher", "compression ×": 1.0, **teacher, **teacher_acc}]
-    for ratio, arch in (students or STUDENTS).items():
-        cost = measure(arch)
+    for ratio, arch in students.items():
+        cost = costs[arch]
         compression = teacher["params"] / max(1, cost["params"])
         speed = {f"speed-up {k[:-3]} ×": teacher[k] / cost[k] for k in LATENCY_KEYS if cost.get(k)}
         accuracy = accuracy_of(arch, ratio, root)
