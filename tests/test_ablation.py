@@ -310,7 +310,9 @@ def test_a_bfloat16_study_is_refused_before_any_set_up_on_a_cpu_without_it(tmp_p
 
     monkeypatch.setattr(machine, "native_bfloat16", lambda: False)
     events = []
-    with pytest.raises(machine.PrecisionError, match="no native bfloat16"):
+    with pytest.raises(machine.PrecisionError, match="no native bfloat16") as refused:
         run_study(tmp_path / "bf16", tiny(train={"precision": "bfloat16"}), report=events.append)
+    assert "study 'bf16' trains in bfloat16" in str(refused.value)  # not "train in float32": another study
+    assert "train in float32" not in str(refused.value)
     assert events == []  # nothing was prepared: no data, no teacher, no IG cache
     assert not (tmp_path / "bf16" / "runs").exists()

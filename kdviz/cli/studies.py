@@ -94,6 +94,7 @@ def _ablate_target(args: argparse.Namespace):
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from ..core.machine import PrecisionError
     from ..experiments.ablation import StudyError, markdown_table, run_study, summarise
     from ..experiments.plan import plan_table
     from ..experiments.summary import load_summary
@@ -116,7 +117,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             summary=summary,
             part_name=part_name,
         )
-    except StudyError as exc:
+    except (StudyError, PrecisionError) as exc:
         bar.close()
         raise CLIError(str(exc)) from None
     bar.close()

@@ -170,6 +170,8 @@ def plan_table() -> str:
     lines += [
         "",
         f"A part with IG arms counts {IG_CACHE_MINUTES:.0f} minutes for the teacher's IG cache; where "
-        "another study on this machine finished it, the part shares it and takes that much less.",
+        "another study on this machine finished it, the part shares it and takes that much less. "
+        "Every part trains in bfloat16 autocast, as the whole study does: it needs a CPU with native "
+        "bfloat16 (AVX-512 BF16 or AMX) and is refused at once on one without.",
     ]
     return "\n".join(lines)
