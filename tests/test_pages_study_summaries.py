@@ -93,8 +93,9 @@ def page(tmp_path, monkeypatch):
          **{k: 2.0 / c**0.5 for k in LATENCY_KEYS}, "accuracy": acc, "accuracy std": 0.002, "seeds": 1}
         for s, c, arm, acc in [("teacher", 1.0, "teacher", 0.905), ("4x", 4.2, "baseline", 0.881),
                                ("4x", 4.2, "kd+ig", 0.891), ("16x", 16.0, "baseline", 0.85),
-                               ("16x", 16.0, "kd+ig", 0.86)]
+                               ("16x", 16.0, "kd+ig", 0.86), ("64x", 64.0, "kd+ig", float("nan"))]
     ]  # fmt: skip
+    rows[-1]["seeds"] = 0  # a point whose part has not run
     write_sweep(rows, results / "sweep")
     monkeypatch.setenv("KDVIZ_RESULTS", str(results))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
@@ -163,4 +164,5 @@ def test_the_sweep_tab_draws_both_arms_and_their_fronts(page):
     at.radio(key="abl_sweep_latency").set_value("onnx b64 ms").run()
     assert not at.exception
     assert "onnx b64" in chart(at, "abl_sweep_fig")["layout"]["annotations"][0]["text"]
-    assert len(tab(at, "Compression sweep").dataframe[0].value) == 5
+    assert len(tab(at, "Compression sweep").dataframe[0].value) == 6  # the point not run: its costs
+    assert any("Not run yet, so not drawn: 64x kd+ig." in i.value for i in tab(at, "Compression sweep").info)

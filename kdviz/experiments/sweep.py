@@ -162,6 +162,13 @@ def load_sweep(path: str | Path | None = None) -> dict | None:
     return sweep if sweep.get("kind") == "kdviz-sweep" else None
 
 
+def not_run(sweep: dict) -> list[str]:
+    """The sweep's points with no accuracy yet (``"8x baseline"``…): the figure leaves them out, so
+    the page says which they are rather than let a gap pass for a result."""
+    rows = sweep["rows"]
+    return [f"{r['student']} {r['arm']}" for r in rows if r["arm"] != "teacher" and not r.get("seeds")]
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     """Which points (cost, accuracy) no other point beats: at most the cost and at least the accuracy,
     better in one. NaN points are never on the front."""

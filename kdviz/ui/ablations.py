@@ -399,7 +399,7 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
 
 def render_sweep(sweep: dict) -> None:
     """The compression sweep: accuracy against latency and against compression, and its numbers."""
-    from kdviz.experiments.sweep import LATENCY_KEYS, figure
+    from kdviz.experiments.sweep import LATENCY_KEYS, figure, not_run
 
     latency = st.radio(
         "Latency",
@@ -415,6 +415,12 @@ def render_sweep(sweep: dict) -> None:
         "threads). Filled points lie on their arm's Pareto front (nothing is both cheaper and more "
         "accurate); hollow ones do not. Accuracy: mean over the seeds done (bars: sd)."
     )
+    missing = not_run(sweep)
+    if missing:
+        st.info(
+            f"Not run yet, so not drawn: {', '.join(missing)}. Their costs are in the table; their parts "
+            "are in `python -m kdviz ablate --plan`."
+        )
     frame = pd.DataFrame(sweep["rows"])
     st.dataframe(frame, hide_index=True, key="abl_sweep_table")
 
