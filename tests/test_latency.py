@@ -186,6 +186,20 @@ def test_sample_interleaved_takes_turns_within_one_budget():
     assert clock.now == 6.0
 
 
+def test_eager_in_turns_times_every_model_once_per_turn_and_says_how():
+    """The several-model twin of ``eager``: one sample per model per turn, each labelled with its own
+    name and runtime, a bigger model slower than a smaller one measured beside it."""
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    big = nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3), nn.Flatten())
+    got = latency.eager_in_turns({"small": small, "big": big}, batch=8, threads=1, repeats=20, max_seconds=5)
+    assert {n: (m.name, m.runtime, m.batch, m.threads) for n, m in got.items()} == {
+        "small": ("small", "eager", 8, 1),
+        "big": ("big", "eager", 8, 1),
+    }
+    assert len(got["small"].samples_ms) == len(got["big"].samples_ms) == 20
+    assert got["big"].median_ms > got["small"].median_ms
+
+
 def test_busy_message_only_when_the_load_exceeds_the_cores(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setattr("os.getloadavg", lambda: (1.5, 1.0, 1.0))

@@ -5,7 +5,17 @@ cached evaluation and Pareto front (:mod:`.scorecard`).
 
 from . import export, latency, scorecard
 from .export import ExportError, check_equal, session, to_onnx
-from .latency import Latency, busy_message, eager, relative_spread, sample, sample_interleaved, torch_threads
+from .latency import (
+    Latency,
+    busy_message,
+    eager,
+    eager_in_turns,
+    onnxruntime_in_turns,
+    relative_spread,
+    sample,
+    sample_interleaved,
+    torch_threads,
+)
 from .scorecard import Entry, cached_predictions, headline, pareto_front
 
 __all__ = [
@@ -16,9 +26,11 @@ __all__ = [
     "cached_predictions",
     "check_equal",
     "eager",
+    "eager_in_turns",
     "export",
     "headline",
     "latency",
+    "onnxruntime_in_turns",
     "pareto_front",
     "relative_spread",
     "sample",

@@ -9,11 +9,13 @@ one model be measured (batch 1 and one larger batch) within 10 s on 2 cores:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,3 +184,31 @@ def onnxruntime(
     feed = {sess.get_inputs()[0].name: x}
     samples = sample(lambda: sess.run(None, feed), **kw)
     return Latency(name, "onnxruntime", batch, threads or 0, samples)
+
+
+def eager_in_turns(
+    models: dict[str, nn.Module], *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw
+) -> dict[str, Latency]:
+    """:func:`eager` for several models timed in turns (:func:`sample_interleaved`), so that their
+    ratios hold on a machine whose load drifts; ``max_seconds`` bounds them all together."""
+    x = torch.randn(batch, 3, image_size, image_size)
+    fns: dict[str, Callable[[], object]] = {
+        n: functools.partial(m.eval().cpu(), x) for n, m in models.items()
+    }
+    with torch_threads(threads), torch.inference_mode():
+        samples = sample_interleaved(fns, **kw)
+        used = torch.get_num_threads()
+    return {name: Latency(name, "eager", batch, used, ms) for name, ms in samples.items()}
+
+
+def onnxruntime_in_turns(
+    sessions: dict[str, Any], *, batch: int = 1, image_size: int = 32, threads: int | None = None, **kw
+) -> dict[str, Latency]:
+    """:func:`onnxruntime` for several sessions timed in turns (make them with ``spin=False``:
+    :func:`kdviz.bench.export.session` says why)."""
+    x = np.random.default_rng(0).standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
+    fns: dict[str, Callable[[], object]] = {
+        n: functools.partial(s.run, None, {s.get_inputs()[0].name: x}) for n, s in sessions.items()
+    }
+    samples = sample_interleaved(fns, **kw)
+    return {name: Latency(name, "onnxruntime", batch, threads or 0, ms) for name, ms in samples.items()}

@@ -62,13 +62,15 @@ class PrecisionError(ValueError):
     """bfloat16 was asked for on a CPU that would only emulate it."""
 
 
-def check_precision(precision: str) -> None:
+def check_precision(precision: str, advice: str = "train in float32") -> None:
+    """Refuse a precision this CPU cannot run at speed; ``advice`` is what the message tells the user
+    to do instead (a study cannot simply switch to float32: its runs share one recipe)."""
     if precision not in ("float32", "bfloat16"):
         raise PrecisionError(f"precision must be 'float32' or 'bfloat16', not {precision!r}")
     if precision == "bfloat16" and not native_bfloat16():
         raise PrecisionError(
             f"this CPU ({cpu_name()}) has no native bfloat16 instructions (AVX-512 BF16 or AMX): "
-            "autocast would be emulated and slower than float32; train in float32"
+            f"autocast would be emulated and slower than float32; {advice}"
         )
 
 

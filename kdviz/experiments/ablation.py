@@ -44,7 +44,7 @@ from ..attribution.igcache import INDEX, IGMapStore
 from ..core import atomic, settings
 from ..core.integrity import read_checked_npy, write_checked_npy
 from ..core.lock import WriterLock
-from ..core.machine import PrecisionError, check_precision, cpu_name
+from ..core.machine import check_precision, cpu_name
 from ..core.version import __version__
 from ..data import Dataset, load_dataset
 from ..models import create_model, model_stats
@@ -510,14 +510,12 @@ def _run_study(
     # before the hours of set-up (the teacher's IG cache): a bfloat16 study on a CPU without native
     # bfloat16 would otherwise build it and only then be refused by the first run's training loop
     for train_fields in (config.train, config.teacher_train or {}):
-        try:
-            check_precision(str(train_fields.get("precision", "float32")))
-        except PrecisionError as exc:  # "train in float32" would make another study, not this one
-            raise PrecisionError(
-                f"{str(exc).split(':')[0]}, and study {folder.name!r} trains in bfloat16: every run and "
-                "part of a study shares its recipe, so run it on a CPU with AVX-512 BF16 or AMX (a "
-                "float32 study is another study, under another name)"
-            ) from None
+        check_precision(  # "train in float32" would make another study, not this one
+            str(train_fields.get("precision", "float32")),
+            advice=f"study {folder.name!r} trains in bfloat16, and every run and part of a study shares "
+            "its recipe: run it on a CPU with AVX-512 BF16 or AMX (a float32 study is another study, "
+            "under another name)",
+        )
     report = report or (lambda e: None)
     stop = should_stop or (lambda: False)
     state["status"] = "running"

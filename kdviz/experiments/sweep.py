@@ -12,7 +12,6 @@ front marked (no point is both faster, or smaller, and more accurate).
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import time
@@ -46,9 +45,6 @@ def measure_costs(
     load drifts by tens of per cent within a minute, and measured one after another the teacher and a
     student would meet different loads, so their speed-up would swing with it. ``seconds`` is each
     model's share of the budget of one runtime and batch."""
-    import numpy as np
-    import torch
-
     from ..bench import export, latency
 
     models = {a: create_model(a, num_classes=10).eval() for a in archs}
@@ -62,19 +58,11 @@ def measure_costs(
         export.check_equal(model, sessions[arch])
     budget = seconds * len(archs)
     for batch in (1, 64):
-        x = torch.randn(batch, 3, 32, 32)
-        feed = x.numpy()
-        with latency.torch_threads(threads), torch.inference_mode():
-            eager = latency.sample_interleaved(
-                {a: functools.partial(m, x) for a, m in models.items()}, max_seconds=budget
-            )
-        onnx = latency.sample_interleaved(
-            {a: functools.partial(s.run, None, {s.get_inputs()[0].name: feed}) for a, s in sessions.items()},
-            max_seconds=budget,
-        )
+        eager = latency.eager_in_turns(models, batch=batch, threads=threads, max_seconds=budget)
+        onnx = latency.onnxruntime_in_turns(sessions, batch=batch, threads=threads, max_seconds=budget)
         for arch in archs:
-            rows[arch][f"eager b{batch} ms"] = float(np.median(eager[arch]))
-            rows[arch][f"onnx b{batch} ms"] = float(np.median(onnx[arch]))
+            rows[arch][f"eager b{batch} ms"] = eager[arch].median_ms
+            rows[arch][f"onnx b{batch} ms"] = onnx[arch].median_ms
     return rows
 
 
