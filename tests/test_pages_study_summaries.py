@@ -96,6 +96,8 @@ def page(tmp_path, monkeypatch):
                                ("16x", 16.0, "kd+ig", 0.86), ("64x", 64.0, "kd+ig", float("nan"))]
     ]  # fmt: skip
     rows[-1]["seeds"] = 0  # a point whose part has not run
+    for r in rows[1:]:  # one point trained in float32, the others in bfloat16
+        r["precision"] = "float32" if r["student"] == "16x" else "bfloat16"
     write_sweep(rows, results / "sweep")
     monkeypatch.setenv("KDVIZ_RESULTS", str(results))
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "cache"))
@@ -166,3 +168,5 @@ def test_the_sweep_tab_draws_both_arms_and_their_fronts(page):
     assert "onnx b64" in chart(at, "abl_sweep_fig")["layout"]["annotations"][0]["text"]
     assert len(tab(at, "Compression sweep").dataframe[0].value) == 6  # the point not run: its costs
     assert any("Not run yet, so not drawn: 64x kd+ig." in i.value for i in tab(at, "Compression sweep").info)
+    captions = [c.value for c in tab(at, "Compression sweep").caption]
+    assert any("Not every point trained alike: bfloat16: 4x; float32: 16x." in c for c in captions)

@@ -529,6 +529,13 @@ def test_the_plan_fits_sessions_and_shares_one_study():
         p.selection().check(p.config())
     with pytest.raises(ValueError, match="unknown part"):
         planning.part("nope")
+    # a float32 point trains both its arms in float32, and only its precision differs from the others
+    eight, sixteen = planning.part("sweep-8x"), planning.part("sweep-16x")
+    assert eight.precision == "float32" and eight.config().train["precision"] == "float32"
+    assert sixteen.precision == sixteen.config().train["precision"] == "bfloat16"
+    differ = {k for k in eight.config().train if eight.config().train[k] != sixteen.config().train.get(k)}
+    assert differ == {"precision"}
+    assert "| float32 |" in planning.plan_table() and "| bfloat16 |" in planning.plan_table()
     with pytest.raises(StudyError, match="not in the study"):
         Selection(arms=["at"]).check(tiny(arms=["kd"]))
 
@@ -602,6 +609,7 @@ def test_the_sweep_from_summaries(parted, tmp_path):
     base = [r.metrics["test_accuracy"] for r in view.runs if r.arm == "baseline"]
     assert rows[1]["accuracy"] == pytest.approx(np.mean(base)) and rows[1]["seeds"] == 2
     assert math.isnan(rows[3]["accuracy"]) and rows[3]["seeds"] == 0  # not run yet
+    assert rows[1]["precision"] == view.config.train.get("precision", "float32")  # as its study trained
     assert rows[1]["compression ×"] == pytest.approx(rows[0]["params"] / rows[1]["params"])
     assert rows[1]["speed-up eager b1 ×"] == pytest.approx(rows[0]["eager b1 ms"] / rows[1]["eager b1 ms"])
     path = write_sweep(rows, tmp_path / "sweep")
@@ -611,6 +619,45 @@ def test_the_sweep_from_summaries(parted, tmp_path):
     names = {t.name for t in fig.data}
     assert {"baseline", "kd+ig", "teacher"} <= names
     assert load_sweep(tmp_path / "none") is None
+
+
+def test_keep_costs_refreshes_accuracy_without_timing(parted, tmp_path, monkeypatch, capsys):
+    """``sweep --keep-costs``: a part that lands while the cores are busy updates the accuracies, and
+    the costs (and the machine that timed them) stay as they were timed."""
+    from kdviz.cli.main import main
+    from kdviz.experiments import sweep as sweep_module
+
+    folder, summary, _, _ = parted
+    results = tmp_path / "results"
+    shutil.copytree(summary, results / "sweep-16x")
+    head = json.loads((results / "sweep-16x" / "study.json").read_text())
+    head["config"]["student"] = "airnet_student_16x"
+    (results / "sweep-16x" / "study.json").write_text(json.dumps(head))
+    timed = {"cpu": "the machine that timed", "cores": 2}
+    old = [
+        {"student": "teacher", "arm": "teacher", "arch": "airnet_cifar", "params": 100, "macs": 1000,
+         **{k: 10.0 for k in LATENCY_KEYS}, "seeds": 0},
+        {"student": "16x", "arm": "baseline", "arch": "airnet_student_16x", "params": 10, "macs": 100,
+         **{k: 2.5 for k in LATENCY_KEYS}, "seeds": 0, "accuracy": float("nan")},
+    ]  # fmt: skip
+    write_sweep(old, tmp_path / "sweep", timed_on=timed)
+    monkeypatch.setattr(sweep_module, "measure_costs", lambda *a, **k: pytest.fail("timed again"))
+    out = ["sweep", "--results", str(results), "--out", str(tmp_path / "sweep"), "--keep-costs"]
+    assert main([*out, "--students", "16x"]) == 0
+    new = load_sweep(tmp_path / "sweep")
+    assert new["machine"] == timed
+    base = next(r for r in new["rows"] if r["student"] == "16x" and r["arm"] == "baseline")
+    view = load_summary(results / "sweep-16x")
+    assert base["seeds"] == 2 and base["accuracy"] == pytest.approx(
+        np.mean([r.metrics["test_accuracy"] for r in view.runs if r.arm == "baseline"])
+    )
+    assert base["eager b64 ms"] == 2.5 and base["speed-up eager b64 ×"] == pytest.approx(4.0)
+    capsys.readouterr()
+    # a student the stored sweep never timed: one clear line, nothing written
+    assert main([*out, "--students", "64x"]) == 1
+    assert "no costs for airnet_student_64x" in capsys.readouterr().err
+    assert load_sweep(tmp_path / "sweep")["rows"] == new["rows"]
+    assert main(["sweep", "--results", str(results), "--out", str(tmp_path / "none"), "--keep-costs"]) == 1
 
 
 def test_a_committed_summarys_run_files_are_not_ignored_by_git():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core import settings
@@ -175,8 +175,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"measuring {', '.join(archs)} in turns…", file=sys.stderr)
         return measure_costs(archs, seconds=args.seconds, threads=args.threads)
 
-    rows = sweep_rows(args.results, measure=measure, students=students)
-    path = write_sweep(rows, args.out) if not args.no_write else None
+    costs: Callable[[Sequence[str]], dict[str, dict]] = measure
+    timed_on = None
+    if args.keep_costs:
+        from ..experiments.sweep import load_sweep, stored_costs
+
+        stored = load_sweep(args.out)
+        if stored is None:
+            raise CLIError(
+                "--keep-costs: there is no stored sweep to keep the costs of; run `sweep` without it"
+            )
+        costs, timed_on = stored_costs(stored), stored.get("machine", {})
+    try:
+        rows = sweep_rows(args.results, measure=costs, students=students)
+    except KeyError as e:
+        raise CLIError(str(e.args[0])) from None
+    path = write_sweep(rows, args.out, timed_on=timed_on) if not args.no_write else None
     emit(
         {"sweep": str(path) if path else None, "rows": rows}
         if args.json
@@ -328,6 +342,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         help="each model's seconds per runtime and batch (the models are timed in turns)",
     )
     sw.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    sw.add_argument(
+        "--keep-costs",
+        action="store_true",
+        help="keep the costs the stored sweep timed (and its machine); refresh only the accuracies, "
+        "e.g. while another part trains on these cores",
+    )
     sw.add_argument("--no-write", action="store_true", help="print only")
     sw.add_argument("--json", action="store_true")
     sw.set_defaults(func=cmd_sweep)

@@ -67,7 +67,8 @@ def measure_costs(
 
 
 def accuracy_of(arch: str, ratio: str, root: Path) -> dict[str, dict]:
-    """Per arm of the sweep: accuracy mean, sd and seeds, read from the student's committed summary."""
+    """Per arm of the sweep: accuracy mean, sd, seeds and training precision, read from the
+    student's committed summary."""
     name = MAIN_STUDY if ratio == "4x" else f"sweep-{ratio}"
     out: dict[str, dict] = {}
     try:
@@ -76,10 +77,17 @@ def accuracy_of(arch: str, ratio: str, root: Path) -> dict[str, dict]:
         return out
     if view.config.student != arch:
         return out
+    precision = str(view.config.train.get("precision", "float32"))  # not every point trains alike
     for arm in SWEEP_ARMS:
         acc = [r.metrics["test_accuracy"] for r in view.runs if r.arm == arm and r.metrics]
         s = describe(acc)
-        out[arm] = {"accuracy": s.mean, "accuracy std": s.sd, "seeds": len(acc), "study": name}
+        out[arm] = {
+            "accuracy": s.mean,
+            "accuracy std": s.sd,
+            "seeds": len(acc),
+            "study": name,
+            "precision": precision,
+        }
     return out
 
 
@@ -108,6 +116,26 @@ def sweep_rows(
     return rows
 
 
+COST_KEYS = ("arch", "params", "macs", *LATENCY_KEYS)
+
+
+def stored_costs(sweep: dict) -> Callable[[Sequence[str]], dict[str, dict]]:
+    """A ``measure`` for :func:`sweep_rows` that returns the costs an earlier sweep timed: a part that
+    lands while the machine is busy (another part training) updates the accuracies without
+    re-timing on loaded cores. A model the stored sweep has no costs for is an error, not a guess."""
+    stored = {r["arch"]: {k: r[k] for k in COST_KEYS if k in r} for r in sweep["rows"] if r.get("arch")}
+
+    def measure(archs: Sequence[str]) -> dict[str, dict]:
+        missing = [a for a in archs if a not in stored]
+        if missing:
+            raise KeyError(
+                f"the stored sweep has no costs for {', '.join(missing)}: time them (no --keep-costs)"
+            )
+        return {a: dict(stored[a]) for a in archs}
+
+    return measure
+
+
 def _teacher_accuracy(root: Path) -> dict:
     try:
         acc = load_summary(root / MAIN_STUDY).state.get("teacher", {}).get("test_accuracy")
@@ -116,8 +144,10 @@ def _teacher_accuracy(root: Path) -> dict:
     return {"accuracy": float("nan") if acc is None else acc, "accuracy std": float("nan"), "seeds": 0}
 
 
-def write_sweep(rows: list[dict], out: str | Path | None = None) -> Path:
-    """``sweep.json`` (rows and machine) and ``sweep.csv`` in ``out`` (default ``<results>/sweep``)."""
+def write_sweep(rows: list[dict], out: str | Path | None = None, *, timed_on: dict | None = None) -> Path:
+    """``sweep.json`` (rows and machine) and ``sweep.csv`` in ``out`` (default ``<results>/sweep``).
+
+    ``timed_on``: the machine that timed the costs when they were not timed now (``--keep-costs``)."""
     out = Path(out) if out is not None else results_root() / "sweep"
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(
@@ -125,7 +155,7 @@ def write_sweep(rows: list[dict], out: str | Path | None = None) -> Path:
         {
             "kind": "kdviz-sweep",
             "rows": rows,
-            "machine": machine.describe(),
+            "machine": timed_on if timed_on is not None else machine.describe(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     )
@@ -155,6 +185,18 @@ def not_run(sweep: dict) -> list[str]:
     the page says which they are rather than let a gap pass for a result."""
     rows = sweep["rows"]
     return [f"{r['student']} {r['arm']}" for r in rows if r["arm"] != "teacher" and not r.get("seeds")]
+
+
+def trained_in(sweep: dict) -> dict[str, list[str]]:
+    """The students with a finished run, by the precision their study trained in (``{"bfloat16":
+    ["2x", "4x"], "float32": ["8x"]}``): the page says so when the points did not all train alike."""
+    out: dict[str, list[str]] = {}
+    for r in sweep["rows"]:
+        if r["arm"] != "teacher" and r.get("seeds") and r.get("precision"):
+            names = out.setdefault(str(r["precision"]), [])
+            if r["student"] not in names:
+                names.append(r["student"])
+    return out
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:

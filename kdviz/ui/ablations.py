@@ -399,7 +399,7 @@ def render_study(view: StudyView, data: Dataset | None) -> None:
 
 def render_sweep(sweep: dict) -> None:
     """The compression sweep: accuracy against latency and against compression, and its numbers."""
-    from kdviz.experiments.sweep import LATENCY_KEYS, figure, not_run
+    from kdviz.experiments.sweep import LATENCY_KEYS, figure, not_run, trained_in
 
     latency = st.radio(
         "Latency",
@@ -415,6 +415,13 @@ def render_sweep(sweep: dict) -> None:
         "threads). Filled points lie on their arm's Pareto front (nothing is both cheaper and more "
         "accurate); hollow ones do not. Accuracy: mean over the seeds done (bars: sd)."
     )
+    precisions = trained_in(sweep)
+    if len(precisions) > 1:
+        st.caption(
+            "Not every point trained alike: "
+            + "; ".join(f"{p}: {', '.join(students)}" for p, students in sorted(precisions.items()))
+            + ". Both arms of a point share its precision (`python -m kdviz ablate --plan`)."
+        )
     missing = not_run(sweep)
     if missing:
         st.info(
